@@ -1,0 +1,1 @@
+"""The node's actors (Pykka): NetworkIO, GossipManager, ChainKeeper, ConsensusRunner, MinerActor."""

@@ -1,0 +1,114 @@
+"""What every actor of the node shares: a name, liveness pings, counters, timers.
+
+Pykka has no supervision and no timers (DESIGN.md); this base class supplies the
+hooks the supervisor relies on: `ping()` answers liveness checks, unhandled
+failures are reported to the supervisor, and timers are threads that `tell` the
+actor and die with it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import pykka
+
+from actors.context import NodeContext
+from messages.internal import Ping
+
+
+class Ticker:
+    """Calls `callback` every `interval` seconds on a daemon thread until cancelled.
+
+    The callback should only *send* to an actor (defer/tell); a dead actor ends the
+    ticker quietly.
+    """
+
+    def __init__(self, interval: float, callback: Callable[[], Any], name: str) -> None:
+        self._interval = interval
+        self._callback = callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "Ticker":
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._callback()
+            except pykka.ActorDeadError:
+                return
+
+
+class NodeActor(pykka.ThreadingActor):
+    """Base of NetworkIO, GossipManager, ChainKeeper, ConsensusRunner, MinerActor."""
+
+    # Abandoned (hung) actors must not keep the process alive at exit.
+    use_daemon_thread = True
+
+    def __init__(self, ctx: NodeContext, name: str) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.name = name
+        self.log = logging.getLogger(f"node.{name}")
+        self._tickers: list[Ticker] = []
+        self._messages = ctx.metrics.actor_messages.labels(actor=name)
+
+    # ---------------------------------------------------------- protocol
+
+    def ping(self) -> str:
+        """Liveness check: answering proves the actor's loop is not stuck."""
+        return "pong"
+
+    def crash(self, reason: str = "fault injection") -> None:
+        """Fail the way a real bug would: raise inside the actor (call with defer)."""
+        raise RuntimeError(f"{self.name}: {reason}")
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the inbox (safe to read from any thread)."""
+        return self.actor_inbox.qsize()  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------- helpers
+
+    def every(self, interval: float, method: str, *args: Any) -> None:
+        """Call our own `method(*args)` as a message every `interval` seconds."""
+        proxy_method = getattr(self.actor_ref.proxy(), method)
+        ticker = Ticker(interval, lambda: proxy_method.defer(*args), f"{self.name}-{method}-timer")
+        self._tickers.append(ticker.start())
+
+    def _cancel_timers(self) -> None:
+        for ticker in self._tickers:
+            ticker.cancel()
+        self._tickers.clear()
+
+    # ---------------------------------------------------------- pykka hooks
+
+    def _handle_receive(self, message: Any) -> Any:
+        # Counted here so that proxy calls (our public protocol) count too.
+        self._messages.inc()
+        return super()._handle_receive(message)
+
+    def on_stop(self) -> None:
+        self._cancel_timers()
+        self.release()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._cancel_timers()
+        try:
+            self.release()
+        finally:
+            self.ctx.metrics.actor_errors.labels(actor=self.name).inc()
+            self.ctx.report_failure(self.name, exception_value)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Ping):
+            return "pong"
+        return super().on_receive(message)
+
+    def release(self) -> None:
+        """Free what the actor holds (sockets, processes, files). Must be idempotent."""

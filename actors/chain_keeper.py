@@ -1,0 +1,189 @@
+"""ChainKeeper: the only writer of the chain. Serves STATS and GET_BLOCK.
+
+Every change is written to SQLite (one transaction, synchronous) *before* the
+in-memory copy changes, and only the in-memory copy is served or announced, so
+nothing is ever served that a crash could take back. On (re)start it reloads the
+chain from disk.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from actors.base import NodeActor
+from actors.context import NodeContext
+from chain.block import Block, InvalidBlock, check_block, check_chain
+from chain.store import ChainStore
+from messages.internal import TipChanged
+from messages.wire import Announce, GetBlockReply, StatsReply
+
+Address = tuple[str, int]
+MAX_QUEUED_WORDS = 10_000
+
+
+class ChainKeeper(NodeActor):
+    def __init__(self, ctx: NodeContext, name: str = "ChainKeeper") -> None:
+        super().__init__(ctx, name)
+        self.difficulty = ctx.config.difficulty
+        self.store: ChainStore | None = None
+        self.blocks: list[Block] = []
+
+    def on_start(self) -> None:
+        self.store = ChainStore(self.ctx.config.data_dir)
+        loaded = self.store.load_chain()
+        self.blocks = self._longest_valid_prefix(loaded)
+        if len(self.blocks) < len(loaded):
+            self.log.error("stored chain invalid from height %d; truncating", len(self.blocks))
+            self.store.replace_from(len(self.blocks), [])
+        self.ctx.metrics.chain_height.set(len(self.blocks))
+        self.log.info("chain loaded: %d blocks", len(self.blocks))
+        self._notify_tip()
+
+    def release(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _longest_valid_prefix(self, blocks: Sequence[Block]) -> list[Block]:
+        valid: list[Block] = []
+        for block in blocks:
+            prev_hash = valid[-1].hash if valid else None
+            try:
+                check_block(block, prev_hash, self.difficulty)
+            except InvalidBlock:
+                break
+            valid.append(block)
+        return valid
+
+    # ---------------------------------------------------------- queries (ask)
+
+    def tip(self) -> tuple[int, str | None]:
+        """(height as the number of blocks, top hash or None)."""
+        return len(self.blocks), (self.blocks[-1].hash if self.blocks else None)
+
+    def get_blocks(self, start: int, limit: int) -> list[Block]:
+        start = max(0, start)
+        return self.blocks[start : start + max(0, limit)]
+
+    def all_hashes(self) -> list[str]:
+        """Our block hashes by height (a copy: consensus compares them with a peer's chain)."""
+        return [block.hash for block in self.blocks]
+
+    def hashes_at(self, heights: Sequence[int]) -> dict[int, str]:
+        """Our block hash at each height we have (for finding a fork point)."""
+        return {h: self.blocks[h].hash for h in heights if 0 <= h < len(self.blocks)}
+
+    def pending_words(self, limit: int = 10) -> list[str]:
+        assert self.store is not None
+        return [word for _, word in self.store.pending_words(limit)]
+
+    def word_count(self) -> int:
+        assert self.store is not None
+        return self.store.word_count()
+
+    # ---------------------------------------------------------- network requests (defer)
+
+    def on_stats(self, addr: Address) -> None:
+        height, top = self.tip()
+        self._send(StatsReply(height, top), addr)
+
+    def on_get_block(self, height: int, addr: Address) -> None:
+        block = self.blocks[height] if 0 <= height < len(self.blocks) else None
+        self._send(GetBlockReply(block), addr)
+
+    def on_new_word(self, word: str) -> None:
+        assert self.store is not None
+        if not word or len(word) > 20:
+            self.ctx.metrics.dropped.labels(reason="bad_word").inc()
+            return
+        if self.store.word_count() >= MAX_QUEUED_WORDS:
+            self.ctx.metrics.dropped.labels(reason="word_queue_full").inc()
+            return
+        self.store.add_word(word)
+        self.log.debug("queued word %r", word)
+
+    def on_announce(self, block: Block, addr: Address) -> None:
+        """A peer's new top block: extend our chain if it links, else tell consensus."""
+        height = len(self.blocks)
+        if block.height < height and self.blocks[block.height].hash == block.hash:
+            return  # we have it already
+        if block.height == height:
+            prev_hash = self.blocks[-1].hash if self.blocks else None
+            try:
+                check_block(block, prev_hash, self.difficulty)
+            except InvalidBlock as exc:
+                self.ctx.metrics.blocks_rejected.labels(source="announce").inc()
+                self.log.debug("announce of height %d from %s refused: %s", block.height, addr, exc.reason)
+                if block.height > 0 and exc.reason.startswith("hash does not match"):
+                    self.ctx.registry.defer("ConsensusRunner", "on_unlinked_announce", block, addr)
+                return
+            self._write(height, [block])
+            self.log.info("block %d from %s accepted by announce", block.height, addr)
+            return
+        if block.height > height:
+            self.ctx.registry.defer("ConsensusRunner", "on_unlinked_announce", block, addr)
+
+    # ---------------------------------------------------------- local writers
+
+    def add_mined_block(self, block: Block) -> bool:
+        """A block our miner found: store it, then announce it. False if it is stale."""
+        height = len(self.blocks)
+        prev_hash = self.blocks[-1].hash if self.blocks else None
+        if block.height != height:
+            return False
+        try:
+            check_block(block, prev_hash, self.difficulty)
+        except InvalidBlock as exc:
+            self.ctx.metrics.blocks_rejected.labels(source="miner").inc()
+            self.log.warning("mined block %d refused: %s", block.height, exc.reason)
+            return False
+        self._write(height, [block])  # durable first...
+        self.ctx.metrics.blocks_mined.inc()
+        self.ctx.registry.defer("GossipManager", "broadcast", Announce(block))  # ...then announced
+        self.log.info("mined block %d %s", block.height, block.hash[:16])
+        return True
+
+    def apply_segment(self, fork_height: int, segment: Sequence[Block]) -> bool:
+        """Replace everything from `fork_height` up with `segment`, if that is better.
+
+        Only a chain that is longer than ours and valid from the fork point up is
+        taken, in one transaction. Returns whether it was applied.
+        """
+        new_length = fork_height + len(segment)
+        if not 0 <= fork_height <= len(self.blocks) or new_length <= len(self.blocks):
+            return False
+        base_prev = self.blocks[fork_height - 1].hash if fork_height > 0 else None
+        try:
+            check_chain(segment, self.difficulty, base_height=fork_height, base_prev_hash=base_prev)
+        except InvalidBlock as exc:
+            self.ctx.metrics.blocks_rejected.labels(source="sync").inc()
+            self.log.warning("synced segment from %d refused: %s", fork_height, exc.reason)
+            return False
+        replaced = len(self.blocks) - fork_height
+        self._write(fork_height, segment)
+        if replaced > 0:
+            self.ctx.metrics.chain_reorgs.inc()
+            self.log.warning("reorg: replaced %d blocks above height %d", replaced, fork_height)
+        self.log.info("chain now %d blocks (synced %d)", len(self.blocks), len(segment))
+        return True
+
+    # ---------------------------------------------------------- internals
+
+    def _write(self, height: int, blocks: Sequence[Block]) -> None:
+        assert self.store is not None
+        self.store.replace_from(height, blocks)
+        self.blocks[height:] = blocks
+        words = [m for block in blocks for m in block.messages]
+        if words:
+            self.store.remove_words(words)
+        self.ctx.metrics.chain_height.set(len(self.blocks))
+        self._notify_tip()
+
+    def _notify_tip(self) -> None:
+        height, top = self.tip()
+        event = TipChanged(height, top)
+        for proxy in self.ctx.registry.proxies("MinerActor-"):
+            proxy.on_tip_changed.defer(event)
+        self.ctx.registry.defer("ConsensusRunner", "on_tip_changed", event)
+
+    def _send(self, message: object, addr: Address) -> None:
+        self.ctx.registry.defer("NetworkIO", "send", message, addr)

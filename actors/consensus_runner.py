@@ -1,0 +1,389 @@
+"""ConsensusRunner: finds the best chain among the peers and syncs to it.
+
+A round (on join, on a timer, on CONSENSUS, on an ANNOUNCE that does not link):
+
+1. **collect**: STATS to every peer (re-sent to the silent ones), until all have
+   answered or a deadline passes; rank the claimed chains (chain.selection).
+2. **verify**: fetch the claimed top block from the claiming peers; a claim whose
+   top hash doesn't check out becomes a weaker vote (tried last, read as a top
+   index instead of a length).
+3. **fork**: find where that chain and ours diverge by probing a spread of heights
+   per round trip (a k-ary search), so an extension costs only the new blocks and
+   a reorg only the blocks above the fork.
+4. **fetch**: pipelined GET_BLOCKs spread over the agreeing peers (chain.fetch),
+   validating as blocks arrive. The first bad block served by two peers (or by the
+   last peer left) ends the candidate and the next best is tried.
+5. **apply**: ChainKeeper replaces everything above the fork in one transaction,
+   and only if the new chain is longer and fully valid.
+
+The round is an event-driven state machine inside the actor, driven by replies
+and a short tick while a round runs, so the actor keeps answering throughout.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from actors.base import NodeActor, Ticker
+from actors.context import NodeContext
+from chain.block import Block, InvalidBlock, check_block
+from chain.fetch import FetchPlan
+from chain.selection import Candidate, narrow_fork, next_probe_heights, rank_candidates
+from messages.internal import TipChanged
+from messages.wire import GetBlock, GetBlockReply, Stats, StatsReply
+
+Address = tuple[str, int]
+TICK_SECONDS = 0.005
+COLLECT_SECONDS = 1.0
+STATS_RESEND_SECONDS = 0.25
+CANDIDATE_STALL_SECONDS = 10.0
+MAX_STATS_PEERS = 64
+PROBE_FANOUT = 15
+ANNOUNCE_ROUND_MIN_GAP = 1.0
+ASK_TIMEOUT = 10.0
+
+
+@dataclass
+class _Round:
+    reason: str
+    started: float
+    peers: list[Address]
+    our_hashes: list[str]
+    claims: dict[Address, tuple[int, str | None]] = field(default_factory=dict)
+    stats_sent_at: float = 0.0
+    candidates: list[Candidate] = field(default_factory=list)
+    weak: list[Candidate] = field(default_factory=list)
+    stage: str = "collect"
+    # the candidate being tried
+    candidate: Candidate | None = None
+    length: int = 0  # its length as verified
+    plan: FetchPlan | None = None
+    low: int = 0  # fork search: blocks below `low` match ours
+    high: int = 0  # ... and block `high` differs (or is past an end)
+    seen: dict[int, tuple[Block, Address]] = field(default_factory=dict)
+    bad: Tally = field(default_factory=Tally)
+    validated: list[Block] = field(default_factory=list)
+    fork: int = 0
+    progress_at: float = 0.0
+
+
+class ConsensusRunner(NodeActor):
+    def __init__(self, ctx: NodeContext, name: str = "ConsensusRunner", clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(ctx, name)
+        self.clock = clock
+        self.round: _Round | None = None
+        self._rerun: str | None = None
+        self._ticker: Ticker | None = None
+        self._last_announce_round = -1e9
+        self.rounds_run = 0
+        self._sync_started = 0.0
+        self.last_result: str | None = None
+
+    def on_start(self) -> None:
+        self.every(self.ctx.config.consensus_interval, "start_round", "timer")
+        self.actor_ref.proxy().start_round.defer("join")
+
+    def release(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    # ---------------------------------------------------------- triggers
+
+    def on_consensus(self) -> None:
+        self.start_round("CONSENSUS")
+
+    def on_unlinked_announce(self, block: Block, addr: Address) -> None:
+        now = self.clock()
+        if self.round is None and now - self._last_announce_round < ANNOUNCE_ROUND_MIN_GAP:
+            return
+        self._last_announce_round = now
+        self.start_round(f"announce of height {block.height} from {addr[0]}:{addr[1]}", extra_peer=addr)
+
+    def on_tip_changed(self, event: TipChanged) -> None:
+        pass  # the round reads our chain when it starts; ChainKeeper re-checks on apply
+
+    def status(self) -> dict[str, Any]:
+        r = self.round
+        return {
+            "running": r is not None,
+            "stage": r.stage if r else None,
+            "reason": r.reason if r else None,
+            "target_height": r.length if r else None,
+            "fetched": len(r.plan.received) if r and r.plan else 0,
+            "rounds": self.rounds_run,
+            "last_result": self.last_result,
+        }
+
+    def start_round(self, reason: str, extra_peer: Address | None = None) -> None:
+        if self.round is not None:
+            self._rerun = self._rerun or reason
+            return
+        peers = self._ask("GossipManager", "peer_addresses") or []
+        if extra_peer is not None and extra_peer not in peers:
+            peers.append(extra_peer)
+        our_hashes = self._ask("ChainKeeper", "all_hashes")
+        if our_hashes is None or not peers:
+            self.last_result = "no peers" if our_hashes is not None else "ChainKeeper unavailable"
+            return
+        now = self.clock()
+        peers = peers[:MAX_STATS_PEERS]
+        self.round = _Round(reason=reason, started=now, peers=peers, our_hashes=our_hashes, progress_at=now)
+        self.rounds_run += 1
+        self.ctx.metrics.sync_rounds.inc()
+        self.log.debug("consensus round (%s): asking %d peers", reason, len(peers))
+        self._send_stats(now)
+        self._ticker = Ticker(TICK_SECONDS, self.actor_ref.proxy().tick.defer, "ConsensusRunner-tick").start()
+
+    # ---------------------------------------------------------- replies
+
+    def on_stats_reply(self, reply: StatsReply, addr: Address) -> None:
+        r = self.round
+        if r is None or r.stage != "collect" or addr not in r.peers:
+            return
+        r.claims[addr] = (reply.height, reply.hash)
+        if len(r.claims) == len(r.peers):
+            self._end_collect()
+
+    def on_get_block_reply(self, reply: GetBlockReply, addr: Address) -> None:
+        r = self.round
+        if r is None or r.plan is None:
+            return
+        now = self.clock()
+        if reply.block is None:
+            if addr in r.plan.links:
+                self.log.debug("%s:%d lacks a block it claimed; dropped from this sync", *addr)
+                r.plan.on_missing(addr)
+            self._after_reply(now)
+            return
+        if r.plan.on_block(reply.block, addr, now):
+            r.progress_at = now
+            r.seen[reply.block.height] = (reply.block, addr)
+        self._after_reply(now)
+
+    def tick(self) -> None:
+        r = self.round
+        if r is None:
+            return
+        now = self.clock()
+        if r.stage == "collect":
+            if now - r.started >= COLLECT_SECONDS:
+                self._end_collect()
+            elif now - r.stats_sent_at >= STATS_RESEND_SECONDS:
+                self._send_stats(now)
+            return
+        if now - r.progress_at > CANDIDATE_STALL_SECONDS:
+            self._fail_candidate("no progress")
+            return
+        self._after_reply(now)
+
+    # ---------------------------------------------------------- stages
+
+    def _send_stats(self, now: float) -> None:
+        r = self.round
+        assert r is not None
+        r.stats_sent_at = now
+        silent = [addr for addr in r.peers if addr not in r.claims]
+        self._send_many([(Stats(), addr) for addr in silent])
+
+    def _end_collect(self) -> None:
+        r = self.round
+        assert r is not None
+        claims = [(addr, h, hsh) for addr, (h, hsh) in r.claims.items()]
+        r.candidates = rank_candidates(claims, len(r.our_hashes))
+        self.log.debug("collected %d claims: %s", len(claims), [(c.height, c.hash[:8], c.votes) for c in r.candidates])
+        self._next_candidate()
+
+    def _next_candidate(self) -> None:
+        r = self.round
+        assert r is not None
+        r.plan = None
+        r.seen.clear()
+        r.bad.clear()
+        r.validated = []
+        our_len = len(r.our_hashes)
+        while r.candidates or r.weak:
+            if r.candidates:
+                candidate, length = r.candidates.pop(0), None
+            else:
+                candidate = r.weak.pop(0)
+                length = candidate.height + 1
+            if candidate.height == our_len and length is None:
+                # Same length as ours: only worth trying as a top-index claim.
+                r.weak.append(candidate)
+                continue
+            if length is not None and length <= our_len:
+                continue
+            if candidate.hash in r.our_hashes:
+                continue  # a chain we already have all of
+            r.candidate = candidate
+            r.length = length if length is not None else candidate.height
+            r.stage = "verify"
+            r.progress_at = self.clock()
+            self.ctx.metrics.sync_target.set(r.length)
+            self._start_plan([r.length - 1], candidate.peers)
+            return
+        self._finish("nothing better" if not r.claims else "our chain is the best valid one")
+
+    def _start_plan(self, heights: list[int], peers: Any) -> None:
+        r = self.round
+        assert r is not None
+        wanted = [h for h in heights if h not in r.seen]
+        r.plan = FetchPlan(heights=wanted, peers=peers)
+        for h in heights:
+            if h in r.seen:
+                r.plan.wanted.add(h)
+                r.plan.received[h] = r.seen[h]
+        self._after_reply(self.clock())
+
+    def _after_reply(self, now: float) -> None:
+        """Advance the current stage as far as the received blocks allow, then send what is due."""
+        r = self.round
+        if r is None or r.plan is None:
+            return
+        if r.stage == "fetch":
+            self._validate_ready()
+            r = self.round
+            if r is None or r.plan is None or r.stage != "fetch":
+                return
+        if r.plan.failed:
+            self._fail_candidate("every agreeing peer dropped out")
+            return
+        if r.plan.done:
+            if r.stage == "verify":
+                self._end_verify()
+            elif r.stage == "fork":
+                self._end_probe()
+            return
+        due = r.plan.due_requests(now)
+        if due:
+            self._send_many([(GetBlock(h), addr) for h, addr in due])
+
+    def _end_verify(self) -> None:
+        r = self.round
+        assert r is not None and r.candidate is not None and r.plan is not None
+        top, source = r.plan.received[r.length - 1]
+        if top.hash != r.candidate.hash:
+            if r.length == r.candidate.height:
+                self.log.debug("claim (%d, %s) does not check out; kept as a weak vote", r.candidate.height, r.candidate.hash[:8])
+                r.weak.append(r.candidate)
+            self._next_candidate()
+            return
+        r.stage = "fork"
+        r.low, r.high = 0, min(len(r.our_hashes), r.length)
+        heights = next_probe_heights(r.low, r.high, PROBE_FANOUT)
+        if r.high > 0 and (r.high - 1) not in heights:
+            heights.append(r.high - 1)  # the common case: the candidate extends our chain
+        self._probe(sorted(heights))
+
+    def _probe(self, heights: list[int]) -> None:
+        r = self.round
+        assert r is not None and r.plan is not None
+        if not heights:
+            self._start_fetch()
+            return
+        self._start_plan(heights, r.plan.peer_addresses())
+
+    def _end_probe(self) -> None:
+        r = self.round
+        assert r is not None and r.plan is not None
+        matches = [(h, block.hash == r.our_hashes[h]) for h, (block, _) in r.plan.received.items() if h < len(r.our_hashes)]
+        r.low, r.high = narrow_fork(r.low, r.high, matches)
+        if r.low >= r.high:
+            self._start_fetch()
+        else:
+            self._probe(next_probe_heights(r.low, r.high, PROBE_FANOUT))
+
+    def _start_fetch(self) -> None:
+        r = self.round
+        assert r is not None and r.plan is not None
+        r.fork = r.low
+        r.stage = "fetch"
+        self.log.info(
+            "syncing to height %d (%d votes) from fork point %d: %d blocks from %d peers",
+            r.length, r.candidate.votes if r.candidate else 0, r.fork, r.length - r.fork, len(r.plan.links),
+        )
+        self._sync_started = self.clock()
+        self._start_plan(list(range(r.fork, r.length)), r.plan.peer_addresses())
+
+    def _validate_ready(self) -> None:
+        r = self.round
+        assert r is not None and r.plan is not None
+        difficulty = self.ctx.config.difficulty
+        while True:
+            height = r.fork + len(r.validated)
+            if height >= r.length:
+                self._apply()
+                return
+            entry = r.plan.received.get(height)
+            if entry is None:
+                return
+            block, source = entry
+            prev_hash = (r.validated[-1].hash if r.validated else (r.our_hashes[height - 1] if height > 0 else None))
+            try:
+                check_block(block, prev_hash, difficulty)
+            except InvalidBlock as exc:
+                r.bad[height] += 1
+                r.plan.reject(height)
+                r.seen.pop(height, None)
+                r.plan.drop_peer(source)
+                self.ctx.metrics.blocks_rejected.labels(source="sync").inc()
+                self.log.warning("invalid block %d from %s:%d (%s)", height, source[0], source[1], exc.reason)
+                if r.bad[height] >= 2 or not r.plan.links:
+                    self._fail_candidate(f"invalid block at height {height}")
+                return
+            r.validated.append(block)
+            self.ctx.metrics.sync_fetched.set(len(r.validated))
+
+    def _apply(self) -> None:
+        r = self.round
+        assert r is not None and r.candidate is not None
+        if r.validated[-1].hash != r.candidate.hash and r.length == r.candidate.height:
+            self._fail_candidate("top hash differs from the claim")
+            return
+        elapsed = self.clock() - self._sync_started
+        self.ctx.metrics.sync_seconds.inc(max(0.0, elapsed))
+        applied = self._ask("ChainKeeper", "apply_segment", r.fork, r.validated)
+        if applied:
+            self._finish(f"synced to height {r.length} ({len(r.validated)} blocks from height {r.fork} in {elapsed:.3f}s)")
+        else:
+            self._fail_candidate("ChainKeeper refused the segment")
+
+    def _fail_candidate(self, why: str) -> None:
+        r = self.round
+        if r is None:
+            return
+        if r.candidate is not None:
+            self.log.warning("chain (%d, %s) abandoned: %s", r.candidate.height, r.candidate.hash[:12], why)
+        self._next_candidate()
+
+    def _finish(self, result: str) -> None:
+        self.last_result = result
+        self.log.info("consensus round done: %s", result)
+        self.round = None
+        self.ctx.metrics.sync_target.set(0)
+        self.ctx.metrics.sync_fetched.set(0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self._rerun is not None:
+            reason, self._rerun = self._rerun, None
+            self.actor_ref.proxy().start_round.defer(reason)
+
+    # ---------------------------------------------------------- I/O helpers
+
+    def _send_many(self, messages: list[tuple[Any, Address]]) -> None:
+        if messages:
+            self.ctx.registry.defer("NetworkIO", "send_many", messages)
+
+    def _ask(self, actor: str, method: str, *args: Any) -> Any:
+        proxy = self.ctx.registry.proxy(actor)
+        if proxy is None:
+            return None
+        try:
+            return getattr(proxy, method)(*args).get(timeout=ASK_TIMEOUT)
+        except Exception as exc:  # dead, restarting or slow: this round can't go on
+            self.log.warning("%s.%s failed: %s", actor, method, exc)
+            return None

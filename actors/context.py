@@ -1,0 +1,111 @@
+"""What every actor of one node is given: its config, the registry, the metrics.
+
+The registry is the only way one actor reaches another: it always holds the
+*current* reference of each child, so nobody keeps a reference across a restart.
+It is owned by the supervisor; actors only read it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pykka
+
+from actors.metrics import NodeMetrics
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's settings, from the command line (see DESIGN.md, Contracts)."""
+
+    host: str = "127.0.0.1"  # advertised in GOSSIP
+    bind_host: str = "127.0.0.1"  # the UDP socket's address
+    port: int = 8999
+    peers: tuple[tuple[str, int], ...] = ()
+    name: str = "node"
+    difficulty: int = 8
+    miners: int = 0
+    data_dir: Path = Path("data")
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    enable_fault_injection: bool = False
+    miner_listen: int = 0
+    miner_token: str | None = None
+    # Timers, overridable so tests run in seconds rather than minutes.
+    gossip_interval: float = 30.0
+    peer_timeout: float = 60.0
+    consensus_interval: float = 120.0
+
+
+class Registry:
+    """Name -> current ActorRef (and a cached proxy), thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._proxies: dict[str, Any] = {}
+
+    def set(self, name: str, ref: pykka.ActorRef[Any] | None) -> None:
+        with self._lock:
+            if ref is None:
+                self._refs.pop(name, None)
+            else:
+                self._refs[name] = ref
+            self._proxies.pop(name, None)
+
+    def ref(self, name: str) -> pykka.ActorRef[Any] | None:
+        with self._lock:
+            return self._refs.get(name)
+
+    def proxy(self, name: str) -> Any | None:
+        """A proxy to the current `name`, or None while it is down or restarting."""
+        with self._lock:
+            proxy = self._proxies.get(name)
+            if proxy is not None:
+                return proxy
+            ref = self._refs.get(name)
+        if ref is None or not ref.is_alive():
+            return None
+        try:
+            proxy = ref.proxy()
+        except pykka.ActorDeadError:
+            return None
+        with self._lock:
+            if self._refs.get(name) is ref:
+                self._proxies[name] = proxy
+        return proxy
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._refs)
+
+    def proxies(self, prefix: str) -> Iterator[Any]:
+        """Proxies of every live actor whose name starts with `prefix`."""
+        for name in self.names():
+            if name.startswith(prefix):
+                proxy = self.proxy(name)
+                if proxy is not None:
+                    yield proxy
+
+    def defer(self, name: str, method: str, *args: Any, **kwargs: Any) -> bool:
+        """Fire-and-forget call of `name.method(*args)`; False if `name` is not there now."""
+        proxy = self.proxy(name)
+        if proxy is None:
+            return False
+        try:
+            getattr(proxy, method).defer(*args, **kwargs)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+
+@dataclass
+class NodeContext:
+    """Config, registry, metrics and the failure callback the supervisor installs."""
+
+    config: NodeConfig
+    registry: Registry = field(default_factory=Registry)
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+    report_failure: Callable[[str, BaseException], None] = lambda name, exc: None

@@ -1,0 +1,177 @@
+"""GossipManager: membership. Keeps the bounded peer table and seen-id set.
+
+Answers GOSSIP to the originator named inside the message, forwards a new id
+once to at most 3 random tracked peers (never back to the originator), sends the
+keep-alive and drops peers that have been silent too long. Both tables are
+bounded (a cap and a TTL) so a flood of fake gossipers can't exhaust memory.
+"""
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from actors.base import NodeActor
+from actors.context import NodeContext
+from messages.wire import Gossip, GossipReply, WireMessage
+
+Address = tuple[str, int]
+MAX_PEERS = 1024
+MAX_SEEN_IDS = 10_000
+SEEN_ID_TTL = 120.0
+FORWARD_FANOUT = 3
+RESOLVE_TIMEOUT = 2.0
+
+
+@dataclass
+class PeerInfo:
+    name: str
+    last_seen: float
+    first_seen: float
+
+
+def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> Address | None:
+    """The IPv4 address of `host`, or None if it can't be resolved within `timeout`.
+
+    Name lookups can hang; they run on a helper thread so the actor never waits
+    longer than `timeout`.
+    """
+    result: list[Address] = []
+
+    def lookup() -> None:
+        try:
+            info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+            result.append(info[0][4][:2])
+        except (OSError, UnicodeError, IndexError):
+            pass
+
+    thread = threading.Thread(target=lookup, daemon=True, name=f"resolve-{host}")
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else None
+
+
+class GossipManager(NodeActor):
+    def __init__(self, ctx: NodeContext, name: str = "GossipManager", clock: Any = time.monotonic, rng: random.Random | None = None) -> None:
+        super().__init__(ctx, name)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.peers: OrderedDict[Address, PeerInfo] = OrderedDict()  # oldest-seen first
+        self.seen_ids: OrderedDict[str, float] = OrderedDict()
+        self.well_known: list[Address] = []
+        self._warned: set[str] = set()
+
+    def on_start(self) -> None:
+        cfg = self.ctx.config
+        for host, port in cfg.peers:
+            addr = resolve(host, port)
+            if addr is None:
+                self.log.warning("well-known peer %s:%d cannot be resolved; running without it", host, port)
+                continue
+            self.well_known.append(addr)
+        self.every(cfg.gossip_interval, "keep_alive")
+        self.keep_alive()
+
+    # ---------------------------------------------------------- protocol
+
+    def keep_alive(self) -> None:
+        """GOSSIP with a fresh id to the well-known peers and every tracked peer; expire old entries."""
+        self.expire()
+        cfg = self.ctx.config
+        gossip = Gossip(cfg.host, cfg.port, str(uuid.uuid4()), cfg.name)
+        self._remember_id(gossip.id)
+        targets = dict.fromkeys(self.well_known)
+        targets.update(dict.fromkeys(self.peers))
+        for addr in targets:
+            self._send(gossip, addr)
+
+    def on_gossip(self, gossip: Gossip, source: Address) -> None:
+        now = self.clock()
+        if gossip.id in self.seen_ids:
+            return
+        self._remember_id(gossip.id, now)
+        originator = (gossip.host, gossip.port)
+        if originator == self._own_address() or gossip.port == 0:
+            return
+        cfg = self.ctx.config
+        self._send(GossipReply(cfg.host, cfg.port, cfg.name), originator)
+        candidates = [addr for addr in self.peers if addr != originator and addr != source]
+        for addr in self.rng.sample(candidates, min(FORWARD_FANOUT, len(candidates))):
+            self._send(gossip, addr)
+        self._touch(originator, gossip.name, now)
+
+    def on_gossip_reply(self, reply: GossipReply, source: Address) -> None:
+        if reply.port == 0:
+            return
+        self._touch((reply.host, reply.port), reply.name, self.clock())
+
+    def broadcast(self, message: WireMessage) -> None:
+        """Send `message` to every tracked peer (and the well-known ones)."""
+        targets = dict.fromkeys(self.well_known)
+        targets.update(dict.fromkeys(self.peers))
+        for addr in targets:
+            self._send(message, addr)
+
+    def peer_addresses(self) -> list[Address]:
+        """Peers to ask in a consensus round: tracked peers and the well-known ones."""
+        self.expire()
+        targets = dict.fromkeys(self.peers)
+        targets.update(dict.fromkeys(self.well_known))
+        return list(targets)
+
+    def peer_table(self) -> list[dict[str, Any]]:
+        """For ops: each peer with its name and seconds since last heard from."""
+        now = self.clock()
+        return [
+            {"host": host, "port": port, "name": info.name, "last_seen_age": round(now - info.last_seen, 3)}
+            for (host, port), info in self.peers.items()
+        ]
+
+    def expire(self) -> None:
+        """Drop peers silent for longer than the peer timeout and gossip ids past their TTL."""
+        now = self.clock()
+        timeout = self.ctx.config.peer_timeout
+        while self.peers:
+            addr, info = next(iter(self.peers.items()))
+            if now - info.last_seen <= timeout:
+                break
+            del self.peers[addr]
+            self.log.info("dropped silent peer %s:%d (%s)", addr[0], addr[1], info.name)
+        while self.seen_ids:
+            gossip_id, seen_at = next(iter(self.seen_ids.items()))
+            if now - seen_at <= SEEN_ID_TTL:
+                break
+            del self.seen_ids[gossip_id]
+        self.ctx.metrics.peers.set(len(self.peers))
+
+    # ---------------------------------------------------------- internals
+
+    def _own_address(self) -> Address:
+        return (self.ctx.config.host, self.ctx.config.port)
+
+    def _remember_id(self, gossip_id: str, now: float | None = None) -> None:
+        self.seen_ids[gossip_id] = self.clock() if now is None else now
+        self.seen_ids.move_to_end(gossip_id)
+        while len(self.seen_ids) > MAX_SEEN_IDS:
+            self.seen_ids.popitem(last=False)
+
+    def _touch(self, addr: Address, name: str, now: float) -> None:
+        if addr == self._own_address():
+            return
+        info = self.peers.pop(addr, None)
+        if info is None:
+            info = PeerInfo(name=name, last_seen=now, first_seen=now)
+            self.log.info("new peer %s:%d (%s)", addr[0], addr[1], name)
+        info.last_seen, info.name = now, name
+        self.peers[addr] = info  # most recently seen last
+        while len(self.peers) > MAX_PEERS:
+            self.peers.popitem(last=False)  # evict the longest-silent peer
+        self.ctx.metrics.peers.set(len(self.peers))
+
+    def _send(self, message: WireMessage, addr: Address) -> None:
+        self.ctx.registry.defer("NetworkIO", "send", message, addr)

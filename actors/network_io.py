@@ -1,0 +1,154 @@
+"""NetworkIO: owns the UDP socket.
+
+A reader thread blocks on `recvfrom` (with a timeout so it can stop), decodes with
+the pure codec and routes each typed message to the actor that handles its type.
+Sending is a fire-and-forget `send` message to this actor. It never waits on
+another actor, so a slow or restarting actor can't stall the socket.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from actors.base import NodeActor
+from actors.context import NodeContext
+from messages.wire import (
+    Announce,
+    Consensus,
+    DecodeError,
+    GetBlock,
+    GetBlockReply,
+    Gossip,
+    GossipReply,
+    NewWord,
+    Stats,
+    StatsReply,
+    WireMessage,
+    decode,
+    encode,
+    type_name,
+)
+
+Address = tuple[str, int]
+RECV_BUFFER = 65536
+READ_TIMEOUT = 0.2
+BIND_RETRY_SECONDS = 5.0
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _route(message: WireMessage, addr: Address) -> tuple[str, str, tuple[Any, ...]]:
+    """Which actor, which method, which arguments handle a decoded datagram."""
+    if isinstance(message, Stats):
+        return "ChainKeeper", "on_stats", (addr,)
+    if isinstance(message, GetBlock):
+        return "ChainKeeper", "on_get_block", (message.height, addr)
+    if isinstance(message, Announce):
+        return "ChainKeeper", "on_announce", (message.block, addr)
+    if isinstance(message, NewWord):
+        return "ChainKeeper", "on_new_word", (message.word,)
+    if isinstance(message, (Gossip, GossipReply)):
+        return "GossipManager", "on_" + type_name(message).lower(), (message, addr)
+    if isinstance(message, StatsReply):
+        return "ConsensusRunner", "on_stats_reply", (message, addr)
+    if isinstance(message, GetBlockReply):
+        return "ConsensusRunner", "on_get_block_reply", (message, addr)
+    if isinstance(message, Consensus):
+        return "ConsensusRunner", "on_consensus", ()
+    raise AssertionError(f"no route for {message!r}")
+
+
+class NetworkIO(NodeActor):
+    def __init__(self, ctx: NodeContext, name: str = "NetworkIO") -> None:
+        super().__init__(ctx, name)
+        self.sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.address: Address | None = None
+
+    def on_start(self) -> None:
+        self.sock = self._bind()
+        self.address = self.sock.getsockname()[:2]
+        self._reader = threading.Thread(target=self._read_loop, args=(self.sock,), name="NetworkIO-reader", daemon=True)
+        self._reader.start()
+        self.log.info("listening on udp %s:%d", *self.address)
+
+    def _bind(self) -> socket.socket:
+        """Bind the configured port, retrying briefly: after a restart the old socket may still be closing."""
+        cfg = self.ctx.config
+        deadline = time.monotonic() + BIND_RETRY_SECONDS
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+                sock.bind((cfg.bind_host, cfg.port))
+                sock.settimeout(READ_TIMEOUT)
+                return sock
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        self._stopping.set()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout=2 * READ_TIMEOUT + 1)
+        self._reader = None
+
+    # ---------------------------------------------------------- protocol
+
+    def send(self, message: WireMessage, addr: Address) -> None:
+        """Encode and send one datagram. Errors from the OS (unreachable hosts) are counted, not raised."""
+        self.send_raw(encode(message), addr, type_name(message))
+
+    def send_many(self, messages: list[tuple[WireMessage, Address]]) -> None:
+        """Send a batch in one actor message (the sync sends windows of requests)."""
+        for message, addr in messages:
+            self.send_raw(encode(message), addr, type_name(message))
+
+    def send_raw(self, data: bytes, addr: Address, kind: str) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            self.ctx.metrics.dropped.labels(reason="send_error").inc()
+            self.log.debug("send %s to %s failed: %s", kind, addr, exc)
+            return
+        self.ctx.metrics.datagrams_out.labels(type=kind).inc()
+
+    def local_address(self) -> Address | None:
+        return self.address
+
+    # ---------------------------------------------------------- reader thread
+
+    def _read_loop(self, sock: socket.socket) -> None:
+        metrics = self.ctx.metrics
+        registry = self.ctx.registry
+        while not self._stopping.is_set():
+            try:
+                data, addr = sock.recvfrom(RECV_BUFFER)
+            except socket.timeout:
+                continue
+            except ConnectionRefusedError:
+                continue  # ICMP port unreachable from an earlier send: not our reader's problem
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                message = decode(data)
+            except DecodeError as exc:
+                metrics.malformed.labels(reason=exc.kind).inc()
+                self.log.debug("malformed datagram from %s: %s", addr, exc)
+                continue
+            metrics.datagrams_in.labels(type=type_name(message)).inc()
+            actor, method, args = _route(message, addr[:2])
+            if not registry.defer(actor, method, *args):
+                metrics.dropped.labels(reason="actor_unavailable").inc()

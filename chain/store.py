@@ -1,0 +1,143 @@
+"""Durable chain storage: SQLite in WAL mode, one file in the data dir.
+
+Only the ChainKeeper writes it. Every write is one transaction with
+`synchronous=FULL`, so a block the keeper has stored survives `kill -9` (and a
+power cut), and a reorg either happens whole or not at all.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from chain.block import Block
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    height    INTEGER PRIMARY KEY,
+    hash      TEXT NOT NULL,
+    mined_by  TEXT NOT NULL,
+    messages  TEXT NOT NULL,   -- JSON list of strings
+    nonce     TEXT NOT NULL,
+    timestamp INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS words (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    word  TEXT NOT NULL,
+    added REAL NOT NULL
+);
+"""
+DB_FILENAME = "chain.sqlite3"
+
+
+class StoreError(RuntimeError):
+    """A write that would break the chain's shape (a gap, a wrong height)."""
+
+
+def _row_to_block(row: tuple) -> Block:
+    height, block_hash, mined_by, messages, nonce, timestamp = row
+    return Block(height, mined_by, tuple(json.loads(messages)), nonce, timestamp, block_hash)
+
+
+def _block_to_row(block: Block) -> tuple:
+    return (block.height, block.hash, block.mined_by, json.dumps(list(block.messages), ensure_ascii=False), block.nonce, block.timestamp)
+
+
+class ChainStore:
+    """The chain and the NEW_WORD queue on disk."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / DB_FILENAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -------------------------------------------------------------- chain
+
+    def load_chain(self) -> list[Block]:
+        """All blocks in height order, cut at the first gap (there should be none)."""
+        rows = self._db.execute(
+            "SELECT height, hash, mined_by, messages, nonce, timestamp FROM blocks ORDER BY height"
+        ).fetchall()
+        blocks = []
+        for row in rows:
+            if row[0] != len(blocks):
+                break
+            blocks.append(_row_to_block(row))
+        return blocks
+
+    def height(self) -> int:
+        """Number of blocks stored."""
+        (count,) = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()
+        return int(count)
+
+    def append(self, block: Block) -> None:
+        """Store one block on top; durable when this returns."""
+        self.replace_from(block.height, [block])
+
+    def replace_from(self, height: int, blocks: Sequence[Block]) -> None:
+        """Drop every block at `height` and above, then store `blocks` from `height` up.
+
+        One transaction: after a crash the store holds either the old chain or the
+        new one. This is how an extension, a reorg and a full resync are all applied.
+        """
+        for offset, block in enumerate(blocks):
+            if block.height != height + offset:
+                raise StoreError(f"block at position {offset} has height {block.height}, expected {height + offset}")
+        with self._transaction():
+            (count,) = self._db.execute("SELECT COUNT(*) FROM blocks WHERE height < ?", (height,)).fetchone()
+            if count != height:
+                raise StoreError(f"cannot write at height {height}: only {count} blocks below it")
+            self._db.execute("DELETE FROM blocks WHERE height >= ?", (height,))
+            self._db.executemany(
+                "INSERT INTO blocks (height, hash, mined_by, messages, nonce, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+                [_block_to_row(block) for block in blocks],
+            )
+
+    # -------------------------------------------------------------- NEW_WORD queue
+
+    def add_word(self, word: str) -> None:
+        with self._transaction():
+            self._db.execute("INSERT INTO words (word, added) VALUES (?, ?)", (word, time.time()))
+
+    def pending_words(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest `limit` words not yet mined, as (id, word)."""
+        return [(int(i), str(w)) for i, w in self._db.execute("SELECT id, word FROM words ORDER BY id LIMIT ?", (limit,))]
+
+    def word_count(self) -> int:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM words").fetchone()
+        return int(count)
+
+    def remove_words(self, words: Iterable[str]) -> None:
+        """Drop one queued copy of each word (called once a block carrying them is stored)."""
+        with self._transaction():
+            for word in words:
+                self._db.execute("DELETE FROM words WHERE id = (SELECT MIN(id) FROM words WHERE word = ?)", (word,))
+
+    # -------------------------------------------------------------- helpers
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

@@ -1,0 +1,71 @@
+"""One node: its context, its supervised actors, and (optionally) its ops HTTP server.
+
+Kept apart from `run_node.py` so tests and the demo can run several nodes in one
+process without going through the command line.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.chain_keeper import ChainKeeper
+from actors.consensus_runner import ConsensusRunner
+from actors.context import NodeConfig, NodeContext
+from actors.gossip_manager import GossipManager
+from actors.network_io import NetworkIO
+from supervisor import ChildSpec, Supervisor, SupervisorPolicy
+
+log = logging.getLogger("node")
+
+
+def child_specs(config: NodeConfig) -> list[ChildSpec]:
+    """The node's children in start order: storage, network, membership, consensus, miners."""
+    specs = [
+        ChildSpec("ChainKeeper", lambda ctx, name: ChainKeeper.start(ctx, name)),
+        ChildSpec("NetworkIO", lambda ctx, name: NetworkIO.start(ctx, name)),
+        ChildSpec("GossipManager", lambda ctx, name: GossipManager.start(ctx, name)),
+        ChildSpec("ConsensusRunner", lambda ctx, name: ConsensusRunner.start(ctx, name)),
+    ]
+    specs.extend(_miner_specs(config))
+    return specs
+
+
+def _miner_specs(config: NodeConfig) -> list[ChildSpec]:
+    if config.miners <= 0:
+        return []
+    from actors.miner import MinerActor  # imported only when mining
+
+    return [
+        ChildSpec(f"MinerActor-{i}", lambda ctx, name, i=i: MinerActor.start(ctx, name, index=i), shutdown_timeout=10.0)
+        for i in range(config.miners)
+    ]
+
+
+class Node:
+    """A running node: `start()`, then `wait()` or `stop()`."""
+
+    def __init__(self, config: NodeConfig, policy: SupervisorPolicy | None = None) -> None:
+        self.config = config
+        self.ctx = NodeContext(config)
+        self.supervisor = Supervisor(self.ctx, child_specs(config), policy)
+        self.http: Any = None
+
+    def start(self) -> "Node":
+        self.supervisor.start()
+        if self.config.http_port:
+            from ops.http_server import OpsHttpServer
+
+            self.http = OpsHttpServer(self).start()
+        return self
+
+    def stop(self, exit_code: int = 0) -> None:
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        self.supervisor.stop(exit_code)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.supervisor.wait(timeout)
+
+    def health(self) -> dict[str, Any]:
+        return self.supervisor.health()

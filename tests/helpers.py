@@ -1,0 +1,104 @@
+"""Shared test helpers: free ports, a UDP client, in-process nodes, waiting."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from actors.context import NodeConfig
+from chain.block import Block
+from messages.wire import decode
+
+DATA = Path(__file__).parent / "data"
+
+
+def real_blocks() -> list[Block]:
+    """The real main-network blocks (difficulty 8) copied from the shared vectors."""
+    doc = json.loads((DATA / "real-main-blocks.json").read_text())
+    return [
+        Block(b["height"], b["minedBy"], tuple(b["messages"]), b["nonce"], b["timestamp"], b["hash"])
+        for b in doc["blocks"]
+    ]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll until `predicate()` is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class UdpClient:
+    """A test's own UDP socket on loopback."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(2.0)
+        self.address = self.sock.getsockname()
+
+    def send(self, port: int, payload: Any) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.sock.sendto(data, ("127.0.0.1", port))
+
+    def recv(self, timeout: float = 2.0, expect: str | None = None) -> dict[str, Any] | None:
+        """The next datagram (of type `expect`, skipping others), or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except socket.timeout:
+                return None
+            message = json.loads(data)
+            if expect is None or message.get("type") == expect:
+                return message
+
+    def ask(self, port: int, payload: Any, timeout: float = 2.0) -> dict[str, Any] | None:
+        """Send a request and wait for its reply type (e.g. STATS -> STATS_REPLY)."""
+        self.send(port, payload)
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        return self.recv(timeout, expect=f"{kind}_REPLY" if kind in ("STATS", "GET_BLOCK") else None)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
+    port = overrides.pop("port", None) or free_udp_port()
+    values: dict[str, Any] = dict(
+        host="127.0.0.1", bind_host="127.0.0.1", port=port, name=f"n{port}",
+        difficulty=2, miners=0, data_dir=tmp_path / f"node-{port}", http_port=0,
+    )
+    values.update(overrides)
+    return NodeConfig(**values)
+
+
+def wire_block(block: Block, kind: str = "ANNOUNCE") -> dict[str, Any]:
+    return {"type": kind, **block.to_wire()}
+
+
+def decoded(data: bytes) -> Any:
+    return decode(data)

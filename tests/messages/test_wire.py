@@ -1,0 +1,178 @@
+"""The wire codec: every type round-trips; every kind of garbage is a DecodeError."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chain.block import Block
+from messages.wire import (
+    MAX_DATAGRAM_BYTES,
+    Announce,
+    Consensus,
+    DecodeError,
+    GetBlock,
+    GetBlockReply,
+    Gossip,
+    GossipReply,
+    NewWord,
+    Stats,
+    StatsReply,
+    decode,
+    encode,
+)
+from tests.helpers import real_blocks
+
+BLOCK = real_blocks()[1]
+
+ALL_MESSAGES = [
+    Gossip("127.0.0.1", 8999, "5f1c", "alice"),
+    GossipReply("127.0.0.1", 8999, "bob"),
+    GetBlock(7),
+    GetBlockReply(BLOCK),
+    GetBlockReply(None),
+    Announce(BLOCK),
+    Stats(),
+    StatsReply(2, BLOCK.hash),
+    StatsReply(0, None),
+    Consensus(),
+    NewWord("hello"),
+]
+
+
+@pytest.mark.parametrize("message", ALL_MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message):
+    assert decode(encode(message)) == message
+
+
+def test_exact_wire_format():
+    assert encode(Stats()) == b'{"type":"STATS"}'
+    assert encode(GetBlock(3)) == b'{"type":"GET_BLOCK","height":3}'
+    assert encode(StatsReply(0, None)) == b'{"type":"STATS_REPLY","height":0,"hash":null}'
+    assert json.loads(encode(GetBlockReply(None))) == {
+        "type": "GET_BLOCK_REPLY", "height": None, "minedBy": None, "messages": None,
+        "nonce": None, "timestamp": None, "hash": None,
+    }
+    assert json.loads(encode(Gossip("h", 1, "i", "n"))) == {"type": "GOSSIP", "host": "h", "port": 1, "id": "i", "name": "n"}
+    wire = json.loads(encode(Announce(BLOCK)))
+    assert wire == {"type": "ANNOUNCE", **BLOCK.to_wire()}
+
+
+def test_non_ascii_is_sent_as_utf8():
+    data = encode(NewWord("héllo"))
+    assert "héllo".encode() in data
+
+
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (b"\xff\xfe\x00", "not_utf8"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b'"STATS"', "not_object"),
+        (b'{"type": "NOPE"}', "unknown_type"),
+        (b'{"no_type": 1}', "unknown_type"),
+        (b'{"type": 5}', "unknown_type"),
+        (b'{"type": "GET_BLOCK"}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": "3"}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": -1}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": true}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": 1.5}', "bad_field"),
+        (b'{"type": "GOSSIP", "host": "h", "port": 70000, "id": "x", "name": "n"}', "bad_field"),
+        (b'{"type": "NEW_WORD", "word": 5}', "bad_field"),
+        (b'{"type": "STATS_REPLY", "height": 1, "hash": 5}', "bad_field"),
+        (b'{"type": "STATS_REPLY", "height": "1", "hash": null}', "bad_field"),
+        (b"[" * 4000 + b"]" * 4000, "not_json"),
+        (b'{"type": "GET_BLOCK", "height": ' + b"9" * 5000 + b"}", "not_json"),
+        (b" " * (MAX_DATAGRAM_BYTES + 1), "too_long"),
+    ],
+    ids=lambda v: v[:30].decode("latin-1") if isinstance(v, bytes) else v,
+)
+def test_malformed_input_gives_a_specific_error(data, kind):
+    assert len(data) > MAX_DATAGRAM_BYTES or kind != "too_long"
+    with pytest.raises(DecodeError) as info:
+        decode(data)
+    assert info.value.kind == kind
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timestamp": -1},
+        {"timestamp": 1.5},
+        {"timestamp": "1699295268"},
+        {"timestamp": 2**63},
+        {"messages": [1, 2]},
+        {"messages": ["m"] * 11},
+        {"messages": ["x" * 21]},
+        {"nonce": "1" * 41},
+        {"hash": "ABC"},
+        {"minedBy": None},
+        {"messages": "not a list"},
+    ],
+)
+def test_bad_block_fields_are_refused_by_the_codec(change):
+    wire = {"type": "ANNOUNCE", **BLOCK.to_wire(), **change}
+    with pytest.raises(DecodeError) as info:
+        decode(json.dumps(wire).encode())
+    assert info.value.kind == "bad_field"
+
+
+def test_int_nonce_is_read_as_its_decimal_string():
+    wire = {"type": "ANNOUNCE", **BLOCK.to_wire(), "nonce": int(BLOCK.nonce)}
+    assert decode(json.dumps(wire).encode()) == Announce(BLOCK)
+
+
+def test_extra_keys_are_ignored():
+    assert decode(b'{"type": "STATS", "extra": [1, 2, 3]}') == Stats()
+
+
+# ------------------------------------------------------------------ property-based
+
+@settings(max_examples=2000)
+@given(st.binary(max_size=2048))
+def test_random_bytes_never_raise_anything_but_decode_error(data):
+    try:
+        decode(data)
+    except DecodeError as exc:
+        assert exc.kind in {"too_long", "not_utf8", "not_json", "not_object", "unknown_type", "bad_field"}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=10,
+)
+field_names = st.sampled_from(["type", "height", "hash", "host", "port", "id", "name", "word", "minedBy", "messages", "nonce", "timestamp"])
+type_names = st.sampled_from(["GOSSIP", "GOSSIP_REPLY", "GET_BLOCK", "GET_BLOCK_REPLY", "ANNOUNCE", "STATS", "STATS_REPLY", "CONSENSUS", "NEW_WORD", "OTHER"])
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(type_names, st.dictionaries(field_names, json_values, max_size=8))
+def test_random_valid_looking_json_never_escapes(kind, fields):
+    obj = {**fields, "type": kind}
+    try:
+        message = decode(json.dumps(obj).encode())
+    except DecodeError:
+        return
+    # Whatever decodes must encode back to something that decodes the same.
+    assert decode(encode(message)) == message
+
+
+@settings(max_examples=300)
+@given(
+    st.text(max_size=20),
+    st.lists(st.text(max_size=20), max_size=10),
+    st.text(alphabet="0123456789", min_size=1, max_size=40),
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=0, max_value=10**6),
+)
+def test_any_block_within_limits_round_trips(mined_by, messages, nonce, timestamp, height):
+    block = Block(height, mined_by, tuple(messages), nonce, timestamp, "0" * 64)
+    try:
+        "".join([mined_by, *messages]).encode("utf-8")
+    except UnicodeEncodeError:
+        return  # lone surrogates can't go on the wire as UTF-8
+    assert decode(encode(Announce(block))) == Announce(block)
