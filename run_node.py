@@ -151,5 +151,8 @@ def run_node(config: NodeConfig) -> int:
     return 0
 
 
+# Subcommands (each in its own module) are registered below this line.
+
+
 if __name__ == "__main__":
     cli()
