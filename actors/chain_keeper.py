@@ -83,12 +83,20 @@ class ChainKeeper(NodeActor):
     # ---------------------------------------------------------- network requests (defer)
 
     def on_stats(self, addr: Address) -> None:
-        height, top = self.tip()
-        self._send(StatsReply(height, top), addr)
+        self.on_stats_batch([(addr,)])
+
+    def on_stats_batch(self, requests: list[tuple[Address]]) -> None:
+        """STATS from several peers (NetworkIO batches what arrives together)."""
+        reply = StatsReply(*self.tip())
+        self._send_many([(reply, addr) for (addr,) in requests])
 
     def on_get_block(self, height: int, addr: Address) -> None:
-        block = self.blocks[height] if 0 <= height < len(self.blocks) else None
-        self._send(GetBlockReply(block), addr)
+        self.on_get_block_batch([(height, addr)])
+
+    def on_get_block_batch(self, requests: list[tuple[int, Address]]) -> None:
+        """GET_BLOCKs from peers, answered in one batch; all-null for heights we lack."""
+        blocks = self.blocks
+        self._send_many([(GetBlockReply(blocks[h] if 0 <= h < len(blocks) else None), addr) for h, addr in requests])
 
     def on_new_word(self, word: str) -> None:
         assert self.store is not None
@@ -185,5 +193,6 @@ class ChainKeeper(NodeActor):
             proxy.on_tip_changed.defer(event)
         self.ctx.registry.defer("ConsensusRunner", "on_tip_changed", event)
 
-    def _send(self, message: object, addr: Address) -> None:
-        self.ctx.registry.defer("NetworkIO", "send", message, addr)
+    def _send_many(self, messages: list[tuple[object, Address]]) -> None:
+        if messages:
+            self.ctx.registry.defer("NetworkIO", "send_many", messages)

@@ -43,6 +43,7 @@ MAX_STATS_PEERS = 64
 PROBE_FANOUT = 15
 ANNOUNCE_ROUND_MIN_GAP = 1.0
 ASK_TIMEOUT = 10.0
+REQUEST_BATCH = 8  # refill the request window in batches: fewer actor messages per block
 
 
 @dataclass
@@ -148,19 +149,23 @@ class ConsensusRunner(NodeActor):
             self._end_collect()
 
     def on_get_block_reply(self, reply: GetBlockReply, addr: Address) -> None:
+        self.on_get_block_replies([(reply, addr)])
+
+    def on_get_block_replies(self, replies: list[tuple[GetBlockReply, Address]]) -> None:
+        """A batch of GET_BLOCK_REPLYs (NetworkIO batches what arrives together)."""
         r = self.round
         if r is None or r.plan is None:
             return
         now = self.clock()
-        if reply.block is None:
-            if addr in r.plan.links:
-                self.log.debug("%s:%d lacks a block it claimed; dropped from this sync", *addr)
-                r.plan.on_missing(addr)
-            self._after_reply(now)
-            return
-        if r.plan.on_block(reply.block, addr, now):
-            r.progress_at = now
-            r.seen[reply.block.height] = (reply.block, addr)
+        plan = r.plan
+        for reply, addr in replies:
+            if reply.block is None:
+                if addr in plan.links:
+                    self.log.debug("%s:%d lacks a block it claimed; dropped from this sync", *addr)
+                    plan.on_missing(addr)
+            elif plan.on_block(reply.block, addr, now):
+                r.progress_at = now
+                r.seen[reply.block.height] = (reply.block, addr)
         self._after_reply(now)
 
     def tick(self) -> None:
@@ -177,7 +182,9 @@ class ConsensusRunner(NodeActor):
         if now - r.progress_at > CANDIDATE_STALL_SECONDS:
             self._fail_candidate("no progress")
             return
-        self._after_reply(now)
+        if r.plan is not None:
+            r.plan.expire(now)
+        self._after_reply(now, min_batch=1)
 
     # ---------------------------------------------------------- stages
 
@@ -238,7 +245,7 @@ class ConsensusRunner(NodeActor):
                 r.plan.received[h] = r.seen[h]
         self._after_reply(self.clock())
 
-    def _after_reply(self, now: float) -> None:
+    def _after_reply(self, now: float, min_batch: int = REQUEST_BATCH) -> None:
         """Advance the current stage as far as the received blocks allow, then send what is due."""
         r = self.round
         if r is None or r.plan is None:
@@ -257,7 +264,7 @@ class ConsensusRunner(NodeActor):
             elif r.stage == "fork":
                 self._end_probe()
             return
-        due = r.plan.due_requests(now)
+        due = r.plan.due_requests(now, min_batch)
         if due:
             self._send_many([(GetBlock(h), addr) for h, addr in due])
 
@@ -345,6 +352,12 @@ class ConsensusRunner(NodeActor):
             return
         elapsed = self.clock() - self._sync_started
         self.ctx.metrics.sync_seconds.inc(max(0.0, elapsed))
+        if r.plan is not None:
+            self.log.debug(
+                "fetch stats: %d requests (%d timeouts) for %d blocks; rtt per peer: %s",
+                r.plan.requests_sent, r.plan.timeouts, len(r.validated),
+                {f"{a[0]}:{a[1]}": (round((l.srtt or 0) * 1000, 2), round(l.rttvar * 1000, 2)) for a, l in r.plan.links.items()},
+            )
         applied = self._ask("ChainKeeper", "apply_segment", r.fork, r.validated)
         if applied:
             self._finish(f"synced to height {r.length} ({len(r.validated)} blocks from height {r.fork} in {elapsed:.3f}s)")

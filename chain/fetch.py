@@ -60,11 +60,11 @@ class FetchPlan:
 
     heights: Iterable[int]
     peers: Iterable[Address]
-    window: int = 256
-    per_peer: int = 128
-    min_rto: float = 0.004
+    window: int = 96
+    per_peer: int = 32
+    min_rto: float = 0.01
     max_rto: float = 1.0
-    initial_rto: float = 0.05
+    initial_rto: float = 0.1
     max_consecutive_timeouts: int = 12
     received: dict[int, tuple[Block, Address]] = field(default_factory=dict)
 
@@ -77,6 +77,7 @@ class FetchPlan:
         self._attempts: dict[int, int] = {}
         self._rr = 0
         self.requests_sent = 0
+        self.timeouts = 0
         self.dropped_peers: list[Address] = []
 
     # ---------------------------------------------------------- state
@@ -95,19 +96,42 @@ class FetchPlan:
 
     # ---------------------------------------------------------- decisions
 
-    def due_requests(self, now: float) -> list[tuple[int, Address]]:
-        """Requests to send now: timed-out ones again, then new ones, up to the window."""
+    def expire(self, now: float) -> int:
+        """Move requests past their deadline back to the queue; returns how many timed out.
+
+        Called on the runner's tick rather than per reply, so a reply costs O(1).
+        """
+        timed_out_peers: set[Address] = set()
+        expired = 0
         for height, request in list(self._inflight.items()):
-            if now >= request.deadline:
-                del self._inflight[height]
-                link = self.links.get(request.peer)
-                if link is not None:
-                    link.inflight -= 1
-                    link.consecutive_timeouts += 1
-                    if link.consecutive_timeouts > self.max_consecutive_timeouts and len(self.links) > 1:
-                        self.drop_peer(request.peer)
-                if height not in self.received:
-                    self._retry.append(height)
+            if now < request.deadline or self._inflight.get(height) is not request:
+                continue  # not due, or already moved by a drop_peer below
+            expired += 1
+            del self._inflight[height]
+            if height not in self.received:
+                self._retry.append(height)
+            link = self.links.get(request.peer)
+            if link is None:
+                continue
+            link.inflight -= 1
+            if request.peer not in timed_out_peers:
+                # One strike per peer per pass: a burst of losses is one event.
+                timed_out_peers.add(request.peer)
+                link.consecutive_timeouts += 1
+                if link.consecutive_timeouts > self.max_consecutive_timeouts and len(self.links) > 1:
+                    self.drop_peer(request.peer)
+        self.timeouts += expired
+        return expired
+
+    def due_requests(self, now: float, min_batch: int = 1) -> list[tuple[int, Address]]:
+        """Requests to send now (retries first, lowest heights first), up to the window.
+
+        With `min_batch` > 1 nothing is sent until that many slots are free (or the
+        queue is nearly drained), so requests go out in batches.
+        """
+        free = self.window - len(self._inflight)
+        if free < min_batch and free < len(self._retry) + len(self._pending):
+            return []
         out: list[tuple[int, Address]] = []
         self._retry.sort(reverse=True)
         while len(self._inflight) < self.window and (self._retry or self._pending):
