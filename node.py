@@ -55,7 +55,11 @@ class Node:
         if self.config.http_port:
             from ops.http_server import OpsHttpServer
 
-            self.http = OpsHttpServer(self).start()
+            try:
+                self.http = OpsHttpServer(self).start()
+            except Exception:  # port taken: don't leave the actors (and miner workers) running
+                self.supervisor.stop(1)
+                raise
         return self
 
     def stop(self, exit_code: int = 0) -> None:

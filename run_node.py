@@ -152,6 +152,8 @@ def run_node(config: NodeConfig) -> int:
 
 
 # Subcommands (each in its own module) are registered below this line.
+from ops.status_cmd import status_command; cli.add_command(status_command, "status")  # noqa: E402,E702
+from ops.demo import demo_command; cli.add_command(demo_command, "demo")  # noqa: E402,E702
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ URN or pid, which change at every restart.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 
 class NodeMetrics:
@@ -34,3 +34,13 @@ class NodeMetrics:
         self.sync_fetched = Gauge("node_sync_fetched_blocks", "Blocks of the current sync received so far", registry=r)
         self.sync_rounds = Counter("node_consensus_rounds_total", "Consensus rounds run", registry=r)
         self.sync_seconds = Counter("node_sync_seconds_total", "Time spent downloading chains", registry=r)
+        # Read at scrape time by the ops HTTP server (ops/snapshot.py), which also
+        # gives every per-actor / per-miner series a value before its first event.
+        self.actor_queue_depth = Gauge("node_actor_queue_depth", "Messages waiting in the actor's inbox", ["actor"], registry=r)
+        self.actor_last_restart = Gauge("node_actor_last_restart_timestamp_seconds", "Wall-clock time of the actor's last restart (0: never)", ["actor"], registry=r)
+        self.supervisor_gave_up = Gauge("node_supervisor_gave_up", "1 once the supervisor has given up (restart intensity exceeded)", registry=r)
+        self.miner_worker_cpu = Gauge("node_miner_worker_cpu_percent", "CPU use of each miner's worker process (100 = one core)", ["miner"], registry=r)
+        self.miner_worker_rss = Gauge("node_miner_worker_resident_memory_bytes", "Resident memory of each miner's worker process", ["miner"], registry=r)
+        self.process_cpu_percent = Gauge("node_process_cpu_percent", "CPU use of the node process since the previous reading (100 = one core)", registry=r)
+        # The standard process_* series (CPU seconds, RSS, open fds, start time) of this process.
+        ProcessCollector(registry=r)

@@ -1,0 +1,251 @@
+"""Reading a running node's state for the ops endpoints, never waiting long on an actor.
+
+Everything the HTTP server shows comes through `NodeInspector`. It asks actors
+through the registry (so it always reaches the *current* instance after a
+restart), sends all of one snapshot's asks at once and waits for them against one
+shared deadline: a hung or restarting actor costs the endpoint at most
+`timeout` seconds, not `timeout` per actor, and it shows up as a field saying so
+instead of an error page.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pykka
+
+from chain.block import Block
+
+log = logging.getLogger("node.ops")
+
+ASK_TIMEOUT = 0.5
+MINER_PREFIX = "MinerActor-"
+# Keys a MinerActor's entry always has in /health (None while its worker is unknown),
+# so scripts can read them without checking first.
+MINER_KEYS = ("pid", "hashrate", "cpu_percent", "rss_bytes")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ask to send: `actor.method(*args)`."""
+
+    actor: str
+    method: str
+    args: tuple[Any, ...] = ()
+    optional: bool = False  # a method the actor may not have (health_details)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back from one Call: `ok` and a value, or an error in a few words."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    missing: bool = False  # the actor has no such method (only for optional calls)
+
+
+class NodeInspector:
+    """The ops endpoints' read side of one node (see the module docstring)."""
+
+    def __init__(self, node: Any, timeout: float = ASK_TIMEOUT) -> None:
+        self.node = node
+        self.timeout = timeout
+        # One Process object for the server's life: psutil's cpu_percent() measures
+        # since the previous call on the same object (the first call says 0.0).
+        self._process = psutil.Process(os.getpid())
+        self._process_lock = threading.Lock()
+        try:
+            self._process.cpu_percent(interval=None)
+        except psutil.Error:
+            pass
+
+    # ---------------------------------------------------------- asking actors
+
+    def ask_many(self, calls: dict[str, Call]) -> dict[str, Answer]:
+        """Send every call at once, then collect the answers before one deadline."""
+        registry = self.node.ctx.registry
+        futures: dict[str, Any] = {}
+        answers: dict[str, Answer] = {}
+        for key, call in calls.items():
+            ref = registry.ref(call.actor)
+            if ref is None or not ref.is_alive():
+                answers[key] = Answer(False, error="not running (restarting or stopped)")
+                continue
+            if call.optional and not hasattr(ref.actor_class, call.method):
+                answers[key] = Answer(False, missing=True, error=f"no {call.method}")
+                continue
+            proxy = registry.proxy(call.actor)
+            if proxy is None:
+                answers[key] = Answer(False, error="not running (restarting or stopped)")
+                continue
+            try:
+                futures[key] = getattr(proxy, call.method)(*call.args)
+            except pykka.ActorDeadError:
+                answers[key] = Answer(False, error="not running (restarting or stopped)")
+            except AttributeError:
+                answers[key] = Answer(False, missing=True, error=f"no {call.method}")
+        deadline = time.monotonic() + self.timeout
+        for key, future in futures.items():
+            try:
+                value = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                answers[key] = Answer(False, error=f"no answer within {self.timeout:g}s")
+            except pykka.ActorDeadError:
+                answers[key] = Answer(False, error="stopped while asked")
+            except Exception as exc:  # noqa: BLE001 - the actor's own error, shown to the operator
+                answers[key] = Answer(False, error=f"{type(exc).__name__}: {exc}")
+            else:
+                answers[key] = Answer(True, value)
+        return answers
+
+    def ask(self, actor: str, method: str, *args: Any) -> Answer:
+        return self.ask_many({"x": Call(actor, method, args)})["x"]
+
+    # ---------------------------------------------------------- process
+
+    def process_stats(self) -> dict[str, Any]:
+        """The node process's pid, CPU% since the previous reading, and RSS."""
+        with self._process_lock:
+            try:
+                with self._process.oneshot():
+                    cpu = self._process.cpu_percent(interval=None)
+                    rss = self._process.memory_info().rss
+            except psutil.Error as exc:
+                log.debug("psutil failed on our own process: %s", exc)
+                return {"pid": self._process.pid, "cpu_percent": None, "rss_bytes": None}
+        return {"pid": self._process.pid, "cpu_percent": round(cpu, 1), "rss_bytes": rss}
+
+    # ---------------------------------------------------------- snapshots
+
+    def health(self, *, with_chain: bool = True, with_peers: bool = True, with_consensus: bool = True) -> dict[str, Any]:
+        """The /health document (see DESIGN.md, Contracts, and README, Operations)."""
+        supervision = self.node.supervisor.health()
+        actors: list[dict[str, Any]] = supervision["actors"]
+        calls = {f"details:{a['name']}": Call(a["name"], "health_details", optional=True) for a in actors}
+        if with_chain:
+            calls["chain"] = Call("ChainKeeper", "tip")
+        if with_peers:
+            calls["peers"] = Call("GossipManager", "peer_table")
+        if with_consensus:
+            calls["consensus"] = Call("ConsensusRunner", "status")
+        answers = self.ask_many(calls)
+
+        for entry in actors:
+            if entry["name"].startswith(MINER_PREFIX):
+                for key in MINER_KEYS:
+                    entry.setdefault(key, None)
+            details = answers[f"details:{entry['name']}"]
+            if details.ok and isinstance(details.value, dict):
+                for key, value in details.value.items():
+                    if key not in ("name", "urn", "alive", "restarts", "last_restart", "last_error"):
+                        entry[key] = value
+            elif not details.missing and entry["alive"]:
+                entry["details_error"] = details.error
+
+        doc: dict[str, Any] = {
+            "status": supervision["status"],
+            "reason": _status_reason(supervision),
+            "node": self._node_info(),
+            "actors": actors,
+        }
+        if with_chain:
+            chain = answers["chain"]
+            if chain.ok:
+                height, top = chain.value
+                doc["chain"] = {"height": height, "hash": top}
+            else:
+                doc["chain"] = {"height": None, "hash": None, "error": chain.error}
+        if with_peers:
+            peers = answers["peers"]
+            doc["peers"] = peers.value if peers.ok else None
+            if not peers.ok:
+                doc["peers_error"] = peers.error
+        if with_consensus:
+            consensus = answers["consensus"]
+            doc["consensus"] = consensus.value if consensus.ok else None
+        doc["process"] = self.process_stats()
+        return doc
+
+    def blocks(self, start: int, limit: int) -> list[Block]:
+        """Blocks [start, start+limit) of our chain; raises LookupError if ChainKeeper can't answer."""
+        answer = self.ask("ChainKeeper", "get_blocks", start, limit)
+        if not answer.ok:
+            raise LookupError(f"ChainKeeper: {answer.error}")
+        return list(answer.value)
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The peer table; raises LookupError if GossipManager can't answer."""
+        answer = self.ask("GossipManager", "peer_table")
+        if not answer.ok:
+            raise LookupError(f"GossipManager: {answer.error}")
+        return list(answer.value)
+
+    # ---------------------------------------------------------- metrics
+
+    def actor_names(self) -> list[str]:
+        return [entry["name"] for entry in self.node.supervisor.health()["actors"]]
+
+    def init_metrics(self) -> None:
+        """Give every per-actor and per-miner series a value before anything happens.
+
+        A labelled series only exists once `.labels()` is called; without this a
+        dashboard would see no `node_actor_restarts_total{actor="ChainKeeper"}` until
+        ChainKeeper's first restart, and `rate()`/`increase()` would miss it.
+        """
+        metrics = self.node.ctx.metrics
+        for name in self.actor_names():
+            for family in (metrics.actor_messages, metrics.actor_errors, metrics.actor_restarts,
+                           metrics.actor_up, metrics.actor_queue_depth, metrics.actor_last_restart):
+                family.labels(actor=name)
+            if name.startswith(MINER_PREFIX):
+                miner = name[len(MINER_PREFIX):]
+                for family in (metrics.miner_hashrate, metrics.miner_hashes,
+                               metrics.miner_worker_cpu, metrics.miner_worker_rss):
+                    family.labels(miner=miner)
+
+    def refresh_metrics(self, health: dict[str, Any]) -> None:
+        """Set the gauges that are only true at scrape time from a /health snapshot."""
+        metrics = self.node.ctx.metrics
+        metrics.supervisor_gave_up.set(1 if health["status"] == "down" else 0)
+        for entry in health["actors"]:
+            name = entry["name"]
+            metrics.actor_up.labels(actor=name).set(1 if entry["alive"] else 0)
+            if entry.get("queue_depth") is not None:
+                metrics.actor_queue_depth.labels(actor=name).set(entry["queue_depth"])
+            if entry.get("last_restart") is not None:
+                metrics.actor_last_restart.labels(actor=name).set(entry["last_restart"])
+            if name.startswith(MINER_PREFIX):
+                miner = name[len(MINER_PREFIX):]
+                _set_if_number(metrics.miner_hashrate.labels(miner=miner), entry.get("hashrate"))
+                _set_if_number(metrics.miner_worker_cpu.labels(miner=miner), entry.get("cpu_percent"))
+                _set_if_number(metrics.miner_worker_rss.labels(miner=miner), entry.get("rss_bytes"))
+        if health.get("peers") is not None:
+            metrics.peers.set(len(health["peers"]))
+        _set_if_number(metrics.process_cpu_percent, health["process"].get("cpu_percent"))
+
+    # ---------------------------------------------------------- internals
+
+    def _node_info(self) -> dict[str, Any]:
+        cfg = self.node.config
+        return {"name": cfg.name, "udp": f"{cfg.host}:{cfg.port}", "difficulty": cfg.difficulty,
+                "miners": cfg.miners, "fault_injection": cfg.enable_fault_injection}
+
+
+def _status_reason(supervision: dict[str, Any]) -> str | None:
+    if supervision.get("gave_up"):
+        return str(supervision["gave_up"])
+    down = [a["name"] for a in supervision["actors"] if not a["alive"]]
+    if down:
+        return "restarting: " + ", ".join(down)
+    return None
+
+
+def _set_if_number(gauge: Any, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        gauge.set(value)

@@ -1,0 +1,155 @@
+"""`python run_node.py status`: a running node's actors, chain and peers, in a terminal.
+
+Reads the node's `GET /health` (so it works against any node whose ops HTTP port
+is reachable) and prints tables. The exit code lets scripts act on it:
+
+* 0: status ok (every actor alive)
+* 1: status degraded (an actor is restarting); the table is printed too
+* 3: status down (the supervisor gave up)
+* 4: unreachable, or what answered is not a pow-node ops endpoint
+* 2 stays click's code for a bad argument.
+
+Every non-zero exit prints one line on stderr saying why.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from ops.formatting import fmt_bytes, fmt_percent, fmt_rate
+
+EXIT_OK = 0
+EXIT_DEGRADED = 1
+EXIT_DOWN = 3
+EXIT_UNREACHABLE = 4
+ERROR_WIDTH = 48
+
+
+class Unreachable(Exception):
+    """The node could not be asked: the message is the one-line reason."""
+
+
+def fetch_health(host: str, port: int, timeout: float) -> dict[str, Any]:
+    """GET /health and parse it; raise Unreachable with a one-line reason otherwise."""
+    url = f"http://{_host_for_url(host)}:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:  # 503 carries the document of a node that is down
+        body = exc.read()
+        if exc.code != 503:
+            raise Unreachable(f"{url} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"cannot reach the node at {url}: {reason}") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise Unreachable(f"{url} did not answer JSON: is this a pow-node ops port?") from None
+    if not isinstance(doc, dict) or "status" not in doc or not isinstance(doc.get("actors"), list):
+        raise Unreachable(f"{url} did not answer a pow-node health document")
+    return doc
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns, two spaces apart, a header line first."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The whole terminal report for one /health document."""
+    node = doc.get("node") or {}
+    process = doc.get("process") or {}
+    out = [
+        f"node {node.get('name', '?')}  udp {node.get('udp', '?')}  difficulty {node.get('difficulty', '?')}  "
+        f"status {str(doc['status']).upper()}" + (f" ({doc['reason']})" if doc.get("reason") else ""),
+        f"process pid {_cell(process.get('pid'))}  cpu {fmt_percent(process.get('cpu_percent'))}  "
+        f"rss {fmt_bytes(process.get('rss_bytes'))}",
+    ]
+    chain = doc.get("chain") or {}
+    if chain.get("height") is None:
+        out.append(f"chain: unavailable ({chain.get('error', 'no answer')})")
+    else:
+        out.append(f"chain: height {chain['height']}  top {chain.get('hash') or '(empty chain)'}")
+    consensus = doc.get("consensus") or {}
+    if consensus.get("running"):
+        out.append(f"sync: {consensus.get('stage')} to height {consensus.get('target_height')}, "
+                   f"{consensus.get('fetched')} fetched")
+    out.append("")
+    rows = []
+    for actor in doc["actors"]:
+        is_miner = "hashrate" in actor
+        rows.append([
+            str(actor.get("name")),
+            _cell(actor.get("alive")),
+            _cell(actor.get("restarts")),
+            _cell(actor.get("messages")),
+            _cell(actor.get("queue_depth")),
+            _cell(actor.get("pid")) if is_miner else "",
+            fmt_rate(actor.get("hashrate")) if is_miner else "",
+            _shorten(actor.get("last_error") or "-", ERROR_WIDTH),
+        ])
+    out.append(table(["ACTOR", "ALIVE", "RESTARTS", "MESSAGES", "QUEUE", "PID", "HASHRATE", "LAST ERROR"], rows))
+    out.append("")
+    peers = doc.get("peers")
+    if peers is None:
+        out.append("peers: unavailable")
+    elif not peers:
+        out.append("peers: none")
+    else:
+        out.append(f"peers: {len(peers)}")
+        out.append(table(
+            ["PEER", "ADDRESS", "LAST SEEN"],
+            [[str(p.get("name")), f"{p.get('host')}:{p.get('port')}", f"{p.get('last_seen_age', 0):.1f}s ago"] for p in peers],
+        ))
+    return "\n".join(out)
+
+
+@click.command(help="Show a running node's actors, chain and peers (from its GET /health).\n\n"
+               "Exit codes: 0 ok, 1 degraded, 3 down, 4 unreachable (2: bad arguments).")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8998, show_default=True, help="The node's ops HTTP port.")
+@click.option("--http-host", default="127.0.0.1", show_default=True, help="The node's ops HTTP address.")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True, help="Seconds to wait for the node.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw /health document instead of tables.")
+def status_command(http_port: int, http_host: str, timeout: float, as_json: bool) -> None:
+    try:
+        doc = fetch_health(http_host, http_port, timeout)
+    except Unreachable as exc:
+        click.echo(f"unreachable: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+    status = doc["status"]
+    if status == "ok":
+        sys.exit(EXIT_OK)
+    if status == "down":
+        click.echo(f"down: {doc.get('reason') or 'the supervisor gave up'}", err=True)
+        sys.exit(EXIT_DOWN)
+    click.echo(f"{status}: {doc.get('reason') or 'not every actor is alive'}", err=True)
+    sys.exit(EXIT_DEGRADED)

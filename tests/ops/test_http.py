@@ -1,0 +1,243 @@
+"""The ops HTTP endpoints of a real in-process node, over real HTTP on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import node as node_module
+from chain.store import ChainStore
+from sim.chains import make_chain
+from supervisor import ChildSpec
+from tests.helpers import UdpClient, free_tcp_port, free_udp_port, wait_for
+from tests.ops.ops_helpers import FakeMiner, actor_entry, http
+
+CORE_ACTORS = ["ChainKeeper", "NetworkIO", "GossipManager", "ConsensusRunner"]
+CHAIN_LENGTH = 120
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return make_chain(CHAIN_LENGTH, 2)
+
+
+@pytest.fixture
+def seeded(make_node, tmp_path, chain):
+    """A node started on a data dir that already holds CHAIN_LENGTH blocks."""
+    data_dir = tmp_path / "seeded"
+    store = ChainStore(data_dir)
+    store.replace_from(0, chain)
+    store.close()
+    return make_node(http_port=free_tcp_port(), data_dir=data_dir)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_health_names_every_actor_with_its_supervision_state(make_node):
+    node = make_node(http_port=free_tcp_port())
+    result = http(node.config.http_port, "/health")
+    assert result.status == 200
+    assert result.headers["Content-Type"].startswith("application/json")
+    doc = result.json()
+    assert doc["status"] == "ok" and doc["reason"] is None
+    assert [a["name"] for a in doc["actors"]] == CORE_ACTORS
+    supervision = node.supervisor.health()["actors"]
+    for entry, expected in zip(doc["actors"], supervision):
+        assert entry["alive"] is True
+        assert entry["restarts"] == 0
+        assert entry["last_restart"] is None and entry["last_error"] is None
+        assert entry["urn"] == expected["urn"] and entry["urn"].startswith("urn:uuid:")
+        assert entry["messages"] >= 1  # at least the supervisor's start-up ping
+        assert entry["queue_depth"] == 0
+    assert doc["chain"] == {"height": 0, "hash": None}
+    assert doc["peers"] == []
+    assert doc["process"]["pid"] == os.getpid()
+    assert doc["process"]["rss_bytes"] > 10 * 2**20
+    assert isinstance(doc["process"]["cpu_percent"], float)
+    assert doc["node"]["udp"] == f"127.0.0.1:{node.config.port}"
+
+
+def test_health_shows_chain_tip_and_peers(seeded, chain, client):
+    client.send(seeded.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": client.address[1],
+                                     "id": "ops-test-1", "name": "friend"})
+    assert client.recv(expect="GOSSIP_REPLY") is not None
+    doc = http(seeded.config.http_port, "/health").json()
+    assert doc["chain"] == {"height": CHAIN_LENGTH, "hash": chain[-1].hash}
+    assert [(p["name"], p["host"], p["port"]) for p in doc["peers"]] == [("friend", "127.0.0.1", client.address[1])]
+    assert 0 <= doc["peers"][0]["last_seen_age"] < 5
+
+
+def test_metrics_has_per_actor_series_from_the_start_and_chain_height(seeded):
+    result = http(seeded.config.http_port, "/metrics")
+    assert result.status == 200
+    assert result.headers["Content-Type"].startswith("text/plain")
+    samples = metric_samples(result.text)
+    for actor in CORE_ACTORS:
+        labels = (("actor", actor),)
+        # Present (as 0) before any restart or error: dashboards see the series at once.
+        assert samples[("node_actor_restarts_total", labels)] == 0
+        assert samples[("node_actor_errors_total", labels)] == 0
+        assert samples[("node_actor_up", labels)] == 1
+        assert samples[("node_actor_messages_total", labels)] >= 1
+        assert ("node_actor_queue_depth", labels) in samples
+    assert samples[("node_chain_height", ())] == CHAIN_LENGTH
+    assert samples[("node_peers", ())] == 0
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert ("node_process_cpu_percent", ()) in samples
+    assert ("node_supervisor_gave_up", ()) in samples and samples[("node_supervisor_gave_up", ())] == 0
+
+
+def test_metrics_count_datagrams_by_type_and_malformed_by_reason(make_node, client):
+    node = make_node(http_port=free_tcp_port())
+    assert client.ask(node.config.port, {"type": "STATS"}) is not None
+    client.send(node.config.port, b"\xff\xfe not json")
+    wait_for(lambda: 'node_malformed_datagrams_total{reason=' in http(node.config.http_port, "/metrics").text)
+    samples = metric_samples(http(node.config.http_port, "/metrics").text)
+    assert samples[("node_datagrams_received_total", (("type", "STATS"),))] == 1
+    assert samples[("node_datagrams_sent_total", (("type", "STATS_REPLY"),))] == 1
+    assert sum(v for (name, _), v in samples.items() if name == "node_malformed_datagrams_total") == 1
+
+
+def test_prometheus_app_answers_only_at_metrics(make_node):
+    node = make_node(http_port=free_tcp_port())
+    for path in ["/metrics/extra", "/nope", "/metricsx"]:
+        result = http(node.config.http_port, path)
+        assert result.status == 404, path
+        assert "error" in result.json()
+        assert b"node_chain_height" not in result.body
+
+
+def test_status_page_is_html_with_tip_blocks_actors_and_escaped_peer_names(seeded, chain, client):
+    client.send(seeded.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": client.address[1],
+                                     "id": "ops-test-2", "name": "<script>x</script>"})
+    assert client.recv(expect="GOSSIP_REPLY") is not None
+    result = http(seeded.config.http_port, "/")
+    assert result.status == 200
+    assert result.headers["Content-Type"].startswith("text/html")
+    page = result.text
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert '<meta http-equiv="refresh"' in page
+    assert chain[-1].hash in page and chain[-10].hash in page  # the tip and recent blocks
+    assert chain[-11].hash not in page  # only the 10 most recent
+    for actor in CORE_ACTORS:
+        assert f"<td>{actor}</td>" in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x</script>" not in page
+    assert "s ago" in page  # the peer's last-seen age
+
+
+def test_chain_returns_blocks_in_wire_form(seeded, chain):
+    port = seeded.config.http_port
+    blocks = http(port, "/chain?from=5&limit=3").json()
+    assert blocks == [b.to_wire() for b in chain[5:8]]
+    assert set(blocks[0]) == {"height", "minedBy", "messages", "nonce", "timestamp", "hash"}
+    assert http(port, "/chain").json() == [b.to_wire() for b in chain[:20]]
+    assert len(http(port, "/chain?limit=1000").json()) == 100  # capped
+    assert http(port, f"/chain?from={CHAIN_LENGTH - 2}&limit=50").json() == [b.to_wire() for b in chain[-2:]]
+    assert http(port, f"/chain?from={CHAIN_LENGTH + 5}").json() == []
+
+
+@pytest.mark.parametrize("query, word", [("from=x", "from"), ("from=-1", "from"), ("limit=0", "limit"),
+                                         ("limit=abc", "limit"), ("from=1.5", "from")])
+def test_chain_bad_parameters_are_400_with_a_clear_error(make_node, query, word):
+    node = make_node(http_port=free_tcp_port())
+    result = http(node.config.http_port, f"/chain?{query}")
+    assert result.status == 400
+    assert result.headers["Content-Type"].startswith("application/json")
+    assert f"'{word}'" in result.json()["error"]
+
+
+def test_peers_is_json(make_node, client):
+    node = make_node(http_port=free_tcp_port())
+    assert http(node.config.http_port, "/peers").json() == []
+    client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": client.address[1],
+                                   "id": "ops-test-3", "name": "p1"})
+    assert client.recv(expect="GOSSIP_REPLY") is not None
+    peers = http(node.config.http_port, "/peers").json()
+    assert [(p["name"], p["port"]) for p in peers] == [("p1", client.address[1])]
+
+
+def _non_loopback_ipv4() -> str | None:
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
+def test_http_listens_on_loopback_only(make_node):
+    node = make_node(http_port=free_tcp_port())
+    port = node.config.http_port
+    listening = [c.laddr for c in psutil.Process().net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert [addr.ip for addr in listening] == ["127.0.0.1"]
+    other = _non_loopback_ipv4()
+    if other is not None:
+        with pytest.raises(OSError):
+            socket.create_connection((other, port), timeout=1).close()
+
+
+def test_stop_releases_the_port_for_the_next_node(make_node):
+    port = free_tcp_port()
+    first = make_node(http_port=port)
+    assert http(port, "/health").status == 200
+    started = time.monotonic()
+    first.stop()
+    assert time.monotonic() - started < 3
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    second = make_node(http_port=port)
+    assert http(port, "/health").json()["node"]["udp"] == f"127.0.0.1:{second.config.port}"
+
+
+def test_a_taken_port_fails_the_start_and_stops_the_actors(make_node):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            make_node(http_port=port, port=free_udp_port())
+
+
+@pytest.fixture
+def node_with_fake_miner(make_node, monkeypatch):
+    real_specs = node_module.child_specs
+    monkeypatch.setattr(node_module, "child_specs",
+                        lambda config: real_specs(config) + [ChildSpec("MinerActor-0", lambda ctx, name: FakeMiner.start(ctx, name))])
+    return make_node(http_port=free_tcp_port(), enable_fault_injection=True)
+
+
+def test_miner_details_appear_in_health_metrics_and_page(node_with_fake_miner):
+    port = node_with_fake_miner.config.http_port
+    miner = actor_entry(http(port, "/health").json(), "MinerActor-0")
+    assert miner["alive"] is True
+    assert miner["pid"] == os.getpid() and miner["hashrate"] == FakeMiner.HASHRATE
+    assert miner["cpu_percent"] == 12.5 and miner["rss_bytes"] == 4096
+    samples = metric_samples(http(port, "/metrics").text)
+    assert samples[("node_miner_hashrate_hashes_per_second", (("miner", "0"),))] == FakeMiner.HASHRATE
+    assert samples[("node_miner_worker_cpu_percent", (("miner", "0"),))] == 12.5
+    assert samples[("node_actor_restarts_total", (("actor", "MinerActor-0"),))] == 0
+    assert "1.23 kH/s" in http(port, "/").text
+
+
+def test_a_hung_actor_does_not_hang_health(node_with_fake_miner):
+    node = node_with_fake_miner
+    node.ctx.registry.proxy("MinerActor-0").hang.defer(1.5)
+    time.sleep(0.05)
+    result = http(node.config.http_port, "/health")
+    assert result.status == 200
+    assert result.seconds < 1.2
+    doc = result.json()
+    miner = actor_entry(doc, "MinerActor-0")
+    assert "no answer" in miner["details_error"]
+    assert miner["hashrate"] is None  # the key is there, the value unknown
+    assert doc["chain"] == {"height": 0, "hash": None}  # the others still answered
