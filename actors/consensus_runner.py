@@ -30,7 +30,7 @@ from actors.base import NodeActor, Ticker
 from actors.context import NodeContext
 from chain.block import Block, InvalidBlock, check_block
 from chain.fetch import FetchPlan
-from chain.selection import Candidate, narrow_fork, next_probe_heights, rank_candidates
+from chain.selection import Candidate, gallop_heights, narrow_fork, next_probe_heights, rank_candidates
 from messages.internal import TipChanged
 from messages.wire import GetBlock, GetBlockReply, Stats, StatsReply
 
@@ -67,6 +67,7 @@ class _Round:
     bad: Tally = field(default_factory=Tally)
     validated: list[Block] = field(default_factory=list)
     fork: int = 0
+    probe_rounds: int = 0
     progress_at: float = 0.0
 
 
@@ -279,11 +280,11 @@ class ConsensusRunner(NodeActor):
             self._next_candidate()
             return
         r.stage = "fork"
+        r.probe_rounds = 0
         r.low, r.high = 0, min(len(r.our_hashes), r.length)
-        heights = next_probe_heights(r.low, r.high, PROBE_FANOUT)
-        if r.high > 0 and (r.high - 1) not in heights:
-            heights.append(r.high - 1)  # the common case: the candidate extends our chain
-        self._probe(sorted(heights))
+        # Probe our top first, alone: in the common case (the candidate extends our
+        # chain) that one block settles it; otherwise a k-ary search follows.
+        self._probe([r.high - 1] if r.high > 0 else [])
 
     def _probe(self, heights: list[int]) -> None:
         r = self.round
@@ -298,8 +299,13 @@ class ConsensusRunner(NodeActor):
         assert r is not None and r.plan is not None
         matches = [(h, block.hash == r.our_hashes[h]) for h, (block, _) in r.plan.received.items() if h < len(r.our_hashes)]
         r.low, r.high = narrow_fork(r.low, r.high, matches)
+        r.probe_rounds += 1
         if r.low >= r.high:
             self._start_fetch()
+        elif r.probe_rounds == 1:
+            # Our top differs: forks are usually recent, so gallop back from the top
+            # (1, 2, 4, ... blocks below) before searching the bracket it finds.
+            self._probe(gallop_heights(r.low, r.high, PROBE_FANOUT))
         else:
             self._probe(next_probe_heights(r.low, r.high, PROBE_FANOUT))
 

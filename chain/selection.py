@@ -72,6 +72,13 @@ def next_probe_heights(low: int, high: int, fanout: int) -> list[int]:
     return sorted({low + int(step * (i + 1)) for i in range(fanout)})
 
 
+def gallop_heights(low: int, high: int, count: int) -> list[int]:
+    """Heights 1, 2, 4, ... below `high` (and `low` itself): finds a recent fork in few probes."""
+    heights = {high - (1 << i) for i in range(count - 1) if high - (1 << i) >= low}
+    heights.add(low)
+    return sorted(h for h in heights if low <= h < high)
+
+
 def narrow_fork(low: int, high: int, matches: Sequence[tuple[int, bool]]) -> tuple[int, int]:
     """New (low, high) after learning, for some heights, whether the chains match there."""
     for height, same in sorted(matches):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
+import time
 from collections import Counter
 from typing import Sequence
 
@@ -40,9 +41,11 @@ class ScriptedPeer:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        reply_delay: float = 0.0,
     ) -> None:
         self.blocks = list(blocks)
         self.drop_rate = drop_rate
+        self.reply_delay = reply_delay  # seconds before each GET_BLOCK reply: a slow peer
         self.claim = claim
         self.name = name
         self.rng = random.Random(seed)
@@ -97,6 +100,8 @@ class ScriptedPeer:
                 self.get_block_heights.append(message.height)
                 if self.drop_rate and self.rng.random() < self.drop_rate:
                     continue
+                if self.reply_delay:
+                    time.sleep(self.reply_delay)
                 block = self.blocks[message.height] if message.height < len(self.blocks) else None
                 self.send(GetBlockReply(block), addr)
             elif isinstance(message, Gossip):

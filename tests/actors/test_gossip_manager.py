@@ -1,0 +1,71 @@
+"""GossipManager rules with an injected clock and RNG (no sockets)."""
+from __future__ import annotations
+
+import random
+
+from actors.context import NodeConfig, NodeContext
+from actors.gossip_manager import MAX_PEERS, GossipManager
+from messages.wire import Gossip, GossipReply
+
+
+class Recording(GossipManager):
+    """GossipManager whose sends are recorded instead of going to NetworkIO."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent = []
+
+    def _send(self, message, addr):
+        self.sent.append((message, addr))
+
+
+def make(tmp_path, now):
+    ctx = NodeContext(NodeConfig(host="127.0.0.1", port=5000, name="me", data_dir=tmp_path, peer_timeout=60.0))
+    return Recording(ctx, clock=lambda: now[0], rng=random.Random(7))
+
+
+def test_new_id_replied_once_and_forwarded_to_at_most_three(tmp_path):
+    now = [0.0]
+    gm = make(tmp_path, now)
+    for port in range(6001, 6006):
+        gm.on_gossip_reply(GossipReply("127.0.0.1", port, f"p{port}"), ("127.0.0.1", port))
+    gossip = Gossip("127.0.0.1", 6001, "id-1", "p6001")
+    gm.on_gossip(gossip, ("127.0.0.1", 6002))
+    replies = [a for m, a in gm.sent if isinstance(m, GossipReply)]
+    forwards = [a for m, a in gm.sent if m == gossip]
+    assert replies == [("127.0.0.1", 6001)]
+    assert len(forwards) == 3 and len(set(forwards)) == 3
+    assert ("127.0.0.1", 6001) not in forwards  # never back to the originator
+    gm.sent.clear()
+    gm.on_gossip(gossip, ("127.0.0.1", 6003))
+    assert gm.sent == []  # a seen id is neither replied to nor forwarded
+
+
+def test_silent_peers_are_dropped_after_the_timeout(tmp_path):
+    now = [0.0]
+    gm = make(tmp_path, now)
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 7001, "old"), ("127.0.0.1", 7001))
+    now[0] = 50.0
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 7002, "new"), ("127.0.0.1", 7002))
+    now[0] = 61.0
+    gm.expire()
+    assert [p["port"] for p in gm.peer_table()] == [7002]
+
+
+def test_peer_table_and_seen_ids_are_bounded(tmp_path):
+    now = [0.0]
+    gm = make(tmp_path, now)
+    for i in range(3000):
+        gm.on_gossip(Gossip(f"10.{i // 250}.{i % 250}.1", 9000, f"flood-{i}", "x"), ("127.0.0.1", 1))
+    assert len(gm.peers) == MAX_PEERS
+    now[0] = 1000.0
+    gm.expire()
+    assert len(gm.seen_ids) == 0 and len(gm.peers) == 0
+
+
+def test_own_address_is_never_a_peer(tmp_path):
+    now = [0.0]
+    gm = make(tmp_path, now)
+    gm.on_gossip(Gossip("127.0.0.1", 5000, "self", "me"), ("127.0.0.1", 5000))
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 5000, "me"), ("127.0.0.1", 5000))
+    assert gm.peers == {}

@@ -1,0 +1,155 @@
+"""Consensus and sync end to end: real nodes and scripted peers on 127.0.0.1."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from messages.wire import Announce
+from sim.chains import make_chain
+from sim.peer import ScriptedPeer
+from tests.helpers import UdpClient, wait_for
+
+FAST = dict(gossip_interval=0.3, peer_timeout=5.0, consensus_interval=3600.0)
+
+
+@pytest.fixture(scope="module")
+def main_chain():
+    return make_chain(300, 2)
+
+
+def keeper(node):
+    return node.ctx.registry.proxy("ChainKeeper")
+
+
+def tip(node):
+    return keeper(node).tip().get(timeout=5)
+
+
+def seed(node, blocks):
+    assert keeper(node).apply_segment(0, blocks).get(timeout=10)
+
+
+def peer_ports(node):
+    table = node.ctx.registry.proxy("GossipManager").peer_table().get(timeout=5)
+    return {p["port"] for p in table}
+
+
+def test_nodes_form_a_network_by_gossip(make_node):
+    a = make_node(**FAST)
+    b = make_node(peers=(("127.0.0.1", a.config.port),), **FAST)
+    c = make_node(peers=(("127.0.0.1", a.config.port),), **FAST)
+    wait_for(lambda: peer_ports(a) == {b.config.port, c.config.port}, timeout=10)
+    wait_for(lambda: peer_ports(b) == {a.config.port, c.config.port}, timeout=10)
+    wait_for(lambda: peer_ports(c) == {a.config.port, b.config.port}, timeout=10)
+
+
+def test_fresh_node_joins_and_syncs(make_node, main_chain):
+    a = make_node(**FAST)
+    seed(a, main_chain)
+    b = make_node(peers=(("127.0.0.1", a.config.port),), **FAST)
+    wait_for(lambda: tip(b) == (300, main_chain[-1].hash), timeout=15)
+
+
+def test_majority_chain_wins_a_tie(make_node, main_chain):
+    other = make_chain(300, 2, tag="other")
+    with ScriptedPeer(main_chain, seed=1) as p1, ScriptedPeer(main_chain, seed=2) as p2, ScriptedPeer(other, seed=3) as p3:
+        node = make_node(peers=(p3.address, p1.address, p2.address), **FAST)
+        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+
+
+def test_longer_chain_with_a_forged_block_is_refused(make_node, main_chain):
+    longer = make_chain(340, 2, base=main_chain[:200], tag="forger")
+    forged = list(longer)
+    forged[250] = dataclasses.replace(forged[250], messages=("forged!",))
+    with ScriptedPeer(main_chain, seed=1, drop_rate=0.1) as p1, ScriptedPeer(main_chain, seed=2, drop_rate=0.1) as p2, \
+            ScriptedPeer(forged, seed=3) as liar:
+        node = make_node(peers=(liar.address, p1.address, p2.address), **FAST)
+        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=20)
+        assert any(h >= 200 for h in liar.get_block_heights)  # it was tried (it claimed the longest chain)
+        time.sleep(0.3)
+        assert tip(node) == (300, main_chain[-1].hash)
+
+
+def test_extension_is_fetched_incrementally(make_node, main_chain):
+    node = make_node(**FAST)
+    seed(node, main_chain[:250])
+    with ScriptedPeer(main_chain, seed=1) as p1, ScriptedPeer(main_chain, seed=2) as p2:
+        client = UdpClient()
+        try:
+            # Learn the peers by their gossip, then ask for a round as a peer would.
+            for p in (p1, p2):
+                client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1], "id": f"g{p.address[1]}", "name": "p"})
+            wait_for(lambda: len(peer_ports(node)) == 2)
+            client.send(node.config.port, {"type": "CONSENSUS"})
+            wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+        finally:
+            client.close()
+        fetched = p1.get_block_heights + p2.get_block_heights
+        assert len(fetched) < 50 + 30, f"{len(fetched)} GET_BLOCKs for a 50-block extension"
+        assert min(fetched) >= 200  # nothing near genesis was downloaded
+
+
+def test_reorg_onto_a_longer_fork(make_node, main_chain):
+    node = make_node(**FAST)
+    seed(node, main_chain)
+    fork = make_chain(310, 2, base=main_chain[:290], tag="fork")
+    with ScriptedPeer(fork, seed=1, drop_rate=0.2) as p1, ScriptedPeer(fork, seed=2, drop_rate=0.2) as p2:
+        client = UdpClient()
+        try:
+            for p in (p1, p2):
+                client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1], "id": f"r{p.address[1]}", "name": "p"})
+            wait_for(lambda: len(peer_ports(node)) == 2)
+            client.send(node.config.port, {"type": "CONSENSUS"})
+            wait_for(lambda: tip(node) == (310, fork[-1].hash), timeout=15)
+        finally:
+            client.close()
+        fetched = p1.get_block_heights + p2.get_block_heights
+        below_fork = [h for h in fetched if h < 290]
+        assert len(below_fork) < 40, f"{len(below_fork)} probes below the fork"
+        assert len(fetched) < 100
+        blocks = keeper(node).get_blocks(0, 400).get(timeout=5)
+        assert blocks == fork
+        assert node.ctx.metrics.chain_reorgs._value.get() == 1
+
+
+def test_unlinked_announce_triggers_a_sync(make_node, main_chain):
+    node = make_node(**FAST)
+    seed(node, main_chain[:100])
+    with ScriptedPeer(main_chain, seed=1) as p1:
+        # The announcer is not a tracked peer: the round asks it anyway.
+        p1.send(Announce(main_chain[-1]), ("127.0.0.1", node.config.port))
+        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+
+
+def test_stats_answered_while_syncing(make_node, main_chain):
+    with ScriptedPeer(main_chain, seed=1, reply_delay=0.01) as slow:
+        node = make_node(peers=(slow.address,), **FAST)
+        client = UdpClient()
+        try:
+            wait_for(lambda: 0 < slow.received["GetBlock"], timeout=10)
+            worst = 0.0
+            for _ in range(10):
+                start = time.monotonic()
+                reply = client.ask(node.config.port, {"type": "STATS"}, timeout=1.0)
+                worst = max(worst, time.monotonic() - start)
+                assert reply is not None and reply["type"] == "STATS_REPLY"
+                time.sleep(0.05)
+            assert tip(node)[0] < 300, "the sync should still be running"
+            assert worst < 0.5
+        finally:
+            client.close()
+
+
+def test_peer_reporting_top_index_instead_of_length_is_still_followed(make_node, main_chain):
+    """A STATS_REPLY of (top index, top hash) doesn't check out as a length; it is a weaker vote."""
+    with ScriptedPeer(main_chain, seed=1, claim=(299, main_chain[-1].hash)) as odd:
+        node = make_node(peers=(odd.address,), **FAST)
+        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+
+
+def test_nonsense_stats_replies_do_not_stop_the_round(make_node, main_chain):
+    with ScriptedPeer(main_chain, seed=1) as good, ScriptedPeer(main_chain, seed=2, claim=(10**6, "f" * 64)) as liar:
+        node = make_node(peers=(liar.address, good.address), **FAST)
+        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
