@@ -43,6 +43,7 @@ MAX_STATS_PEERS = 64
 PROBE_FANOUT = 15
 ANNOUNCE_ROUND_MIN_GAP = 1.0
 ASK_TIMEOUT = 10.0
+BAN_SECONDS = 600.0
 REQUEST_BATCH = 8  # refill the request window in batches: fewer actor messages per block
 
 
@@ -82,6 +83,9 @@ class ConsensusRunner(NodeActor):
         self.rounds_run = 0
         self._sync_started = 0.0
         self.last_result: str | None = None
+        # Memory across rounds, so a liar costs one download, not one per round:
+        self.banned: dict[Address, float] = {}  # peer -> until (served an invalid block)
+        self.bad_chains: dict[str, float] = {}  # claimed top hash -> until (proved invalid)
 
     def on_start(self) -> None:
         self.every(self.ctx.config.consensus_interval, "start_round", "timer")
@@ -199,7 +203,13 @@ class ConsensusRunner(NodeActor):
     def _end_collect(self) -> None:
         r = self.round
         assert r is not None
-        claims = [(addr, h, hsh) for addr, (h, hsh) in r.claims.items()]
+        now = self.clock()
+        self.banned = {a: t for a, t in self.banned.items() if t > now}
+        self.bad_chains = {h: t for h, t in self.bad_chains.items() if t > now}
+        claims = [
+            (addr, h, hsh) for addr, (h, hsh) in r.claims.items()
+            if addr not in self.banned and hsh not in self.bad_chains
+        ]
         r.candidates = rank_candidates(claims, len(r.our_hashes))
         self.log.debug("collected %d claims: %s", len(claims), [(c.height, c.hash[:8], c.votes) for c in r.candidates])
         self._next_candidate()
@@ -343,8 +353,11 @@ class ConsensusRunner(NodeActor):
                 r.seen.pop(height, None)
                 r.plan.drop_peer(source)
                 self.ctx.metrics.blocks_rejected.labels(source="sync").inc()
-                self.log.warning("invalid block %d from %s:%d (%s)", height, source[0], source[1], exc.reason)
+                self.log.warning("invalid block %d from %s:%d (%s); peer banned for %.0fs", height, source[0], source[1], exc.reason, BAN_SECONDS)
+                self.banned[source] = self.clock() + BAN_SECONDS
                 if r.bad[height] >= 2 or not r.plan.links:
+                    if r.candidate is not None:
+                        self.bad_chains[r.candidate.hash] = self.clock() + BAN_SECONDS
                     self._fail_candidate(f"invalid block at height {height}")
                 return
             r.validated.append(block)

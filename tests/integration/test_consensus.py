@@ -70,6 +70,13 @@ def test_longer_chain_with_a_forged_block_is_refused(make_node, main_chain):
         assert any(h >= 200 for h in liar.get_block_heights)  # it was tried (it claimed the longest chain)
         time.sleep(0.3)
         assert tip(node) == (300, main_chain[-1].hash)
+        # The liar is remembered: the next round does not download its chain again.
+        asked_before = len(liar.get_block_heights)
+        runner = node.ctx.registry.proxy("ConsensusRunner")
+        rounds = runner.status().get(timeout=5)["rounds"]
+        runner.on_consensus.defer()
+        wait_for(lambda: runner.status().get(timeout=5)["rounds"] > rounds and not runner.status().get(timeout=5)["running"])
+        assert len(liar.get_block_heights) == asked_before
 
 
 def test_extension_is_fetched_incrementally(make_node, main_chain):
