@@ -83,7 +83,7 @@ class GossipManager(NodeActor):
         """GOSSIP with a fresh id to the well-known peers and every tracked peer; expire old entries."""
         self.expire()
         cfg = self.ctx.config
-        gossip = Gossip(cfg.host, cfg.port, str(uuid.uuid4()), cfg.name)
+        gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
         self._remember_id(gossip.id)
         targets = dict.fromkeys(self.well_known)
         targets.update(dict.fromkeys(self.peers))
@@ -99,7 +99,7 @@ class GossipManager(NodeActor):
         if originator == self._own_address() or gossip.port == 0:
             return
         cfg = self.ctx.config
-        self._send(GossipReply(cfg.host, cfg.port, cfg.name), originator)
+        self._send(GossipReply(cfg.host, cfg.public_port, cfg.name), originator)
         candidates = [addr for addr in self.peers if addr != originator and addr != source]
         for addr in self.rng.sample(candidates, min(FORWARD_FANOUT, len(candidates))):
             self._send(gossip, addr)
@@ -152,7 +152,7 @@ class GossipManager(NodeActor):
     # ---------------------------------------------------------- internals
 
     def _own_address(self) -> Address:
-        return (self.ctx.config.host, self.ctx.config.port)
+        return (self.ctx.config.host, self.ctx.config.public_port)
 
     def _remember_id(self, gossip_id: str, now: float | None = None) -> None:
         self.seen_ids[gossip_id] = self.clock() if now is None else now

@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.base import NodeActor
 from actors.context import NodeContext
+from actors.ratelimit import TokenBuckets
 from messages.wire import (
     Announce,
     Consensus,
@@ -41,6 +42,11 @@ READ_BATCH = 64
 
 # Message kinds that arrive in bursts go to their actor as one list per batch read:
 # (actor, per-message method) -> batch method taking a list of argument tuples.
+# What each request will cost us in reply bytes, charged before any work is done
+# (an upper estimate: a maximal block is larger, a typical one smaller).
+REPLY_COST = {"STATS": 110, "GET_BLOCK": 400, "GOSSIP": 90}
+MAX_ACTOR_QUEUE = 2000  # messages; past this a flood is shed at the socket
+
 BATCH_METHODS = {
     ("ConsensusRunner", "on_get_block_reply"): "on_get_block_replies",
     ("ChainKeeper", "on_get_block"): "on_get_block_batch",
@@ -76,6 +82,11 @@ class NetworkIO(NodeActor):
         self._reader: threading.Thread | None = None
         self._stopping = threading.Event()
         self.address: Address | None = None
+        cfg = ctx.config
+        # Owned by the reader thread only.
+        self._reply_buckets = TokenBuckets(cfg.reply_rate_bytes, cfg.reply_burst_bytes)
+        self._total_replies = TokenBuckets(cfg.total_reply_rate_bytes, cfg.total_reply_rate_bytes / 4, max_keys=1)
+        self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
 
     def on_start(self) -> None:
         self.sock = self._bind()
@@ -166,7 +177,7 @@ class NetworkIO(NodeActor):
     def _dispatch(self, datagrams: list[tuple[bytes, Any]]) -> None:
         """Decode a batch; send hot message kinds to their actor as one message per kind."""
         metrics = self.ctx.metrics
-        registry = self.ctx.registry
+        now = time.monotonic()
         batched: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         singles: list[tuple[str, str, tuple[Any, ...]]] = []
         for data, addr in datagrams:
@@ -176,15 +187,36 @@ class NetworkIO(NodeActor):
                 metrics.malformed.labels(reason=exc.kind).inc()
                 self.log.debug("malformed datagram from %s: %s", addr, exc)
                 continue
-            metrics.datagrams_in.labels(type=type_name(message)).inc()
+            kind = type_name(message)
+            metrics.datagrams_in.labels(type=kind).inc()
+            if kind in REPLY_COST and not self._reply_allowed(message, kind, addr[:2], now):
+                metrics.dropped.labels(reason="rate_limited").inc()
+                continue
             actor, method, args = _route(message, addr[:2])
             if (actor, method) in BATCH_METHODS:
                 batched.setdefault((actor, method), []).append(args)
             else:
                 singles.append((actor, method, args))
         for (actor, method), items in batched.items():
-            if not registry.defer(actor, BATCH_METHODS[(actor, method)], items):
-                metrics.dropped.labels(reason="actor_unavailable").inc(len(items))
+            self._deliver(actor, BATCH_METHODS[(actor, method)], (items,), len(items))
         for actor, method, args in singles:
-            if not registry.defer(actor, method, *args):
-                metrics.dropped.labels(reason="actor_unavailable").inc()
+            self._deliver(actor, method, args, 1)
+
+    def _reply_allowed(self, message: WireMessage, kind: str, source: Address, now: float) -> bool:
+        """Charge the reply this request would cause to its destination's budget."""
+        cost = REPLY_COST[kind]
+        if isinstance(message, Gossip):
+            allowed = self._gossip_buckets.allow((message.host, message.port), cost, now)
+        else:
+            allowed = self._reply_buckets.allow(source, cost, now)
+        return allowed and self._total_replies.allow(None, cost, now)
+
+    def _deliver(self, actor: str, method: str, args: tuple[Any, ...], count: int) -> None:
+        """Hand datagrams to an actor, unless it is down or already swamped."""
+        metrics = self.ctx.metrics
+        ref = self.ctx.registry.ref(actor)
+        if ref is not None and ref.actor_inbox.qsize() > MAX_ACTOR_QUEUE:
+            metrics.dropped.labels(reason="overloaded").inc(count)
+            return
+        if not self.ctx.registry.defer(actor, method, *args):
+            metrics.dropped.labels(reason="actor_unavailable").inc(count)
