@@ -32,7 +32,7 @@ from actors.context import NodeConfig
 
 LOOPBACK = "127.0.0.1"
 NODE_COUNT = 3
-DEFAULT_DIFFICULTY = 5
+DEFAULT_DIFFICULTY = 6
 ASK_TIMEOUT = 0.5
 
 
@@ -72,26 +72,36 @@ def demo_configs(base: Path, difficulty: int, miners: int, fault_injection: bool
     return configs
 
 
-def tip_of(node: Any) -> tuple[int | None, str | None]:
-    """(height, top hash) of a node, or (None, None) while its ChainKeeper can't answer."""
+def tip_of(node: Any) -> tuple[int | None, str | None, str | None]:
+    """(height, top hash, who mined the top block) of a node; Nones while its ChainKeeper can't answer."""
     proxy = node.ctx.registry.proxy("ChainKeeper")
     if proxy is None:
-        return None, None
+        return None, None, None
     try:
-        return proxy.tip().get(timeout=ASK_TIMEOUT)
+        height, top = proxy.tip().get(timeout=ASK_TIMEOUT)
+        blocks = proxy.get_blocks(height - 1, 1).get(timeout=ASK_TIMEOUT) if height else []
     except Exception:  # noqa: BLE001 - restarting or busy: shown as '?'
-        return None, None
+        return None, None, None
+    return height, top, (blocks[0].mined_by if blocks else None)
+
+
+COLUMN = 24
+
+
+def header_line(nodes: list[Any]) -> str:
+    """Column titles for the progress lines: one column per node."""
+    return f"{'time':>7}  " + "".join(f"{node.config.name:<{COLUMN}}" for node in nodes).rstrip()
 
 
 def progress_line(elapsed: float, nodes: list[Any]) -> str:
-    """One line: each node's height and the start of its top hash, and whether they agree."""
+    """One line: each node's height, top hash and who mined it, and whether the nodes agree."""
     tips = [tip_of(node) for node in nodes]
-    parts = [
-        f"{node.config.name}: {'?' if height is None else height:>4} {(top or '-')[:12]:<12}"
-        for node, (height, top) in zip(nodes, tips)
+    cells = [
+        f"{'?' if height is None else height:<5} {(top or '-')[:8]:<8} {miner or '-'}"
+        for height, top, miner in tips
     ]
-    agree = "in sync" if len({top for _, top in tips}) == 1 else "syncing"
-    return f"{elapsed:6.1f}s  " + "   ".join(parts) + f"   [{agree}]"
+    agree = "in sync" if len({top for _, top, _ in tips}) == 1 else "syncing"
+    return f"{elapsed:6.1f}s  " + "".join(f"{cell:<{COLUMN}}" for cell in cells) + f"[{agree}]"
 
 
 @click.command(help="Run a 3-node network on 127.0.0.1 that mines and syncs; print its status URLs and progress.\n\n"
@@ -132,6 +142,8 @@ def run_demo(miners: int, difficulty: int, interval: float, duration: float, fau
                 peers = ", ".join(f"{h}:{p}" for h, p in cfg.peers) or "-"
                 click.echo(f"  {cfg.name}: status http://{cfg.http_host}:{cfg.http_port}/   "
                            f"udp {cfg.host}:{cfg.port}   peers {peers}")
+            click.echo("Every few seconds, for each node: chain height, top block hash, who mined the top block.")
+            click.echo(header_line(nodes))
             started = time.monotonic()
             while not stop.wait(interval):
                 elapsed = time.monotonic() - started

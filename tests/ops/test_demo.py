@@ -1,0 +1,113 @@
+"""`python run_node.py demo` as a user runs it: URLs that answer, progress lines, Ctrl-C."""
+from __future__ import annotations
+
+import importlib.util
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.ops.ops_helpers import http
+
+ROOT = Path(__file__).resolve().parents[2]
+URL = re.compile(r"(demo-\d): status http://127\.0\.0\.1:(\d+)/")
+PROGRESS = re.compile(r"^\s*\d+\.\ds\s+(\d+) ")
+
+
+class Demo:
+    """The demo in a subprocess, its stdout read line by line on a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "run_node.py", "demo", *args], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_matching(self, pattern: re.Pattern[str], timeout: float = 15.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern.pattern!r} within {timeout}s")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            match = pattern.search(line)
+            if match:
+                return match
+
+    def interrupt(self, timeout: float = 20.0) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout)
+        assert self.proc.stderr is not None
+        return code, self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def demo_factory():
+    demos: list[Demo] = []
+
+    def start(*args: str) -> Demo:
+        demo = Demo(*args)
+        demos.append(demo)
+        return demo
+
+    yield start
+    for demo in demos:
+        demo.kill()
+
+
+def test_demo_prints_live_status_urls_and_stops_cleanly_on_ctrl_c(demo_factory):
+    demo = demo_factory("--miners-per-node", "0", "--interval", "0.5")
+    urls = dict(demo.next_matching(URL).groups() for _ in range(3))
+    assert sorted(urls) == ["demo-1", "demo-2", "demo-3"]
+    demo.next_matching(PROGRESS)
+    for name, port in urls.items():
+        health = http(int(port), "/health").json()
+        assert health["status"] == "ok" and health["node"]["name"] == name
+    # Nodes 2 and 3 joined through node 1.
+    wait_for(lambda: sorted(p["name"] for p in http(int(urls["demo-1"]), "/peers").json()) == ["demo-2", "demo-3"],
+             timeout=5)
+    code, stderr = demo.interrupt()
+    assert code == 0, stderr
+    for port in urls.values():  # everything is down, ports released
+        with pytest.raises(OSError):
+            http(int(port), "/health", timeout=1)
+
+
+CELL = re.compile(r"(\d+)\s+([0-9a-f]{8})\s+(demo-\d)")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("actors.miner") is None, reason="mining (actors.miner) not present")
+def test_demo_mines_and_syncs_blocks_within_seconds(demo_factory):
+    demo = demo_factory("--miners-per-node", "1", "--difficulty", "5", "--interval", "0.5")
+    seen: list[list[tuple[str, ...]]] = []
+    deadline = time.monotonic() + 20
+    while True:
+        assert time.monotonic() < deadline, f"no common tip of height >= 3 on all nodes: {seen[-3:]}"
+        cells = CELL.findall(demo.next_matching(PROGRESS).string)
+        seen.append(cells)
+        if len(cells) == 3 and min(int(h) for h, _, _ in cells) >= 3 and len({top for _, top, _ in cells}) == 1:
+            break
+    miners = {miner for cells in seen for _, _, miner in cells}
+    assert miners <= {"demo-1", "demo-2", "demo-3"}
+    code, stderr = demo.interrupt()
+    assert code == 0, stderr
