@@ -18,6 +18,7 @@ from typing import Any
 
 from actors.base import NodeActor
 from actors.context import NodeContext
+from actors.ratelimit import TokenBuckets
 from messages.wire import Gossip, GossipReply, WireMessage
 
 Address = tuple[str, int]
@@ -25,6 +26,10 @@ MAX_PEERS = 1024
 MAX_SEEN_IDS = 10_000
 SEEN_ID_TTL = 120.0
 FORWARD_FANOUT = 3
+# Forwards per second for the whole node: ample for an honest network (each node
+# gossips every 30 s), and a flood of fresh ids can't make us spray our peers.
+FORWARD_RATE = 300.0
+FORWARD_BURST = 600.0
 RESOLVE_TIMEOUT = 2.0
 
 
@@ -62,6 +67,11 @@ class GossipManager(NodeActor):
         self.clock = clock
         self.rng = rng or random.Random()
         self.peers: OrderedDict[Address, PeerInfo] = OrderedDict()  # oldest-seen first
+        # The same addresses in a list (with positions) for O(1) random picks:
+        # forwarding must not cost O(peers) per gossip under a flood.
+        self._peer_list: list[Address] = []
+        self._peer_pos: dict[Address, int] = {}
+        self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
         self._warned: set[str] = set()
@@ -100,8 +110,10 @@ class GossipManager(NodeActor):
             return
         cfg = self.ctx.config
         self._send(GossipReply(cfg.host, cfg.public_port, cfg.name), originator)
-        candidates = [addr for addr in self.peers if addr != originator and addr != source]
-        for addr in self.rng.sample(candidates, min(FORWARD_FANOUT, len(candidates))):
+        for addr in self._random_peers(FORWARD_FANOUT, exclude=(originator, source)):
+            if not self._forwards.allow(None, 1, now):
+                self.ctx.metrics.dropped.labels(reason="gossip_forward_limited").inc()
+                break
             self._send(gossip, addr)
         self._touch(originator, gossip.name, now)
 
@@ -140,7 +152,7 @@ class GossipManager(NodeActor):
             addr, info = next(iter(self.peers.items()))
             if now - info.last_seen <= timeout:
                 break
-            del self.peers[addr]
+            self._forget(addr)
             self.log.info("dropped silent peer %s:%d (%s)", addr[0], addr[1], info.name)
         while self.seen_ids:
             gossip_id, seen_at = next(iter(self.seen_ids.items()))
@@ -166,12 +178,32 @@ class GossipManager(NodeActor):
         info = self.peers.pop(addr, None)
         if info is None:
             info = PeerInfo(name=name, last_seen=now, first_seen=now)
-            self.log.info("new peer %s:%d (%s)", addr[0], addr[1], name)
+            self._peer_pos[addr] = len(self._peer_list)
+            self._peer_list.append(addr)
+            self.log.debug("new peer %s:%d (%s)", addr[0], addr[1], name)
         info.last_seen, info.name = now, name
         self.peers[addr] = info  # most recently seen last
         while len(self.peers) > MAX_PEERS:
-            self.peers.popitem(last=False)  # evict the longest-silent peer
+            self._forget(next(iter(self.peers)))  # evict the longest-silent peer
         self.ctx.metrics.peers.set(len(self.peers))
+
+    def _forget(self, addr: Address) -> None:
+        del self.peers[addr]
+        pos = self._peer_pos.pop(addr)
+        last = self._peer_list.pop()
+        if last != addr:
+            self._peer_list[pos] = last
+            self._peer_pos[last] = pos
+
+    def _random_peers(self, count: int, exclude: tuple[Address, ...]) -> list[Address]:
+        """Up to `count` distinct random tracked peers, none in `exclude`, in O(count)."""
+        eligible = len(self._peer_list) - sum(1 for a in set(exclude) if a in self._peer_pos)
+        chosen: list[Address] = []
+        while len(chosen) < min(count, eligible):
+            addr = self._peer_list[self.rng.randrange(len(self._peer_list))]
+            if addr not in exclude and addr not in chosen:
+                chosen.append(addr)
+        return chosen
 
     def _send(self, message: WireMessage, addr: Address) -> None:
         self.ctx.registry.defer("NetworkIO", "send", message, addr)

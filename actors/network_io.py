@@ -45,6 +45,8 @@ READ_BATCH = 64
 # What each request will cost us in reply bytes, charged before any work is done
 # (an upper estimate: a maximal block is larger, a typical one smaller).
 REPLY_COST = {"STATS": 110, "GET_BLOCK": 400, "GOSSIP": 90}
+GOSSIP_TOTAL_PER_SECOND = 200
+GOSSIP_TOTAL_BURST = 1000
 MAX_ACTOR_QUEUE = 2000  # messages; past this a flood is shed at the socket
 
 BATCH_METHODS = {
@@ -87,6 +89,8 @@ class NetworkIO(NodeActor):
         self._reply_buckets = TokenBuckets(cfg.reply_rate_bytes, cfg.reply_burst_bytes)
         self._total_replies = TokenBuckets(cfg.total_reply_rate_bytes, cfg.total_reply_rate_bytes / 4, max_keys=1)
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
+        # GOSSIP from many claimed originators at once: bounded all together too.
+        self._gossip_total = TokenBuckets(GOSSIP_TOTAL_PER_SECOND * REPLY_COST["GOSSIP"], GOSSIP_TOTAL_BURST * REPLY_COST["GOSSIP"], max_keys=1)
 
     def on_start(self) -> None:
         self.sock = self._bind()
@@ -206,7 +210,7 @@ class NetworkIO(NodeActor):
         """Charge the reply this request would cause to its destination's budget."""
         cost = REPLY_COST[kind]
         if isinstance(message, Gossip):
-            allowed = self._gossip_buckets.allow((message.host, message.port), cost, now)
+            allowed = self._gossip_buckets.allow((message.host, message.port), cost, now) and self._gossip_total.allow(None, cost, now)
         else:
             allowed = self._reply_buckets.allow(source, cost, now)
         return allowed and self._total_replies.allow(None, cost, now)
