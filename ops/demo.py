@@ -24,11 +24,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from actors.context import NodeConfig
+
+if TYPE_CHECKING:  # imported inside run_demo so `run_node.py --help` stays light
+    from node import Node
 
 LOOPBACK = "127.0.0.1"
 NODE_COUNT = 3
@@ -72,7 +75,7 @@ def demo_configs(base: Path, difficulty: int, miners: int, fault_injection: bool
     return configs
 
 
-def tip_of(node: Any) -> tuple[int | None, str | None, str | None]:
+def tip_of(node: "Node") -> tuple[int | None, str | None, str | None]:
     """(height, top hash, who mined the top block) of a node; Nones while its ChainKeeper can't answer."""
     proxy = node.ctx.registry.proxy("ChainKeeper")
     if proxy is None:
@@ -88,12 +91,12 @@ def tip_of(node: Any) -> tuple[int | None, str | None, str | None]:
 COLUMN = 24
 
 
-def header_line(nodes: list[Any]) -> str:
+def header_line(nodes: "list[Node]") -> str:
     """Column titles for the progress lines: one column per node."""
     return f"{'time':>7}  " + "".join(f"{node.config.name:<{COLUMN}}" for node in nodes).rstrip()
 
 
-def progress_line(elapsed: float, nodes: list[Any]) -> str:
+def progress_line(elapsed: float, nodes: "list[Node]") -> str:
     """One line: each node's height, top hash and who mined it, and whether the nodes agree."""
     tips = [tip_of(node) for node in nodes]
     cells = [
@@ -127,7 +130,7 @@ def run_demo(miners: int, difficulty: int, interval: float, duration: float, fau
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    nodes: list[Any] = []
+    nodes: "list[Node]" = []
     exit_code = 0
     with tempfile.TemporaryDirectory(prefix="pow-node-demo-") as tmp:
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 from flask import Flask, Response, jsonify, request
@@ -29,6 +29,9 @@ from werkzeug.exceptions import HTTPException
 
 from ops import status_page
 from ops.snapshot import MINER_PREFIX, NodeInspector
+
+if TYPE_CHECKING:  # node imports ops lazily; no import cycle at run time
+    from node import Node
 
 log = logging.getLogger("node.ops.http")
 
@@ -53,7 +56,7 @@ def _int_param(name: str, default: int) -> int:
         raise ParamError(f"'{name}' must be an integer, got {raw!r}") from None
 
 
-def create_app(node: Any, inspector: NodeInspector) -> Flask:
+def create_app(node: "Node", inspector: NodeInspector) -> Flask:
     """The Flask app for one node (one app per node: tests run several in a process)."""
     app = Flask(f"pow-node-ops-{node.config.name}")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep "status" first, as documented
@@ -124,7 +127,7 @@ def create_app(node: Any, inspector: NodeInspector) -> Flask:
     return app
 
 
-def _crash(node: Any, actor: str) -> tuple[Response, int]:
+def _crash(node: "Node", actor: str) -> tuple[Response, int]:
     """Make `actor` fail the way a real bug would; say what was done.
 
     A MinerActor loses its worker process (SIGKILL), which it notices and fails
@@ -162,7 +165,7 @@ def _crash(node: Any, actor: str) -> tuple[Response, int]:
 class OpsHttpServer:
     """Serves the ops endpoints of `node` on a background thread until `stop()`."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: "Node") -> None:
         self.node = node
         self.inspector = NodeInspector(node)
         self.app = create_app(node, self.inspector)

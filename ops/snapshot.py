@@ -14,12 +14,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pykka
 
 from chain.block import Block
+
+if TYPE_CHECKING:  # node imports ops lazily; no import cycle at run time
+    from node import Node
 
 log = logging.getLogger("node.ops")
 
@@ -53,7 +56,7 @@ class Answer:
 class NodeInspector:
     """The ops endpoints' read side of one node (see the module docstring)."""
 
-    def __init__(self, node: Any, timeout: float = ASK_TIMEOUT) -> None:
+    def __init__(self, node: "Node", timeout: float = ASK_TIMEOUT) -> None:
         self.node = node
         self.timeout = timeout
         # One Process object for the server's life: psutil's cpu_percent() measures

@@ -13,7 +13,7 @@ import node as node_module
 from chain.store import ChainStore
 from sim.chains import make_chain
 from supervisor import ChildSpec
-from tests.helpers import UdpClient, free_tcp_port, free_udp_port, wait_for
+from tests.helpers import free_tcp_port, free_udp_port, wait_for
 from tests.ops.ops_helpers import FakeMiner, actor_entry, http
 
 CORE_ACTORS = ["ChainKeeper", "NetworkIO", "GossipManager", "ConsensusRunner"]
