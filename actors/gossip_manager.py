@@ -7,6 +7,8 @@ bounded (a cap and a TTL) so a flood of fake gossipers can't exhaust memory.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
 import socket
 import threading
@@ -14,6 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from actors.base import NodeActor
@@ -26,6 +29,7 @@ MAX_PEERS = 1024
 MAX_SEEN_IDS = 10_000
 SEEN_ID_TTL = 120.0
 FORWARD_FANOUT = 3
+PEERS_FILENAME = "peers.json"
 # Forwards per second for the whole node: ample for an honest network (each node
 # gossips every 30 s), and a flood of fresh ids can't make us spray our peers.
 FORWARD_RATE = 300.0
@@ -74,7 +78,6 @@ class GossipManager(NodeActor):
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
-        self._warned: set[str] = set()
 
     def on_start(self) -> None:
         cfg = self.ctx.config
@@ -84,8 +87,12 @@ class GossipManager(NodeActor):
                 self.log.warning("well-known peer %s:%d cannot be resolved; running without it", host, port)
                 continue
             self.well_known.append(addr)
+        self._load_peers()
         self.every(cfg.gossip_interval, "keep_alive")
         self.keep_alive()
+
+    def release(self) -> None:
+        self._save_peers()
 
     # ---------------------------------------------------------- protocol
 
@@ -99,6 +106,7 @@ class GossipManager(NodeActor):
         targets.update(dict.fromkeys(self.peers))
         for addr in targets:
             self._send(gossip, addr)
+        self._save_peers()
 
     def on_gossip(self, gossip: Gossip, source: Address) -> None:
         now = self.clock()
@@ -186,6 +194,36 @@ class GossipManager(NodeActor):
         while len(self.peers) > MAX_PEERS:
             self._forget(next(iter(self.peers)))  # evict the longest-silent peer
         self.ctx.metrics.peers.set(len(self.peers))
+
+    def _peers_file(self) -> Path:
+        return Path(self.ctx.config.data_dir) / PEERS_FILENAME
+
+    def _save_peers(self) -> None:
+        """Snapshot the peer table (atomically), so a restart doesn't forget the network."""
+        snapshot = [{"host": h, "port": p, "name": info.name} for (h, p), info in self.peers.items()]
+        path = self._peers_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(snapshot))
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.log.warning("could not save the peer table: %s", exc)
+
+    def _load_peers(self) -> None:
+        """Peers from the last snapshot; each must be heard from again within the peer timeout."""
+        try:
+            snapshot = json.loads(self._peers_file().read_text())
+        except (OSError, ValueError):
+            return
+        now = self.clock()
+        for entry in snapshot[:MAX_PEERS] if isinstance(snapshot, list) else []:
+            try:
+                self._touch((str(entry["host"]), int(entry["port"])), str(entry["name"]), now)
+            except (KeyError, TypeError, ValueError):
+                continue
+        if self.peers:
+            self.log.info("restored %d peers from the last snapshot", len(self.peers))
 
     def _forget(self, addr: Address) -> None:
         del self.peers[addr]

@@ -69,3 +69,16 @@ def test_own_address_is_never_a_peer(tmp_path):
     gm.on_gossip(Gossip("127.0.0.1", 5000, "self", "me"), ("127.0.0.1", 5000))
     gm.on_gossip_reply(GossipReply("127.0.0.1", 5000, "me"), ("127.0.0.1", 5000))
     assert gm.peers == {}
+
+
+def test_peer_table_survives_a_restart(make_node):
+    from tests.helpers import wait_for
+    node = make_node()
+    gm = node.ctx.registry.proxy("GossipManager")
+    for port in (40001, 40002):
+        gm.on_gossip_reply.defer(GossipReply("127.0.0.1", port, f"p{port}"), ("127.0.0.1", port))
+    wait_for(lambda: len(gm.peer_table().get(timeout=5)) == 2)
+    gm.crash.defer("test")
+    wait_for(lambda: node.health()["status"] == "ok" and node.supervisor.children["GossipManager"].restarts == 1)
+    table = node.ctx.registry.proxy("GossipManager").peer_table().get(timeout=5)
+    assert {p["port"] for p in table} == {40001, 40002}
