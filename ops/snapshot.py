@@ -140,6 +140,8 @@ class NodeInspector:
         answers = self.ask_many(calls)
 
         for entry in actors:
+            if isinstance(entry.get("messages"), float) and entry["messages"].is_integer():
+                entry["messages"] = int(entry["messages"])  # a counter's value; JSON readers expect a count
             if entry["name"].startswith(MINER_PREFIX):
                 for key in MINER_KEYS:
                     entry.setdefault(key, None)

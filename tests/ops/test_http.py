@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import node as node_module
 from chain.store import ChainStore
 from sim.chains import make_chain
-from supervisor import ChildSpec
+from supervisor import ChildSpec, SupervisorPolicy
 from tests.helpers import free_tcp_port, free_udp_port, wait_for
 from tests.ops.ops_helpers import FakeMiner, actor_entry, http
 
@@ -241,3 +241,20 @@ def test_a_hung_actor_does_not_hang_health(node_with_fake_miner):
     assert "no answer" in miner["details_error"]
     assert miner["hashrate"] is None  # the key is there, the value unknown
     assert doc["chain"] == {"height": 0, "hash": None}  # the others still answered
+
+
+def test_endpoints_keep_answering_while_chain_keeper_is_down(make_node):
+    slow_restart = SupervisorPolicy(backoff_base=20.0, backoff_max=20.0, watch_interval=0.05, ping_timeout=2.0)
+    node = make_node(policy=slow_restart, http_port=free_tcp_port())
+    port = node.config.http_port
+    node.ctx.registry.proxy("ChainKeeper").crash.defer("test")
+    doc = wait_for(lambda: (d := http(port, "/health").json())["status"] == "degraded" and d, timeout=5)
+    assert doc["reason"] == "restarting: ChainKeeper"
+    assert doc["chain"]["height"] is None and doc["chain"]["hash"] is None and "not running" in doc["chain"]["error"]
+    assert actor_entry(doc, "ChainKeeper")["alive"] is False
+    assert actor_entry(doc, "NetworkIO")["alive"] is True
+    page = http(port, "/")
+    assert page.status == 200 and "chain unavailable" in page.text and "restarting" in page.text
+    chain = http(port, "/chain")
+    assert chain.status == 503 and "ChainKeeper" in chain.json()["error"]
+    assert 'node_actor_up{actor="ChainKeeper"} 0.0' in http(port, "/metrics").text
