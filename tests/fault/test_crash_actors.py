@@ -33,6 +33,7 @@ def test_repeated_crashes_lose_nothing(make_node, client, name):
         client.send(node.config.port, wire_block(block))
     wait_for(lambda: (client.ask(node.config.port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == 10)
     client.send(node.config.port, {"type": "NEW_WORD", "word": "keepme"})
+    wait_for(lambda: node.ctx.registry.proxy("ChainKeeper").pending_words().get(timeout=5) == ["keepme"])
     for i in range(5):
         node.ctx.registry.proxy(name).crash.defer(f"drill {i}")
         wait_for(lambda: entry(node.health(), name)["restarts"] == i + 1 and node.health()["status"] == "ok", timeout=10)
