@@ -31,14 +31,20 @@ def child_specs(config: NodeConfig) -> list[ChildSpec]:
 
 
 def _miner_specs(config: NodeConfig) -> list[ChildSpec]:
-    if config.miners <= 0:
-        return []
-    from actors.miner import MinerActor  # imported only when mining
+    """Local miners (one worker process each), then the gateway for external miners."""
+    specs: list[ChildSpec] = []
+    if config.miners > 0:
+        from actors.miner import MinerActor  # imported only when mining
 
-    return [
-        ChildSpec(f"MinerActor-{i}", lambda ctx, name, i=i: MinerActor.start(ctx, name, index=i), shutdown_timeout=10.0)
-        for i in range(config.miners)
-    ]
+        specs.extend(
+            ChildSpec(f"MinerActor-{i}", lambda ctx, name, i=i: MinerActor.start(ctx, name, index=i), shutdown_timeout=10.0)
+            for i in range(config.miners)
+        )
+    if config.miner_listen > 0:
+        from actors.miner_gateway import MinerGateway  # imported only when serving external miners
+
+        specs.append(ChildSpec("MinerGateway", lambda ctx, name: MinerGateway.start(ctx, name)))
+    return specs
 
 
 class Node:

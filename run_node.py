@@ -154,6 +154,7 @@ def run_node(config: NodeConfig) -> int:
 # Subcommands (each in its own module) are registered below this line.
 from ops.status_cmd import status_command; cli.add_command(status_command, "status")  # noqa: E402,E702
 from ops.demo import demo_command; cli.add_command(demo_command, "demo")  # noqa: E402,E702
+from miner_client import miner_command; cli.add_command(miner_command, "miner")  # noqa: E402,E702
 
 
 if __name__ == "__main__":

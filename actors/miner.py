@@ -1,0 +1,410 @@
+"""MinerActor: drives one worker OS process that runs the hash loop.
+
+The actor is the worker's supervisor-facing half. It builds work (the block's
+fixed prefix, hashed once by the worker, plus a nonce tag of its own), sends it
+over a pipe, and turns what the worker reports into hash-rate figures and, for a
+found nonce, a block it verifies and hands to ChainKeeper (which stores it, then
+announces it).
+
+Why it is shaped like this:
+
+* One process per actor (multiprocessing, *spawn* context): hashing in threads
+  would share one GIL; spawn (not fork) because the node is full of threads whose
+  locks a forked child would inherit in unknown states.
+* The actor never blocks on the pipe. A reader thread blocks on it and `tell`s
+  the actor what arrives; when the worker dies (kill -9) the reader sees EOF at
+  once, and a 0.25 s ticker checks the process too (and that a worker with work
+  keeps reporting: a stopped or stuck one is killed). Either way the actor raises
+  `WorkerDied` inside a told message, so Pykka calls `on_failure`, the supervisor
+  counts a MinerActor restart, and the new instance starts a new worker.
+* Work is rebuilt on every tip change and every REFRESH_INTERVAL seconds, so the
+  timestamp stays current and NEW_WORDs that arrived meanwhile get in.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+import pykka
+
+from actors.base import NodeActor
+from actors.context import NodeContext
+from actors.miner_worker import run_worker
+from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
+from messages.internal import TipChanged
+
+ASK_TIMEOUT = 1.0  # well under the supervisor's liveness timeout: a slow ChainKeeper must not make us look hung
+REFRESH_INTERVAL = 2.0  # seconds between work rebuilds without a tip change (timestamp, new words)
+CHECK_INTERVAL = 0.25  # how often the worker process is checked for death (the pipe's EOF is usually first)
+RATE_WINDOW = 3.0  # seconds of hash reports the hash rate is averaged over
+KEPT_WORK = 4  # recent work units a found nonce may still belong to
+STOP_TIMEOUT = 2.0  # terminate -> wait this long -> kill
+STALL_TIMEOUT = 10.0  # a worker with work reports every 0.1 s; this much silence means it is stuck (e.g. SIGSTOP)
+
+_MP = multiprocessing.get_context("spawn")
+
+
+class WorkerDied(RuntimeError):
+    """The worker process is gone; raised inside the actor so the supervisor restarts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    """What a found nonce is combined with to make the block."""
+
+    work_id: int
+    height: int
+    prev_hash: str | None
+    mined_by: str
+    messages: tuple[str, ...]
+    timestamp: int
+
+
+# Messages from the reader thread to the actor (told, never asked).
+@dataclass(frozen=True, slots=True)
+class _Hashes:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    work_id: int
+    nonce: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerIdle:
+    work_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerExited:
+    pid: int
+
+
+def usable_words(words: list[str], default: str) -> tuple[str, ...]:
+    """Up to MAX_MESSAGES queued words a block may carry, else the default message.
+
+    ChainKeeper only queues non-empty words of at most 20 characters; this also
+    drops what can't be UTF-8 encoded (a lone surrogate from JSON), which would
+    otherwise make every block we build unhashable.
+    """
+    kept = []
+    for word in words:
+        if not isinstance(word, str) or not word or len(word) > MAX_MESSAGE_CHARS:
+            continue
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+        kept.append(word)
+        if len(kept) == MAX_MESSAGES:
+            break
+    return tuple(kept) or (default,)
+
+
+class MinerActor(NodeActor):
+    """One miner: owns one worker process; public protocol below."""
+
+    def __init__(self, ctx: NodeContext, name: str, index: int) -> None:
+        super().__init__(ctx, name)
+        self.index = index
+        self.default_message = f"pow-node miner {index}"[:MAX_MESSAGE_CHARS]
+        self._label = str(index)
+        self._hashrate_gauge = ctx.metrics.miner_hashrate.labels(miner=self._label)
+        self._hashes_counter = ctx.metrics.miner_hashes.labels(miner=self._label)
+        self._process: Any = None  # multiprocessing.Process (spawn context)
+        self._ps: psutil.Process | None = None
+        self._to_worker: Connection | None = None
+        self._from_worker: Connection | None = None
+        self._reader: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._released = False
+        self._work_id = 0
+        self._works: dict[int, WorkUnit] = {}
+        self._current: WorkUnit | None = None  # what the worker is searching now (None: idle)
+        self._hashes_total = 0
+        self._blocks_found = 0
+        self._samples: deque[tuple[float, int]] = deque()
+        self._last_heard = time.monotonic()  # last report from the worker (or when it got work)
+
+    # ---------------------------------------------------------- lifecycle
+
+    def on_start(self) -> None:
+        # Pykka does not call on_failure/on_stop when on_start raises: free the worker here.
+        try:
+            self._start_worker()
+            self.every(CHECK_INTERVAL, "check_worker")
+            self.every(REFRESH_INTERVAL, "refresh_work")
+            self.refresh_work()
+        except BaseException:
+            self._cancel_timers()
+            self.release()
+            raise
+        self.log.info("worker pid %d started", self._process.pid)
+
+    def _start_worker(self) -> None:
+        work_r, work_w = _MP.Pipe(duplex=False)
+        report_r, report_w = _MP.Pipe(duplex=False)
+        process = _MP.Process(target=run_worker, args=(work_r, report_w), name=f"pow-miner-{self.index}", daemon=True)
+        process.start()
+        # Our copies of the child's ends must go: the reader's EOF then means "worker gone".
+        work_r.close()
+        report_w.close()
+        self._process, self._to_worker, self._from_worker = process, work_w, report_r
+        self._samples.append((time.monotonic(), 0))
+        try:
+            self._ps = psutil.Process(process.pid)
+            self._ps.cpu_percent(None)  # the first reading is always 0.0: prime it now
+        except psutil.Error:
+            self._ps = None
+        ref = self.actor_ref
+        self._reader = threading.Thread(
+            target=_read_reports, args=(report_r, ref, process.pid, self._stopping),
+            name=f"{self.name}-reader", daemon=True,
+        )
+        self._reader.start()
+
+    def release(self) -> None:
+        """Stop the worker: ask, terminate, wait, kill. Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        self._stopping.set()
+        process, self._process = self._process, None
+        if self._to_worker is not None:
+            try:
+                self._to_worker.send(("stop",))
+            except (OSError, ValueError):
+                pass
+        if process is not None:
+            process.join(0.2)
+            if process.is_alive():
+                process.terminate()
+                process.join(STOP_TIMEOUT)
+            if process.is_alive():
+                process.kill()
+                process.join(STOP_TIMEOUT)
+        for conn in (self._to_worker, self._from_worker):
+            if conn is not None:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        self._to_worker = None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(1.0)
+        self._hashrate_gauge.set(0)
+
+    # ---------------------------------------------------------- public protocol
+
+    def on_tip_changed(self, event: TipChanged) -> None:
+        """ChainKeeper's tip moved: mine on top of it at once."""
+        current = self._current
+        if current is not None and (current.height, current.prev_hash) == (event.height, event.hash):
+            return  # already mining on this tip (e.g. we announced the block ourselves)
+        self._new_work(event.height, event.hash)
+
+    def refresh_work(self) -> None:
+        """Rebuild work from ChainKeeper's tip: a fresh timestamp and the current words."""
+        tip = self._ask_chain("tip")
+        if tip is None:
+            return  # ChainKeeper is down or busy; its TipChanged after a restart will bring work
+        height, top = tip
+        self._new_work(height, top)
+
+    def check_worker(self) -> None:
+        """Raise WorkerDied if the worker has exited or stopped reporting (ticker; backs up the pipe's EOF)."""
+        process = self._process
+        if process is None or self._stopping.is_set():
+            return
+        if process.exitcode is not None:
+            raise WorkerDied(f"worker pid {process.pid} exited with code {process.exitcode}")
+        silent = time.monotonic() - self._last_heard
+        if self._current is not None and silent > STALL_TIMEOUT:
+            process.kill()  # SIGKILL works on a stopped process; terminate would wait for SIGCONT
+            raise WorkerDied(f"worker pid {process.pid} stalled: no report for {silent:.1f}s")
+
+    def kill_worker(self) -> int | None:
+        """SIGKILL our worker (fault injection); the death is then handled as a real one."""
+        process = self._process
+        if process is None or process.pid is None:
+            return None
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.log.warning("worker pid %d killed (fault injection)", process.pid)
+        return process.pid
+
+    def health_details(self) -> dict[str, Any]:
+        """The miner's part of /health: worker pid, hash rate, worker CPU and memory."""
+        process = self._process
+        cpu_percent: float | None = None
+        rss_bytes: int | None = None
+        if self._ps is not None:
+            try:
+                cpu_percent = self._ps.cpu_percent(None)
+                rss_bytes = self._ps.memory_info().rss
+            except psutil.Error:
+                pass
+        return {
+            "pid": process.pid if process is not None else None,
+            "hashrate": round(self._hashrate(), 1),
+            "cpu_percent": cpu_percent,
+            "rss_bytes": rss_bytes,
+            "hashes_total": self._hashes_total,
+            "blocks_found": self._blocks_found,
+            "height": self._current.height if self._current is not None else None,
+        }
+
+    # ---------------------------------------------------------- worker reports
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, (_Hashes, _Found, _WorkerIdle)):
+            self._last_heard = time.monotonic()
+        if isinstance(message, _Hashes):
+            self._on_hashes(message.count)
+            return None
+        if isinstance(message, _Found):
+            self._on_found(message)
+            return None
+        if isinstance(message, _WorkerIdle):
+            self.log.warning("worker idled on work %d: %s", message.work_id, message.reason)
+            if self._current is not None and self._current.work_id == message.work_id:
+                self._current = None
+                self.refresh_work()
+            return None
+        if isinstance(message, _WorkerExited):
+            if self._stopping.is_set():
+                return None
+            code = None
+            if self._process is not None:
+                self._process.join(0.5)  # reap it: the exit code (e.g. -9) says how it died
+                code = self._process.exitcode
+            raise WorkerDied(f"worker pid {message.pid} exited (code {code})")
+        return super().on_receive(message)
+
+    def _on_hashes(self, count: int) -> None:
+        self._hashes_total += count
+        self._hashes_counter.inc(count)
+        now = time.monotonic()
+        self._samples.append((now, self._hashes_total))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
+            self._samples.popleft()
+        self._hashrate_gauge.set(self._hashrate(now))
+
+    def _hashrate(self, now: float | None = None) -> float:
+        """Hashes/s since the oldest sample in the window (counting idle time up to now)."""
+        if not self._samples:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        start, base = self._samples[0]
+        span = now - start
+        return (self._hashes_total - base) / span if span > 0 else 0.0
+
+    def _on_found(self, found: _Found) -> None:
+        work = self._works.get(found.work_id)
+        if self._current is not None and self._current.work_id == found.work_id:
+            self._current = None  # the worker idles after a find
+        if work is None:
+            self.refresh_work()
+            return
+        block = Block(work.height, work.mined_by, work.messages, found.nonce, work.timestamp, found.hash)
+        try:
+            check_block(block, work.prev_hash, self.ctx.config.difficulty)
+        except InvalidBlock as exc:
+            # The worker and the chain rules disagree: a bug, not bad luck. Count it, keep mining.
+            self.ctx.metrics.blocks_rejected.labels(source="miner").inc()
+            self.log.error("worker %d found an invalid block (%s): nonce %r", self.index, exc.reason, found.nonce)
+            self.refresh_work()
+            return
+        accepted = self._ask_chain("add_mined_block", block, timeout=ASK_TIMEOUT)
+        if accepted:
+            self._blocks_found += 1
+            self.log.info("found block %d %s (nonce %s)", block.height, block.hash[:16], block.nonce)
+            self._new_work(block.height + 1, block.hash)
+        else:
+            self.log.debug("block %d was stale or refused", block.height)
+            self.refresh_work()
+
+    # ---------------------------------------------------------- work
+
+    def _new_work(self, height: int, prev_hash: str | None) -> None:
+        words = self._ask_chain("pending_words", 4 * MAX_MESSAGES)
+        messages = usable_words(words or [], self.default_message)
+        timestamp = int(time.time())
+        mined_by = self.ctx.config.name
+        self._work_id += 1
+        work = WorkUnit(self._work_id, height, prev_hash, mined_by, messages, timestamp)
+        # "<index>-" is prefix-free across this node's miners (external miners' tags
+        # start with "x"), so nonce spaces never overlap; the random part keeps a
+        # restarted miner from repeating the nonces it tried before.
+        tag = f"{self.index:x}-{secrets.randbits(32):08x}"
+        prefix = hash_prefix(prev_hash, mined_by, messages, timestamp)
+        if self._current is None:
+            self._last_heard = time.monotonic()  # an idle worker starts its stall clock now
+        self._send(("work", work.work_id, prefix, self.ctx.config.difficulty, tag))
+        self._works[work.work_id] = work
+        while len(self._works) > KEPT_WORK:
+            del self._works[min(self._works)]
+        self._current = work
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self._to_worker is None:
+            raise WorkerDied("no worker pipe")
+        try:
+            self._to_worker.send(message)
+        except (OSError, ValueError) as exc:  # BrokenPipeError: the worker is gone
+            raise WorkerDied(f"worker pipe broken: {exc}") from exc
+
+    def _ask_chain(self, method: str, *args: Any, timeout: float = ASK_TIMEOUT) -> Any:
+        """Ask ChainKeeper with a timeout; None if it is down, slow or failed."""
+        proxy = self.ctx.registry.proxy("ChainKeeper")
+        if proxy is None:
+            return None
+        try:
+            return getattr(proxy, method)(*args).get(timeout=timeout)
+        except pykka.Timeout:
+            self.log.warning("ChainKeeper.%s timed out after %.1fs", method, timeout)
+        except pykka.ActorDeadError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - ChainKeeper's own error, not ours
+            self.log.warning("ChainKeeper.%s failed: %s", method, exc)
+        return None
+
+
+def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], pid: int, stopping: threading.Event) -> None:
+    """Reader thread: forward the worker's reports to the actor; report EOF as a death."""
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        try:
+            kind = message[0]
+            if kind == "hashes":
+                ref.tell(_Hashes(int(message[1])))
+            elif kind == "found":
+                ref.tell(_Found(int(message[1]), str(message[2]), str(message[3])))
+            elif kind in ("exhausted", "bad_work"):
+                ref.tell(_WorkerIdle(int(message[1]), kind if kind == "exhausted" else str(message[2])))
+        except pykka.ActorDeadError:
+            return
+    if not stopping.is_set():
+        try:
+            ref.tell(_WorkerExited(pid))
+        except pykka.ActorDeadError:
+            pass

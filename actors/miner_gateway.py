@@ -1,0 +1,532 @@
+"""MinerGateway: hands out work to external miners over TCP and takes back their nonces.
+
+This is how a node grows past one machine: `run_node.py miner --connect HOST:PORT
+--token T` on another machine runs the same hash loop (actors/miner_worker.py) in
+its own worker processes and relays over line-delimited JSON (actors/miner_protocol.py,
+documented in README.md).
+
+Shape, and why:
+
+* Sockets are served by threads (an acceptor, one reader per connection) that only
+  read and parse; every decision (work, verification, bookkeeping, replies) is a
+  message `tell`-ed to the actor, so the actor's state has one owner.
+* Nothing a remote miner says is trusted: the token is checked with
+  `hmac.compare_digest` before anything else, lines are bounded and garbage is
+  counted (too much of it and the connection is dropped), and every submitted
+  nonce is turned into a block that `check_block` verifies before ChainKeeper sees it.
+* ChainKeeper tells only `MinerActor-*` about tip changes, so the gateway polls its
+  tip every TIP_POLL_INTERVAL (a cheap ask) while miners are connected, and pushes
+  new work the moment it changes; stale work ids are then refused.
+"""
+from __future__ import annotations
+
+import hmac
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from actors.base import NodeActor
+from actors.context import NodeContext
+from actors.miner import WorkUnit, usable_words
+from actors.miner_protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
+from actors.miner_worker import MAX_NONCE_CHARS, MAX_TAG_CHARS
+from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
+
+ASK_TIMEOUT = 1.0
+TIP_POLL_INTERVAL = 0.1  # new work reaches connected miners within ~0.1 s of a tip change
+REFRESH_INTERVAL = 2.0  # fresh timestamp and words for everyone
+MAX_CLIENTS = 64
+MAX_GARBAGE = 50  # malformed lines a connection may send before it is dropped
+IDLE_TIMEOUT = 120.0  # clients report hashes every second; silence this long is a dead peer
+SEND_TIMEOUT = 2.0
+KEPT_WORK_PER_CLIENT = 4
+RATE_WINDOW = 5.0
+CLIENT_ID_SPACE = 16**5  # keeps "x<id>-<rand>" + a worker suffix within MAX_TAG_CHARS
+
+
+class _Client:
+    """One authenticated connection. Shared by its reader thread and the actor: only
+    `send` and `close` are used from both, and they lock."""
+
+    def __init__(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        self.sock = sock
+        self.address = address
+        self.id = -1  # set by the actor
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> bool:
+        data = encode_line(message)
+        with self._lock:
+            if self.closed:
+                return False
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self._close_locked()
+                return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread's recv
+        except OSError:
+            pass
+        self.sock.close()
+
+
+@dataclass
+class _ClientState:
+    """What the actor knows about one client (actor thread only)."""
+
+    client: _Client
+    works: dict[int, WorkUnit] = field(default_factory=dict)
+    garbage: int = 0
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+
+# Thread -> actor messages.
+@dataclass(frozen=True, slots=True)
+class _Connected:
+    client: _Client
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    client: _Client
+    message: dict[str, Any] | None  # None: garbage
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Disconnected:
+    client: _Client
+
+
+@dataclass(frozen=True, slots=True)
+class _AuthRefused:
+    address: tuple[str, int]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """The block being mined, shared by every client's work."""
+
+    height: int
+    prev_hash: str | None
+    mined_by: str
+    messages: tuple[str, ...]
+    timestamp: int
+    prefix: bytes
+
+
+class MinerGateway(NodeActor):
+    """Serves external miners on ctx.config.bind_host:ctx.config.miner_listen."""
+
+    def __init__(self, ctx: NodeContext, name: str = "MinerGateway") -> None:
+        super().__init__(ctx, name)
+        if not ctx.config.miner_token:
+            raise ValueError("the miner gateway needs a token (--miner-token)")
+        self._token = ctx.config.miner_token.encode("utf-8")
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._open_lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # every accepted socket, for release()
+        self._clients: dict[int, _ClientState] = {}
+        self._template: _Template | None = None
+        self._work_id = 0
+        self._next_client_id = 1
+        self._rate_gauge = ctx.metrics.miner_hashrate.labels(miner="external")
+        self.stats = {"submitted": 0, "accepted": 0, "rejected": 0, "auth_refused": 0, "garbage_lines": 0, "connections": 0}
+
+    # ---------------------------------------------------------- lifecycle
+
+    def on_start(self) -> None:
+        try:
+            address = (self.ctx.config.bind_host, self.ctx.config.miner_listen)
+            self._listener = socket.create_server(address, family=_family(address[0]), backlog=16)
+            self._listener.settimeout(0.5)  # so the acceptor notices release()
+            self._acceptor = threading.Thread(target=self._accept_loop, args=(self.actor_ref,), name=f"{self.name}-accept", daemon=True)
+            self._acceptor.start()
+            self.every(TIP_POLL_INTERVAL, "poll_tip")
+            self.every(REFRESH_INTERVAL, "refresh_work")
+        except BaseException:
+            self._cancel_timers()
+            self.release()
+            raise
+        self.log.info("accepting external miners on tcp %s:%d", *self._listener.getsockname()[:2])
+
+    def release(self) -> None:
+        """Close the listener and every connection. Idempotent."""
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            _shutdown(listener)  # on Linux this also wakes the acceptor's accept()
+        for state in list(self._clients.values()):
+            state.client.close()
+        self._clients.clear()
+        with self._open_lock:
+            leftover = list(self._open)
+            self._open.clear()
+        for sock in leftover:
+            _shutdown(sock)
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None and acceptor is not threading.current_thread():
+            acceptor.join(2.0)
+        self._rate_gauge.set(0)
+
+    # ---------------------------------------------------------- public protocol
+
+    def poll_tip(self) -> None:
+        """Push new work as soon as ChainKeeper's tip differs from what miners are on."""
+        if not self._clients:
+            return
+        tip = self._ask_chain("tip")
+        if tip is None:
+            return
+        template = self._template
+        if template is None or (template.height, template.prev_hash) != tuple(tip):
+            self._new_template(*tip)
+            self._push_all()
+
+    def refresh_work(self) -> None:
+        """Every few seconds: a current timestamp and the queued words for everyone."""
+        if not self._clients:
+            return
+        tip = self._ask_chain("tip")
+        if tip is not None:
+            self._new_template(*tip)
+            self._push_all()
+        self._update_rate()
+
+    def health_details(self) -> dict[str, Any]:
+        """The gateway's part of /health: clients, their reported hash rate, outcomes."""
+        listener = self._listener
+        return {
+            "address": "%s:%d" % listener.getsockname()[:2] if listener is not None else None,
+            "clients": len(self._clients),
+            "hashrate": round(self._update_rate(), 1),
+            **self.stats,
+        }
+
+    def port(self) -> int | None:
+        """The TCP port actually bound (useful when configured as an ephemeral port)."""
+        return self._listener.getsockname()[1] if self._listener is not None else None
+
+    # ---------------------------------------------------------- thread messages
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Line):
+            state = self._clients.get(message.client.id)
+            if state is not None and state.client is message.client:
+                self._on_line(state, message)
+            return None
+        if isinstance(message, _Connected):
+            self._on_connected(message.client)
+            return None
+        if isinstance(message, _Disconnected):
+            state = self._clients.get(message.client.id)
+            if state is not None and state.client is message.client:
+                del self._clients[message.client.id]
+                self.log.info("external miner %d (%s:%d) disconnected", message.client.id, *message.client.address[:2])
+                self._update_rate()
+            return None
+        if isinstance(message, _AuthRefused):
+            self.stats["auth_refused"] += 1
+            self.log.warning("external miner from %s:%d refused: %s", *message.address[:2], message.reason)
+            return None
+        return super().on_receive(message)
+
+    def _on_connected(self, client: _Client) -> None:
+        if self._stopping.is_set():
+            client.close()
+            return
+        if len(self._clients) >= MAX_CLIENTS:
+            client.send({"type": "error", "error": "too many miners"})
+            client.close()
+            return
+        while self._next_client_id in self._clients or self._next_client_id == 0:
+            self._next_client_id = (self._next_client_id + 1) % CLIENT_ID_SPACE
+        client.id = self._next_client_id
+        self._next_client_id = (self._next_client_id + 1) % CLIENT_ID_SPACE
+        state = _ClientState(client)
+        self._clients[client.id] = state
+        self.stats["connections"] += 1
+        self.log.info("external miner %d connected from %s:%d", client.id, *client.address[:2])
+        client.send({"type": "welcome", "miner_id": client.id, "difficulty": self.ctx.config.difficulty, "tag_max": MAX_TAG_CHARS})
+        if self._template is None:
+            tip = self._ask_chain("tip")
+            if tip is not None:
+                self._new_template(*tip)
+        if self._template is not None:
+            self._push(state)
+
+    def _on_line(self, state: _ClientState, line: _Line) -> None:
+        message = line.message
+        if message is None:
+            self._garbage(state, line.problem)
+            return
+        kind = message["type"]
+        if kind == "submit":
+            self._on_submit(state, message)
+        elif kind == "hashes":
+            count = message.get("count")
+            if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**12:
+                state.samples.append((time.monotonic(), count))
+            else:
+                self._garbage(state, "'count' must be a non-negative int")
+        elif kind == "auth":
+            state.client.send({"type": "error", "error": "already authenticated"})
+        else:
+            self._garbage(state, f"unknown type {kind[:40]!r}")
+
+    def _garbage(self, state: _ClientState, problem: str) -> None:
+        state.garbage += 1
+        self.stats["garbage_lines"] += 1
+        self.log.debug("garbage from external miner %d: %s", state.client.id, problem)
+        if state.garbage > MAX_GARBAGE:
+            self.log.warning("external miner %d dropped: more than %d bad lines", state.client.id, MAX_GARBAGE)
+            state.client.send({"type": "error", "error": "too many bad lines"})
+            state.client.close()
+            return
+        state.client.send({"type": "error", "error": problem or "bad line"})
+
+    def _on_submit(self, state: _ClientState, message: dict[str, Any]) -> None:
+        self.stats["submitted"] += 1
+        work_id, nonce = message.get("work_id"), message.get("nonce")
+        if not isinstance(work_id, int) or isinstance(work_id, bool) or not isinstance(nonce, str):
+            self._garbage(state, "submit needs an int 'work_id' and a string 'nonce'")
+            return
+        work = state.works.get(work_id)
+        if work is None:
+            self._result(state, work_id, False, "unknown or expired work")
+            return
+        if len(nonce) > MAX_NONCE_CHARS:
+            self._result(state, work_id, False, f"nonce longer than {MAX_NONCE_CHARS} characters")
+            return
+        try:
+            block_hash = compute_hash(work.prev_hash, work.mined_by, work.messages, work.timestamp, nonce)
+            block = Block(work.height, work.mined_by, work.messages, nonce, work.timestamp, block_hash)
+            check_block(block, work.prev_hash, self.ctx.config.difficulty)
+        except UnicodeEncodeError:
+            self._result(state, work_id, False, "nonce is not encodable as UTF-8")
+            return
+        except InvalidBlock as exc:
+            self.ctx.metrics.blocks_rejected.labels(source="external_miner").inc()
+            self._result(state, work_id, False, f"invalid: {exc.reason}")
+            return
+        accepted = bool(self._ask_chain("add_mined_block", block))
+        self._result(state, work_id, accepted, "" if accepted else "stale: the chain moved on", block)
+        if accepted:
+            self.log.info("external miner %d found block %d %s", state.client.id, block.height, block.hash[:16])
+            self._new_template(block.height + 1, block.hash)
+            self._push_all()
+        else:
+            before = self._template
+            self.poll_tip()  # pushes to everyone if the tip moved
+            if self._template is before:
+                self._push(state)
+
+    def _result(self, state: _ClientState, work_id: int, accepted: bool, reason: str, block: Block | None = None) -> None:
+        self.stats["accepted" if accepted else "rejected"] += 1
+        reply: dict[str, Any] = {"type": "result", "work_id": work_id, "accepted": accepted}
+        if reason:
+            reply["reason"] = reason
+        if block is not None:
+            reply.update(height=block.height, hash=block.hash)
+        state.client.send(reply)
+
+    # ---------------------------------------------------------- work
+
+    def _new_template(self, height: int, prev_hash: str | None) -> None:
+        words = self._ask_chain("pending_words", 4 * MAX_MESSAGES)
+        messages = usable_words(words or [], "pow-node external")
+        timestamp = int(time.time())
+        mined_by = self.ctx.config.name
+        self._template = _Template(height, prev_hash, mined_by, messages, timestamp,
+                                   hash_prefix(prev_hash, mined_by, messages, timestamp))
+
+    def _push_all(self) -> None:
+        for state in list(self._clients.values()):
+            self._push(state)
+
+    def _push(self, state: _ClientState) -> None:
+        """Give one client new work: the shared template under a nonce tag of its own."""
+        template = self._template
+        if template is None:
+            return
+        self._work_id += 1
+        work = WorkUnit(self._work_id, template.height, template.prev_hash, template.mined_by, template.messages, template.timestamp)
+        # "x" keeps external tags apart from local miners' "<hex index>-"; "<id>-" is
+        # prefix-free among clients; the random part is fresh for every work unit.
+        tag = f"x{state.client.id:x}-{secrets.randbits(24):06x}"
+        state.works[work.work_id] = work
+        while len(state.works) > KEPT_WORK_PER_CLIENT:
+            del state.works[min(state.works)]
+        state.client.send({
+            "type": "work", "work_id": work.work_id, "height": work.height,
+            "prefix": template.prefix.hex(), "difficulty": self.ctx.config.difficulty,
+            "tag": tag, "tag_max": MAX_TAG_CHARS,
+        })
+
+    def _update_rate(self) -> float:
+        """Total hashes/s the connected miners reported over the last RATE_WINDOW seconds."""
+        now = time.monotonic()
+        total = 0
+        for state in self._clients.values():
+            while state.samples and now - state.samples[0][0] > RATE_WINDOW:
+                state.samples.popleft()
+            total += sum(count for _, count in state.samples)
+        rate = total / RATE_WINDOW
+        self._rate_gauge.set(rate)
+        return rate
+
+    def _ask_chain(self, method: str, *args: Any) -> Any:
+        """Ask ChainKeeper with a timeout; None if it is down, slow or failed."""
+        proxy = self.ctx.registry.proxy("ChainKeeper")
+        if proxy is None:
+            return None
+        try:
+            return getattr(proxy, method)(*args).get(timeout=ASK_TIMEOUT)
+        except pykka.Timeout:
+            self.log.warning("ChainKeeper.%s timed out after %.1fs", method, ASK_TIMEOUT)
+        except pykka.ActorDeadError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - ChainKeeper's own error
+            self.log.warning("ChainKeeper.%s failed: %s", method, exc)
+        return None
+
+    # ---------------------------------------------------------- socket threads
+
+    def _accept_loop(self, ref: pykka.ActorRef[Any]) -> None:
+        listener = self._listener
+        while not self._stopping.is_set() and listener is not None:
+            try:
+                sock, address = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed by release()
+            with self._open_lock:
+                if self._stopping.is_set() or len(self._open) >= MAX_CLIENTS + 8:
+                    _shutdown(sock)
+                    continue
+                self._open.add(sock)
+            threading.Thread(target=self._serve, args=(sock, address, ref), name=f"{self.name}-conn", daemon=True).start()
+
+    def _serve(self, sock: socket.socket, address: tuple[str, int], ref: pykka.ActorRef[Any]) -> None:
+        """One connection: authenticate, then forward its lines to the actor until it ends."""
+        client = _Client(sock, address)
+        connected = False
+        try:
+            sock.settimeout(SEND_TIMEOUT)
+            reader = LineReader()
+            reason, pending = self._authenticate(sock, reader)
+            sock.settimeout(SEND_TIMEOUT)
+            if reason is not None:
+                client.send({"type": "error", "error": "unauthorized"})
+                ref.tell(_AuthRefused(address, reason))
+                return
+            ref.tell(_Connected(client))
+            connected = True
+            last_heard = time.monotonic()
+            sock.settimeout(1.0)  # recv wakes up to notice release() and idle peers
+            while not self._stopping.is_set() and not client.closed:
+                for line in pending:
+                    ref.tell(_parse(client, line))
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    if time.monotonic() - last_heard > IDLE_TIMEOUT:
+                        return
+                    pending = []
+                    continue
+                if not data:
+                    return
+                last_heard = time.monotonic()
+                pending = [line for line in reader.feed(data) if line is None or line.strip()]
+        except (OSError, pykka.ActorDeadError):
+            return
+        finally:
+            client.close()
+            with self._open_lock:
+                self._open.discard(sock)
+            if connected:
+                try:
+                    ref.tell(_Disconnected(client))
+                except pykka.ActorDeadError:
+                    pass
+
+    def _authenticate(self, sock: socket.socket, reader: LineReader) -> tuple[str | None, list[bytes | None]]:
+        """Read the first line within AUTH_TIMEOUT.
+
+        Returns (None, lines that came after it) if it carries our token, else (why not, []).
+        """
+        deadline = time.monotonic() + AUTH_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "no auth line in time", []
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                return "no auth line in time", []
+            if not data:
+                return "closed before authenticating", []
+            lines = reader.feed(data)
+            if lines:
+                break
+        first, rest = lines[0], lines[1:]
+        if first is None:
+            return "auth line too long", []
+        try:
+            message = decode_line(first)
+        except ProtocolError as exc:
+            return f"first line is not an auth message ({exc})", []
+        token = message.get("token")
+        if message["type"] != "auth" or not isinstance(token, str):
+            return "first line is not an auth message", []
+        if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
+            return "wrong token", []
+        return None, [line for line in rest if line is None or line.strip()]
+
+
+def _parse(client: _Client, line: bytes | None) -> _Line:
+    """A received line as the message the actor gets (garbage carries its problem)."""
+    if line is None:
+        return _Line(client, None, "line too long")
+    try:
+        return _Line(client, decode_line(line))
+    except ProtocolError as exc:
+        return _Line(client, None, str(exc))
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -1,0 +1,215 @@
+"""External miners over TCP: auth, work, verification, invalidation, garbage, the CLI client."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from actors.miner_worker import Search
+from chain.block import check_chain
+from sim.chains import mine_block
+from tests.helpers import free_tcp_port, wait_for, wire_block
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token"
+
+
+class LineClient:
+    """A test's own TCP connection speaking line-delimited JSON."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buffer = b""
+
+    def send(self, message) -> None:
+        data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
+        self.sock.sendall(data)
+
+    def recv(self, timeout: float = 5.0, expect: str | None = None):
+        """The next message (of type `expect`, skipping others); None on EOF or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                message = json.loads(line)
+                if expect is None or message["type"] == expect:
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not data:
+                return None
+            self.buffer += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def gateway_node(make_node, **overrides):
+    port = free_tcp_port()
+    node = make_node(miner_listen=port, miner_token=TOKEN, **overrides)
+    return node, port
+
+
+def gateway_details(node):
+    return node.ctx.registry.proxy("MinerGateway").health_details().get(timeout=2)
+
+
+def chain_of(node):
+    return node.ctx.registry.proxy("ChainKeeper").get_blocks(0, 10_000).get(timeout=2)
+
+
+def solve(work) -> str:
+    """What an external miner does: search the work's nonce space."""
+    search = Search(work["work_id"], bytes.fromhex(work["prefix"]), work["difficulty"], work["tag"] + "0-")
+    while True:
+        found = search.batch()
+        if found is not None:
+            return found[0]
+
+
+def test_wrong_or_missing_token_is_refused_and_logged(make_node, caplog):
+    node, port = gateway_node(make_node)
+    caplog.set_level(logging.WARNING, logger="node.MinerGateway")
+    attempts = [
+        {"type": "auth", "token": "wrong"},
+        {"type": "auth"},
+        {"type": "auth", "token": TOKEN[:-1]},
+        b"GET / HTTP/1.0\r\n\r\n",
+        {"type": "submit", "work_id": 1, "nonce": "1"},
+    ]
+    for attempt in attempts:
+        miner = LineClient(port)
+        miner.send(attempt)
+        assert miner.recv() == {"type": "error", "error": "unauthorized"}
+        assert miner.recv(timeout=2) is None  # and the connection is closed
+        miner.close()
+    wait_for(lambda: gateway_details(node)["auth_refused"] == len(attempts))
+    refusals = [r for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.getMessage()]
+    assert len(refusals) == len(attempts)
+    assert gateway_details(node)["clients"] == 0
+    assert chain_of(node) == []
+
+    good = LineClient(port)  # the gateway still serves miners with the token
+    good.send({"type": "auth", "token": TOKEN})
+    assert good.recv(expect="welcome")["difficulty"] == node.config.difficulty
+    good.close()
+
+
+def test_external_miner_mines_and_stale_or_bad_nonces_are_refused(make_node, client):
+    node, port = gateway_node(make_node, difficulty=3)
+    miner = LineClient(port)
+    miner.send({"type": "auth", "token": TOKEN})
+    work = miner.recv(expect="work")
+    assert work["height"] == 0 and work["difficulty"] == 3 and len(work["tag"]) <= work["tag_max"]
+
+    miner.send({"type": "submit", "work_id": work["work_id"], "nonce": "not-a-solution"})
+    result = miner.recv(expect="result")
+    assert result["accepted"] is False and result["reason"].startswith("invalid")
+
+    nonce = solve(work)
+    miner.send({"type": "submit", "work_id": work["work_id"], "nonce": nonce})
+    result = miner.recv(expect="result")
+    assert result["accepted"] is True and result["height"] == 0
+    blocks = chain_of(node)
+    assert len(blocks) == 1 and blocks[0].nonce == nonce and blocks[0].mined_by == node.config.name
+    assert len(blocks[0].messages) >= 1
+    fresh = miner.recv(expect="work")  # the tip moved: new work at once
+    assert fresh["height"] == 1 and fresh["work_id"] != work["work_id"]
+
+    miner.send({"type": "submit", "work_id": work["work_id"], "nonce": nonce})  # a replay of old work
+    assert miner.recv(expect="result")["accepted"] is False
+    assert len(chain_of(node)) == 1
+
+    # A block from the network moves the tip too: work is invalidated and replaced.
+    other = mine_block(blocks[0], 3, mined_by="someone-else", messages=("hi",), timestamp=int(time.time()))
+    client.send(node.config.port, wire_block(other))
+    pushed = miner.recv(expect="work", timeout=3)
+    while pushed is not None and pushed["height"] != 2:  # skip periodic refreshes of height 1
+        pushed = miner.recv(expect="work", timeout=3)
+    assert pushed is not None and pushed["height"] == 2
+    miner.send({"type": "submit", "work_id": fresh["work_id"], "nonce": solve(fresh)})
+    late = miner.recv(expect="result")
+    assert late["accepted"] is False
+    assert [b.hash for b in chain_of(node)] == [blocks[0].hash, other.hash]
+    check_chain(chain_of(node), 3)
+    stats = gateway_details(node)
+    assert stats["accepted"] == 1 and stats["rejected"] == 3
+    miner.close()
+
+
+def test_gateway_survives_garbage_disconnects_and_reconnects(make_node):
+    node, port = gateway_node(make_node, difficulty=2)
+    miner = LineClient(port)
+    miner.send({"type": "auth", "token": TOKEN})
+    work = miner.recv(expect="work")
+    for garbage in [b"not json\n", b"[1,2]\n", b"\xff\xfe\n", b'{"type":"warp"}\n', b"x" * 10_000 + b"\n",
+                    b'{"type":"submit","work_id":"1","nonce":5}\n', b'{"type":"hashes","count":-1}\n']:
+        miner.send(garbage)
+        assert miner.recv(expect="error") is not None
+    miner.send({"type": "hashes", "count": 500_000})
+    miner.send({"type": "submit", "work_id": work["work_id"], "nonce": solve(work)})
+    assert miner.recv(expect="result")["accepted"] is True  # still served after all that
+    details = gateway_details(node)
+    assert details["garbage_lines"] == 7 and details["clients"] == 1 and details["hashrate"] > 0
+
+    miner.sock.close()  # vanish without a word...
+    wait_for(lambda: gateway_details(node)["clients"] == 0)
+    again = LineClient(port)  # ...and come back
+    again.send({"type": "auth", "token": TOKEN})
+    work = again.recv(expect="work")
+    assert work["height"] == len(chain_of(node))
+    for _ in range(60):  # a flood of garbage gets the connection dropped
+        again.send(b"garbage\n")
+    assert again.recv(expect="never", timeout=5) is None  # EOF
+    wait_for(lambda: gateway_details(node)["clients"] == 0)
+
+
+def test_cli_miner_mines_blocks_for_the_node(make_node):
+    node, port = gateway_node(make_node, difficulty=3)
+    args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", TOKEN, "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(chain_of(node)) >= 3, timeout=20)
+        blocks = chain_of(node)
+        check_chain(blocks, 3)
+        assert all(b.mined_by == node.config.name and b.messages for b in blocks)
+        assert all(b.nonce.startswith("x") for b in blocks)  # external miners' nonce space
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()
+    assert "accepted" in stderr
+    wait_for(lambda: gateway_details(node)["clients"] == 0)
+
+
+def test_cli_miner_with_a_wrong_token_exits_1():
+    port = free_tcp_port()
+    with socket.create_server(("127.0.0.1", port)) as server:
+        args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", "nope", "--workers", "1"]
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            server.settimeout(10)
+            conn, _ = server.accept()
+            with conn:
+                line = conn.makefile("rb").readline()
+                assert json.loads(line) == {"type": "auth", "token": "nope"}
+                conn.sendall(b'{"type":"error","error":"unauthorized"}\n')
+                assert proc.wait(timeout=10) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

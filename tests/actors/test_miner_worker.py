@@ -1,0 +1,138 @@
+"""The worker hash loop and the miner protocol's framing, without a node."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+
+import pytest
+
+from actors.miner import usable_words
+from actors.miner_protocol import LineReader, ProtocolError, decode_line, encode_line
+from actors.miner_worker import (
+    LAST_SUFFIX_OFFSET,
+    MAX_NONCE_CHARS,
+    MAX_TAG_CHARS,
+    BadWork,
+    Search,
+    digest_meets,
+    nonce_head,
+    run_worker,
+)
+from chain.block import compute_hash, hash_prefix
+
+MP = multiprocessing.get_context("spawn")
+
+
+@pytest.mark.parametrize("prefix_len", range(0, 130))
+def test_nonce_layout_costs_one_compression_and_fits_the_limit(prefix_len):
+    for tag_len in range(0, MAX_TAG_CHARS + 1):
+        head = nonce_head(prefix_len, "t" * tag_len)
+        suffix_offset = (prefix_len + len(head) + 8) % 64
+        assert suffix_offset <= LAST_SUFFIX_OFFSET  # suffix + SHA padding stay in one block
+        assert len(head) + 8 + 3 <= MAX_NONCE_CHARS
+        assert head.startswith("t" * tag_len)
+
+
+def test_bad_tags_are_refused():
+    with pytest.raises(BadWork):
+        nonce_head(10, "t" * (MAX_TAG_CHARS + 1))
+    with pytest.raises(BadWork):
+        nonce_head(10, "é")
+
+
+@pytest.mark.parametrize("difficulty", range(0, 9))
+def test_digest_check_matches_the_hex_rule(difficulty):
+    for i in range(3000):
+        digest = hashlib.sha256(b"%d" % i).digest()
+        hexed = digest.hex()
+        assert digest_meets(digest, difficulty) == hexed.endswith("0" * difficulty)
+    assert digest_meets(bytes(32), 64)
+    assert not digest_meets(bytes(31) + b"\x10", 2)
+    assert digest_meets(bytes(31) + b"\x10", 1)
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_search_finds_valid_nonces_in_its_own_space(difficulty):
+    prev = "ab" * 32
+    prefix = hash_prefix(prev, "node", ["hello"], 1_700_000_000)
+    search = Search(7, prefix, difficulty, "3-cafe")
+    found = None
+    while found is None:
+        found = search.batch()
+    nonce, block_hash = found
+    assert nonce.startswith("3-cafe") and len(nonce) <= MAX_NONCE_CHARS
+    assert compute_hash(prev, "node", ["hello"], 1_700_000_000, nonce) == block_hash
+    assert block_hash.endswith("0" * difficulty)
+
+
+def test_distinct_tags_never_share_a_nonce():
+    prefix = hash_prefix(None, "n", ["m"], 1)
+    heads = {nonce_head(len(prefix), tag) for tag in ("0-00000000", "1-00000000", "a-00000000", "x1-000000", "x12-000000")}
+    # Heads are prefix-free, so nonces (head + fixed-width counters) can't collide.
+    for a in heads:
+        for b in heads:
+            assert a == b or not a.startswith(b)
+
+
+def test_usable_words_keeps_at_most_ten_valid_words():
+    words = ["a", "", "x" * 21, "\ud800bad", *[f"w{i}" for i in range(12)]]
+    assert usable_words(words, "default") == ("a", *[f"w{i}" for i in range(9)])
+    assert usable_words([], "default") == ("default",)
+
+
+def test_line_reader_bounds_lines_and_survives_garbage():
+    reader = LineReader(max_bytes=16)
+    assert reader.feed(b'{"type":"a"}\n{"ty') == [b'{"type":"a"}']
+    assert reader.feed(b'pe":"b"}\r\n') == [b'{"type":"b"}']
+    assert reader.feed(b"x" * 40) == [None]  # reported once, not buffered
+    assert reader.feed(b"y" * 40) == []
+    assert reader.feed(b"zz\nok\n") == [b"ok"]  # the overlong line's tail is dropped
+    with pytest.raises(ProtocolError):
+        decode_line(b"[1, 2]")
+    with pytest.raises(ProtocolError):
+        decode_line(b"\xff\xfe")
+    assert decode_line(encode_line({"type": "t", "n": 1}).rstrip(b"\n")) == {"type": "t", "n": 1}
+
+
+def _recv_until(conn, kind, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if conn.poll(max(0.0, deadline - time.monotonic())):
+            message = conn.recv()
+            if message[0] == kind:
+                return message
+    return None
+
+
+def test_worker_switches_to_new_work_within_100ms_and_stops():
+    work_r, work_w = MP.Pipe(duplex=False)
+    report_r, report_w = MP.Pipe(duplex=False)
+    process = MP.Process(target=run_worker, args=(work_r, report_w), daemon=True)
+    process.start()
+    work_r.close()
+    report_w.close()
+    try:
+        prev = "cd" * 32
+        prefix = hash_prefix(prev, "node", ["word"], 1_700_000_000)
+        work_w.send(("work", 1, prefix, 40, "0-aaaa"))  # never found: the worker is busy
+        assert _recv_until(report_r, "hashes", 10.0) is not None
+        started = time.monotonic()
+        work_w.send(("work", 2, prefix, 1, "0-bbbb"))  # found within a few dozen hashes
+        found = _recv_until(report_r, "found", 5.0)
+        elapsed = time.monotonic() - started
+        assert found is not None and found[1] == 2
+        assert elapsed < 0.1, f"new work took {elapsed * 1000:.0f} ms"
+        nonce, block_hash = found[2], found[3]
+        assert nonce.startswith("0-bbbb")
+        assert compute_hash(prev, "node", ["word"], 1_700_000_000, nonce) == block_hash
+        work_w.send(("work", 3, prefix, 1, "t" * (MAX_TAG_CHARS + 5)))
+        assert _recv_until(report_r, "bad_work", 5.0)[1] == 3  # refused, process still alive
+        assert process.is_alive()
+        work_w.send(("stop",))
+        process.join(5.0)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join()
