@@ -70,3 +70,41 @@ def test_kill_minus_nine_during_reorgs(tmp_path):
             proc.kill()
         for p in peers:
             p.stop()
+
+
+def test_kill_minus_nine_while_mining_keeps_every_announced_block(tmp_path):
+    """The miner announces each block after storing it: every announced block survives."""
+    rng = random.Random(7)
+    data_dir = tmp_path / "miner"
+    watcher = ScriptedPeer([], name="watcher").start()  # a peer that records ANNOUNCEs
+    port = free_udp_port()
+    client = UdpClient()
+    proc = None
+    try:
+        for _ in range(5):
+            args = [sys.executable, "run_node.py", "--host", "127.0.0.1", "--port", str(port), "--name", "digger",
+                    "--difficulty", "3", "--miners", "1", "--data-dir", str(data_dir), "--http-port", "0",
+                    "--peer", f"{watcher.address[0]}:{watcher.address[1]}"]
+            proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(lambda: client.ask(port, {"type": "STATS"}, timeout=0.3), timeout=15)
+            announced_before = len(watcher.announced)
+            wait_for(lambda: len(watcher.announced) >= announced_before + 3, timeout=30)
+            time.sleep(rng.uniform(0.0, 0.5))
+            served = client.ask(port, {"type": "STATS"}, timeout=0.5)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+            time.sleep(0.2)  # let in-flight ANNOUNCEs land
+            stored = ChainStore(data_dir).load_chain()
+            check_chain(stored, 3)
+            for block in list(watcher.announced):
+                assert block.height < len(stored) and stored[block.height] == block, f"announced block {block.height} lost"
+            if served is not None:
+                assert len(stored) >= served["height"]
+                assert stored[served["height"] - 1].hash == served["hash"]
+            assert all(b.mined_by == "digger" and b.messages for b in stored)
+        assert len(watcher.announced) >= 15
+    finally:
+        client.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        watcher.stop()
