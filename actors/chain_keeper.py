@@ -192,6 +192,7 @@ class ChainKeeper(NodeActor):
         for proxy in self.ctx.registry.proxies("MinerActor-"):
             proxy.on_tip_changed.defer(event)
         self.ctx.registry.defer("ConsensusRunner", "on_tip_changed", event)
+        self.ctx.registry.defer("MinerGateway", "on_tip_changed", event)
 
     def _send_many(self, messages: list[tuple[object, Address]]) -> None:
         if messages:

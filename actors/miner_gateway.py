@@ -14,9 +14,10 @@ Shape, and why:
   `hmac.compare_digest` before anything else, lines are bounded and garbage is
   counted (too much of it and the connection is dropped), and every submitted
   nonce is turned into a block that `check_block` verifies before ChainKeeper sees it.
-* ChainKeeper tells only `MinerActor-*` about tip changes, so the gateway polls its
-  tip every TIP_POLL_INTERVAL (a cheap ask) while miners are connected, and pushes
-  new work the moment it changes; stale work ids are then refused.
+* ChainKeeper tells the gateway about every tip change (`on_tip_changed`), and it
+  pushes new work to every connected miner at once; stale work ids are then
+  refused. A slow poll of the tip backs this up in case a notice was missed
+  (e.g. while the gateway was restarting).
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ from actors.miner import WorkUnit, usable_words
 from actors.miner_protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
 from actors.miner_worker import MAX_NONCE_CHARS, MAX_TAG_CHARS
 from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
+from messages.internal import TipChanged
 
 ASK_TIMEOUT = 1.0
-TIP_POLL_INTERVAL = 0.1  # new work reaches connected miners within ~0.1 s of a tip change
+TIP_POLL_INTERVAL = 1.0  # a backstop: tip changes are pushed by ChainKeeper
 REFRESH_INTERVAL = 2.0  # fresh timestamp and words for everyone
 MAX_CLIENTS = 64
 MAX_GARBAGE = 50  # malformed lines a connection may send before it is dropped
@@ -191,6 +193,15 @@ class MinerGateway(NodeActor):
         self._rate_gauge.set(0)
 
     # ---------------------------------------------------------- public protocol
+
+    def on_tip_changed(self, event: TipChanged) -> None:
+        """ChainKeeper's notice of a new tip: new work for every connected miner now."""
+        if not self._clients:
+            return
+        template = self._template
+        if template is None or (template.height, template.prev_hash) != (event.height, event.hash):
+            self._new_template(event.height, event.hash)
+            self._push_all()
 
     def poll_tip(self) -> None:
         """Push new work as soon as ChainKeeper's tip differs from what miners are on."""
