@@ -30,6 +30,7 @@ MAX_SEEN_IDS = 10_000
 SEEN_ID_TTL = 120.0
 FORWARD_FANOUT = 3
 PEERS_FILENAME = "peers.json"
+EXPIRE_INTERVAL = 5.0
 # Forwards per second for the whole node: ample for an honest network (each node
 # gossips every 30 s), and a flood of fresh ids can't make us spray our peers.
 FORWARD_RATE = 300.0
@@ -89,6 +90,8 @@ class GossipManager(NodeActor):
             self.well_known.append(addr)
         self._load_peers()
         self.every(cfg.gossip_interval, "keep_alive")
+        # Expire on its own short timer so a silent peer goes at ~60 s, not up to 90.
+        self.every(min(EXPIRE_INTERVAL, cfg.peer_timeout / 4), "expire")
         self.keep_alive()
 
     def release(self) -> None:

@@ -160,3 +160,16 @@ def test_nonsense_stats_replies_do_not_stop_the_round(make_node, main_chain):
     with ScriptedPeer(main_chain, seed=1) as good, ScriptedPeer(main_chain, seed=2, claim=(10**6, "f" * 64)) as liar:
         node = make_node(peers=(liar.address, good.address), **FAST)
         wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+
+
+def test_silent_peer_is_dropped_on_time(make_node):
+    node = make_node(gossip_interval=30.0, peer_timeout=1.0)
+    client = UdpClient()
+    try:
+        client.send(node.config.port, {"type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": client.address[1], "name": "quiet"})
+        wait_for(lambda: peer_ports(node) == {client.address[1]})
+        started = time.monotonic()
+        wait_for(lambda: peer_ports(node) == set(), timeout=5)
+        assert time.monotonic() - started < 2.0  # well before the next 30 s keep-alive
+    finally:
+        client.close()
