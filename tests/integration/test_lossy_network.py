@@ -1,7 +1,6 @@
 """Gossip and sync converge through a proxy that drops, duplicates, delays and reorders."""
 from __future__ import annotations
 
-import pytest
 
 from sim.chains import make_chain
 from sim.lossy_proxy import Impairment, LossyProxy
