@@ -109,7 +109,11 @@ class ConsensusRunner(NodeActor):
         self.start_round(f"announce of height {block.height} from {addr[0]}:{addr[1]}", extra_peer=addr)
 
     def on_tip_changed(self, event: TipChanged) -> None:
-        pass  # the round reads our chain when it starts; ChainKeeper re-checks on apply
+        """Our chain grew meanwhile (an ANNOUNCE, our miner): a round chasing a chain
+        no longer than ours has nothing left to gain."""
+        r = self.round
+        if r is not None and r.stage != "collect" and r.length and event.height >= r.length:
+            self._finish(f"our chain reached height {event.height} meanwhile")
 
     def status(self) -> dict[str, Any]:
         r = self.round

@@ -143,8 +143,10 @@ class GossipManager(NodeActor):
     def peer_addresses(self) -> list[Address]:
         """Peers to ask in a consensus round: tracked peers and the well-known ones."""
         self.expire()
-        targets = dict.fromkeys(self.peers)
-        targets.update(dict.fromkeys(self.well_known))
+        # Well-known peers first, then the most recently heard from: a caller that
+        # can only ask some (consensus asks at most 64) asks the likeliest alive.
+        targets = dict.fromkeys(self.well_known)
+        targets.update(dict.fromkeys(reversed(self.peers)))
         return list(targets)
 
     def peer_table(self) -> list[dict[str, Any]]:
