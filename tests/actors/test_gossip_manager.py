@@ -56,7 +56,7 @@ def test_peer_table_and_seen_ids_are_bounded(tmp_path):
     now = [0.0]
     gm = make(tmp_path, now)
     for i in range(3000):
-        gm.on_gossip(Gossip(f"10.{i // 250}.{i % 250}.1", 9000, f"flood-{i}", "x"), ("127.0.0.1", 1))
+        gm.on_gossip(Gossip(f"127.{i // 250}.{i % 250}.1", 9000, f"flood-{i}", "x"), ("127.0.0.1", 1))
     assert len(gm.peers) == MAX_PEERS
     now[0] = 1000.0
     gm.expire()
