@@ -36,6 +36,19 @@ def peer_ports(node):
     return {p["port"] for p in table}
 
 
+def introduce_and_run_consensus(node, peers):
+    """Make `node` track `peers` (by a GOSSIP naming each), then send it CONSENSUS, as a peer would."""
+    client = UdpClient()
+    try:
+        for p in peers:
+            client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1],
+                                           "id": f"intro-{p.address[1]}", "name": p.name})
+        wait_for(lambda: peer_ports(node) == {p.address[1] for p in peers})
+        client.send(node.config.port, {"type": "CONSENSUS"})
+    finally:
+        client.close()
+
+
 def test_nodes_form_a_network_by_gossip(make_node):
     a = make_node(**FAST)
     b = make_node(peers=(("127.0.0.1", a.config.port),), **FAST)
@@ -83,16 +96,8 @@ def test_extension_is_fetched_incrementally(make_node, main_chain):
     node = make_node(**FAST)
     seed(node, main_chain[:250])
     with ScriptedPeer(main_chain, seed=1) as p1, ScriptedPeer(main_chain, seed=2) as p2:
-        client = UdpClient()
-        try:
-            # Learn the peers by their gossip, then ask for a round as a peer would.
-            for p in (p1, p2):
-                client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1], "id": f"g{p.address[1]}", "name": "p"})
-            wait_for(lambda: len(peer_ports(node)) == 2)
-            client.send(node.config.port, {"type": "CONSENSUS"})
-            wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
-        finally:
-            client.close()
+        introduce_and_run_consensus(node, [p1, p2])
+        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
         fetched = p1.get_block_heights + p2.get_block_heights
         assert len(fetched) < 50 + 30, f"{len(fetched)} GET_BLOCKs for a 50-block extension"
         assert min(fetched) >= 200  # nothing near genesis was downloaded
@@ -103,15 +108,8 @@ def test_reorg_onto_a_longer_fork(make_node, main_chain):
     seed(node, main_chain)
     fork = make_chain(310, 2, base=main_chain[:290], tag="fork")
     with ScriptedPeer(fork, seed=1, drop_rate=0.2) as p1, ScriptedPeer(fork, seed=2, drop_rate=0.2) as p2:
-        client = UdpClient()
-        try:
-            for p in (p1, p2):
-                client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1], "id": f"r{p.address[1]}", "name": "p"})
-            wait_for(lambda: len(peer_ports(node)) == 2)
-            client.send(node.config.port, {"type": "CONSENSUS"})
-            wait_for(lambda: tip(node) == (310, fork[-1].hash), timeout=15)
-        finally:
-            client.close()
+        introduce_and_run_consensus(node, [p1, p2])
+        wait_for(lambda: tip(node) == (310, fork[-1].hash), timeout=15)
         fetched = p1.get_block_heights + p2.get_block_heights
         below_fork = [h for h in fetched if h < 290]
         assert len(below_fork) < 40, f"{len(below_fork)} probes below the fork"
