@@ -15,7 +15,7 @@ import pytest
 
 from sim.chains import make_chain
 from tests.helpers import UdpClient, free_tcp_port, free_udp_port, wait_for, wire_block
-from tests.ops.ops_helpers import http
+from tests.ops.ops_helpers import http, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTORS = ["ChainKeeper", "NetworkIO", "GossipManager", "ConsensusRunner"]
@@ -60,6 +60,7 @@ def test_crash_endpoint_drill_on_a_node_process(tmp_path):
     client = UdpClient()
     try:
         wait_for(lambda: client.ask(port, {"type": "STATS"}, timeout=0.3), timeout=15)
+        wait_http_ready(http_port)
         chain = make_chain(15, 2)
         for block in chain:
             client.send(port, wire_block(block))
@@ -86,6 +87,7 @@ def test_passing_the_restart_intensity_limit_stops_the_node_non_zero(tmp_path):
     client = UdpClient()
     try:
         wait_for(lambda: client.ask(port, {"type": "STATS"}, timeout=0.3), timeout=15)
+        wait_http_ready(http_port)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from tests.helpers import UdpClient, free_tcp_port, free_udp_port, wait_for
-from tests.ops.ops_helpers import http
+from tests.ops.ops_helpers import http, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +46,7 @@ def test_flood_leaves_node_responsive_small_and_bounded(tmp_path):
     attacker = UdpClient()
     try:
         wait_for(lambda: client.ask(port, {"type": "STATS"}, timeout=0.3), timeout=15)
+        wait_http_ready(http_port)
         datagrams = flood_datagrams(20_000, port, random.Random(42))
         started = time.monotonic()
         for data in datagrams:

@@ -42,6 +42,18 @@ def http(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> Htt
         return HttpResult(exc.code, dict(exc.headers), exc.read(), time.monotonic() - started)
 
 
+def wait_http_ready(port: int, timeout: float = 15.0) -> HttpResult:
+    """Wait until a node's ops HTTP answers /health (it starts after the actors)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return http(port, "/health", timeout=1.0)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def actor_entry(health: dict[str, Any], name: str) -> dict[str, Any]:
     return next(a for a in health["actors"] if a["name"] == name)
 
