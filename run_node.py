@@ -124,20 +124,22 @@ def run_node(config: NodeConfig) -> int:
     from node import Node
 
     log = logging.getLogger("node")
-    node = Node(config)
-    try:
-        node.start()
-    except Exception as exc:  # a child that can't start at all (port taken, disk unwritable)
-        log.critical("node failed to start: %s", exc)
-        return 1
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
         stop_requested.set()
 
+    # Before anything starts: a signal that arrives while the node is starting up
+    # (it may already answer on UDP) must still mean a clean shutdown.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    node = Node(config)
+    try:
+        node.start()
+    except Exception as exc:  # a child that can't start at all (port taken, disk unwritable)
+        log.critical("node failed to start: %s", exc)
+        return 1
     log.info("node %s up on udp %s:%d (difficulty %d, %d miners, data in %s)",
              config.name, config.host, config.port, config.difficulty, config.miners, config.data_dir)
     while not stop_requested.wait(0.2):
