@@ -31,6 +31,7 @@ SEEN_ID_TTL = 120.0
 FORWARD_FANOUT = 3
 PEERS_FILENAME = "peers.json"
 EXPIRE_INTERVAL = 5.0
+WELL_KNOWN_GRACE = 10.0  # seconds a well-known peer has to answer before we warn (once)
 # Forwards per second for the whole node: ample for an honest network (each node
 # gossips every 30 s), and a flood of fresh ids can't make us spray our peers.
 FORWARD_RATE = 300.0
@@ -79,6 +80,8 @@ class GossipManager(NodeActor):
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
+        self._heard_from: set[Address] = set()  # well-known peers that have answered
+        self._warned_silent: set[Address] = set()
 
     def on_start(self) -> None:
         cfg = self.ctx.config
@@ -89,6 +92,9 @@ class GossipManager(NodeActor):
                 continue
             self.well_known.append(addr)
         self._load_peers()
+        self._heard_from.clear()  # restored peers must answer again to count as heard
+        if self.well_known:
+            self.every(WELL_KNOWN_GRACE, "check_well_known")
         self.every(cfg.gossip_interval, "keep_alive")
         # Expire on its own short timer so a silent peer goes at ~60 s, not up to 90.
         self.every(min(EXPIRE_INTERVAL, cfg.peer_timeout / 4), "expire")
@@ -110,6 +116,13 @@ class GossipManager(NodeActor):
         for addr in targets:
             self._send(gossip, addr)
         self._save_peers()
+
+    def check_well_known(self) -> None:
+        """One warning per well-known peer that has not answered yet; we keep trying."""
+        for addr in self.well_known:
+            if addr not in self._heard_from and addr not in self._warned_silent:
+                self._warned_silent.add(addr)
+                self.log.warning("well-known peer %s:%d has not answered in %.0fs; still trying", addr[0], addr[1], WELL_KNOWN_GRACE)
 
     def on_gossip(self, gossip: Gossip, source: Address) -> None:
         now = self.clock()
@@ -188,6 +201,7 @@ class GossipManager(NodeActor):
     def _touch(self, addr: Address, name: str, now: float) -> None:
         if addr == self._own_address():
             return
+        self._heard_from.add(addr)
         info = self.peers.pop(addr, None)
         if info is None:
             info = PeerInfo(name=name, last_seen=now, first_seen=now)

@@ -82,3 +82,17 @@ def test_peer_table_survives_a_restart(make_node):
     wait_for(lambda: node.health()["status"] == "ok" and node.supervisor.children["GossipManager"].restarts == 1)
     table = node.ctx.registry.proxy("GossipManager").peer_table().get(timeout=5)
     assert {p["port"] for p in table} == {40001, 40002}
+
+
+def test_silent_well_known_peer_gets_exactly_one_warning(make_node, caplog, monkeypatch):
+    import logging
+    import time as _time
+
+    import actors.gossip_manager as gm_module
+    monkeypatch.setattr(gm_module, "WELL_KNOWN_GRACE", 0.2)
+    with caplog.at_level(logging.WARNING, logger="node.GossipManager"):
+        node = make_node(peers=(("127.0.0.1", 9),))
+        _time.sleep(1.0)
+    warnings = [r for r in caplog.records if "has not answered" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0].getMessage()
+    assert node.health()["status"] == "ok"
