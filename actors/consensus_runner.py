@@ -42,7 +42,7 @@ CANDIDATE_STALL_SECONDS = 10.0
 MAX_STATS_PEERS = 64
 PROBE_FANOUT = 15
 ANNOUNCE_ROUND_MIN_GAP = 1.0
-ASK_TIMEOUT = 10.0
+ASK_TIMEOUT = 5.0  # below the supervisor's 10 s liveness timeout: waiting on a hung peer actor must not make us look hung
 BAN_SECONDS = 600.0
 REQUEST_BATCH = 8  # refill the request window in batches: fewer actor messages per block
 
