@@ -17,7 +17,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from actors.base import NodeActor
 from actors.context import NodeContext
@@ -46,25 +46,28 @@ class PeerInfo:
     first_seen: float
 
 
-def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> Address | None:
-    """The IPv4 address of `host`, or None if it can't be resolved within `timeout`.
+def resolve_all(peers: Sequence[tuple[str, int]], timeout: float = RESOLVE_TIMEOUT) -> list[Address | None]:
+    """The IPv4 address of each (host, port), None for those not resolved within `timeout`.
 
-    Name lookups can hang; they run on a helper thread so the actor never waits
-    longer than `timeout`.
+    Name lookups can hang; they run in parallel on helper threads, so the actor
+    waits at most `timeout` in all, however many peers are unresolvable.
     """
-    result: list[Address] = []
+    results: list[Address | None] = [None] * len(peers)
 
-    def lookup() -> None:
+    def lookup(index: int, host: str, port: int) -> None:
         try:
             info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-            result.append(info[0][4][:2])
+            results[index] = info[0][4][:2]
         except (OSError, UnicodeError, IndexError):
             pass
 
-    thread = threading.Thread(target=lookup, daemon=True, name=f"resolve-{host}")
-    thread.start()
-    thread.join(timeout)
-    return result[0] if result else None
+    threads = [threading.Thread(target=lookup, args=(i, h, p), daemon=True, name=f"resolve-{h}") for i, (h, p) in enumerate(peers)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return list(results)
 
 
 class GossipManager(NodeActor):
@@ -80,20 +83,17 @@ class GossipManager(NodeActor):
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
+        self._unresolved: list[tuple[str, int]] = []
         self._heard_from: set[Address] = set()  # well-known peers that have answered
         self._warned_silent: set[Address] = set()
 
     def on_start(self) -> None:
         cfg = self.ctx.config
-        for host, port in cfg.peers:
-            addr = resolve(host, port)
-            if addr is None:
-                self.log.warning("well-known peer %s:%d cannot be resolved; running without it", host, port)
-                continue
-            self.well_known.append(addr)
+        self._unresolved = list(cfg.peers)
+        self._resolve_well_known(warn=True)
         self._load_peers()
         self._heard_from.clear()  # restored peers must answer again to count as heard
-        if self.well_known:
+        if self.ctx.config.peers:
             self.every(WELL_KNOWN_GRACE, "check_well_known")
         self.every(cfg.gossip_interval, "keep_alive")
         # Expire on its own short timer so a silent peer goes at ~60 s, not up to 90.
@@ -108,6 +108,8 @@ class GossipManager(NodeActor):
     def keep_alive(self) -> None:
         """GOSSIP with a fresh id to the well-known peers and every tracked peer; expire old entries."""
         self.expire()
+        if self._unresolved:
+            self._resolve_well_known(warn=False)  # DNS may be back
         cfg = self.ctx.config
         gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
         self._remember_id(gossip.id)
@@ -116,6 +118,19 @@ class GossipManager(NodeActor):
         for addr in targets:
             self._send(gossip, addr)
         self._save_peers()
+
+    def _resolve_well_known(self, warn: bool) -> None:
+        """Resolve the well-known peers not resolved yet; warn (once, at start) for failures."""
+        pending, self._unresolved = self._unresolved, []
+        for (host, port), addr in zip(pending, resolve_all(pending)):
+            if addr is None:
+                self._unresolved.append((host, port))
+                if warn:
+                    self.log.warning("well-known peer %s:%d cannot be resolved; running without it, retrying every keep-alive", host, port)
+            elif addr not in self.well_known:
+                self.well_known.append(addr)
+                if not warn:
+                    self.log.info("well-known peer %s:%d resolved to %s:%d", host, port, *addr)
 
     def check_well_known(self) -> None:
         """One warning per well-known peer that has not answered yet; we keep trying."""
