@@ -146,6 +146,7 @@ def run_node(config: NodeConfig) -> int:
         if node.supervisor.stopped:
             break
     if node.supervisor.stopped and not stop_requested.is_set():
+        node.supervisor.wait(timeout=30)  # let the give-up shutdown finish (workers, storage)
         node.stop()
         log.critical("node stopped: %s", node.supervisor.gave_up_reason or "supervisor stopped")
         return node.supervisor.exit_code or 1

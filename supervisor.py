@@ -96,7 +96,8 @@ class Supervisor:
         self._lock = threading.RLock()
         self._restart_times: deque[float] = deque()
         self._wake = threading.Event()
-        self._done = threading.Event()
+        self._done = threading.Event()  # stopping has begun: no more restarts
+        self._finished = threading.Event()  # every child has been stopped
         self._watchdog: threading.Thread | None = None
         self.exit_code: int | None = None
         self.gave_up_reason: str | None = None
@@ -129,10 +130,12 @@ class Supervisor:
             child = self.children[name]
             self._stop_ref(child)
         log.info("all actors stopped")
+        self._finished.set()
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Block until the supervisor has stopped; its exit code (None on timeout)."""
-        self._done.wait(timeout)
+        """Block until every child has been stopped; the exit code (None on timeout)."""
+        if not self._finished.wait(timeout):
+            return None
         return self.exit_code
 
     @property
