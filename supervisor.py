@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pykka
@@ -72,6 +72,7 @@ class ChildState:
     last_error: str | None = None
     restart_due: float | None = None  # monotonic time of a scheduled restart
     ping: Any = None  # the outstanding liveness future
+    handover: list[Any] = field(default_factory=list)  # calls queued when it crashed
     ping_sent: float = 0.0
 
 
@@ -144,12 +145,15 @@ class Supervisor:
 
     # ---------------------------------------------------------- reports
 
-    def report_failure(self, name: str, exc: BaseException | None) -> None:
-        """Called from an actor's `on_failure`: note the error, restart it soon."""
+    def report_failure(self, name: str, exc: BaseException | None, queued: list[Any] | None = None) -> None:
+        """Called from an actor's `on_failure`: note the error, keep the calls it had
+        queued for its next instance, restart it soon."""
         with self._lock:
             child = self.children.get(name)
             if child is not None:
                 child.last_error = f"{type(exc).__name__}: {exc}" if exc is not None else "failed"
+                if queued:
+                    child.handover = list(queued)
         log.error("%s crashed: %s", name, exc)
         self._wake.set()
 
@@ -325,8 +329,17 @@ class Supervisor:
         self._start_child(child)
         if child.ref is None:
             self._schedule_restart(child, self.clock(), child.last_error or "restart failed")
-        else:
-            log.info("%s restarted (%s)", child.spec.name, child.ref.actor_urn)
+            return
+        log.info("%s restarted (%s)", child.spec.name, child.ref.actor_urn)
+        with self._lock:
+            handover, child.handover = child.handover, []
+        for message in handover:  # what the crashed instance had not handled yet
+            try:
+                child.ref.tell(message)
+            except pykka.ActorDeadError:
+                break
+        if handover:
+            log.info("%s: %d queued calls handed to the new instance", child.spec.name, len(handover))
 
 
 _PING = Ping()

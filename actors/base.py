@@ -12,9 +12,13 @@ import threading
 from typing import Any, Callable
 
 import pykka
+from pykka.messages import ProxyCall
 
 from actors.context import NodeContext
 from messages.internal import Ping
+
+
+MAX_HANDOVER = 5000  # queued calls handed to a restarted instance, at most
 
 
 class Ticker:
@@ -103,7 +107,27 @@ class NodeActor(pykka.ThreadingActor):
             self.release()
         finally:
             self.ctx.metrics.actor_errors.labels(actor=self.name).inc()
-            self.ctx.report_failure(self.name, exception_value)
+            self.ctx.report_failure(self.name, exception_value, self._take_queued_tells())
+
+    def _take_queued_tells(self) -> list[Any]:
+        """The fire-and-forget calls still queued behind the one that crashed us.
+
+        Pykka would drop them with the actor; the supervisor hands them to the
+        restarted instance instead, so a crash costs only the message that caused
+        it. The actor is already marked stopped, so nothing new can be queued.
+        Asks (with a caller waiting) stay, and get ActorDeadError as usual.
+        """
+        tells: list[Any] = []
+        others: list[Any] = []
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if envelope.reply_to is None and isinstance(envelope.message, ProxyCall) and len(tells) < MAX_HANDOVER:
+                tells.append(envelope.message)
+            else:
+                others.append(envelope)
+        for envelope in others:
+            self.actor_inbox.put(envelope)
+        return tells
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Ping):

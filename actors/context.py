@@ -123,4 +123,5 @@ class NodeContext:
     config: NodeConfig
     registry: Registry = field(default_factory=Registry)
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
-    report_failure: Callable[[str, BaseException], None] = lambda name, exc: None
+    # (actor name, exception, fire-and-forget calls still queued for it)
+    report_failure: Callable[[str, BaseException, list[Any]], None] = lambda name, exc, queued: None

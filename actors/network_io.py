@@ -35,7 +35,8 @@ from messages.wire import (
 
 Address = tuple[str, int]
 RECV_BUFFER = 65536
-READ_TIMEOUT = 0.2
+READ_TIMEOUT = 0.2  # how often the reader checks it should stop
+HELD_RETRY = 0.02  # how often datagrams held for a restarting actor are retried
 BIND_RETRY_SECONDS = 5.0
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 READ_BATCH = 64
@@ -47,7 +48,9 @@ READ_BATCH = 64
 REPLY_COST = {"STATS": 110, "GET_BLOCK": 400, "GOSSIP": 90}
 GOSSIP_TOTAL_PER_SECOND = 200
 GOSSIP_TOTAL_BURST = 1000
-MAX_ACTOR_QUEUE = 2000  # messages; past this a flood is shed at the socket
+MAX_ACTOR_QUEUE = 2000
+MAX_HELD = 1000  # actor messages kept while their actor restarts ...
+HOLD_SECONDS = 3.0  # ... for at most this long  # messages; past this a flood is shed at the socket
 
 BATCH_METHODS = {
     ("ConsensusRunner", "on_get_block_reply"): "on_get_block_replies",
@@ -86,6 +89,7 @@ class NetworkIO(NodeActor):
         self.address: Address | None = None
         cfg = ctx.config
         # Owned by the reader thread only.
+        self._held: list[tuple[float, str, str, tuple[Any, ...], int]] = []
         self._reply_buckets = TokenBuckets(cfg.reply_rate_bytes, cfg.reply_burst_bytes)
         self._total_replies = TokenBuckets(cfg.total_reply_rate_bytes, cfg.total_reply_rate_bytes / 4, max_keys=1)
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
@@ -158,9 +162,11 @@ class NetworkIO(NodeActor):
     def _read_loop(self, sock: socket.socket) -> None:
         while not self._stopping.is_set():
             try:
-                readable, _, _ = select.select([sock], [], [], READ_TIMEOUT)
+                readable, _, _ = select.select([sock], [], [], HELD_RETRY if self._held else READ_TIMEOUT)
             except (OSError, ValueError):  # socket closed under us: stopping
                 return
+            if self._held:
+                self._deliver_held()
             if not readable:
                 continue
             batch: list[tuple[bytes, Any]] = []
@@ -223,4 +229,22 @@ class NetworkIO(NodeActor):
             metrics.dropped.labels(reason="overloaded").inc(count)
             return
         if not self.ctx.registry.defer(actor, method, *args):
-            metrics.dropped.labels(reason="actor_unavailable").inc(count)
+            self._hold(actor, method, args, count)
+
+    def _hold(self, actor: str, method: str, args: tuple[Any, ...], count: int) -> None:
+        """Keep datagrams for an actor that is restarting, briefly and boundedly,
+        so a crash of ChainKeeper (say) doesn't also cost the requests in flight."""
+        if len(self._held) >= MAX_HELD:
+            self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(count)
+            return
+        self._held.append((time.monotonic(), actor, method, args, count))
+
+    def _deliver_held(self) -> None:
+        """Retry held datagrams (oldest first); drop those older than HOLD_SECONDS."""
+        held, self._held = self._held, []
+        now = time.monotonic()
+        for since, actor, method, args, count in held:
+            if now - since > HOLD_SECONDS:
+                self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(count)
+            elif not self.ctx.registry.defer(actor, method, *args):
+                self._held.append((since, actor, method, args, count))

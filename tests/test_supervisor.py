@@ -114,3 +114,36 @@ def test_backoff_grows_and_resets(tmp_path):
     assert [round(d) for d in delays] == [round(d) for d in delays]
     assert 1.0 <= delays[0] <= 1.25 and 2.0 <= delays[1] <= 2.5 and 4.0 <= delays[2] <= 5.0
     assert 8.0 <= delays[3] <= 10.0 and 8.0 <= delays[4] <= 10.0  # capped (plus jitter)
+
+
+class Recorder(NodeActor):
+    """Records calls in a list shared by all its instances (test only)."""
+
+    seen: list = []
+
+    def slow(self, seconds):
+        __import__("time").sleep(seconds)
+
+    def record(self, value):
+        Recorder.seen.append((self.actor_urn, value))
+
+
+def test_calls_queued_behind_a_crash_reach_the_restarted_instance(tmp_path):
+    ctx = NodeContext(NodeConfig(data_dir=tmp_path))
+    policy = SupervisorPolicy(backoff_base=0.01, watch_interval=0.02)
+    sup = Supervisor(ctx, [ChildSpec("Recorder", lambda c, n: Recorder.start(c, n))], policy)
+    sup.start()
+    try:
+        Recorder.seen.clear()
+        first = sup.ref("Recorder").actor_urn
+        proxy = ctx.registry.proxy("Recorder")
+        proxy.slow.defer(0.2)  # everything below queues up behind this
+        proxy.crash.defer("test")
+        for value in range(5):
+            proxy.record.defer(value)
+        wait_for(lambda: len(Recorder.seen) == 5, timeout=5)
+        assert [v for _, v in Recorder.seen] == [0, 1, 2, 3, 4]
+        assert all(urn != first for urn, _ in Recorder.seen)  # handled by the new instance
+        assert sup.children["Recorder"].restarts == 1
+    finally:
+        sup.stop()

@@ -79,3 +79,15 @@ def test_new_word_is_queued_durably(make_node, client):
     client.send(node.config.port, {"type": "NEW_WORD", "word": "hello"})
     keeper = node.ctx.registry.proxy("ChainKeeper")
     wait_for(lambda: keeper.pending_words().get() == ["hello"])
+
+
+def test_datagrams_for_a_restarting_actor_are_held_not_lost(make_node, client):
+    node = make_node()
+    keeper = node.ctx.registry.proxy("ChainKeeper")
+    keeper.crash.defer("test")
+    # Sent while ChainKeeper is down or restarting: held by NetworkIO, then delivered.
+    client.send(node.config.port, {"type": "NEW_WORD", "word": "held"})
+    reply = client.ask(node.config.port, {"type": "STATS"}, timeout=3.0)
+    assert reply == {"type": "STATS_REPLY", "height": 0, "hash": None}
+    wait_for(lambda: node.ctx.registry.proxy("ChainKeeper").pending_words().get(timeout=5) == ["held"])
+    assert node.supervisor.children["ChainKeeper"].restarts == 1
