@@ -55,6 +55,8 @@ class _Round:
     our_hashes: list[str]
     claims: dict[Address, tuple[int, str | None]] = field(default_factory=dict)
     stats_sent_at: float = 0.0
+    stats_resent: bool = False
+    rtt: dict[Address, float] = field(default_factory=dict)  # from the STATS round trip (Karn: first send only)
     candidates: list[Candidate] = field(default_factory=list)
     weak: list[Candidate] = field(default_factory=list)
     stage: str = "collect"
@@ -153,6 +155,8 @@ class ConsensusRunner(NodeActor):
         r = self.round
         if r is None or r.stage != "collect" or addr not in r.peers:
             return
+        if not r.stats_resent and addr not in r.claims:
+            r.rtt[addr] = self.clock() - r.started
         r.claims[addr] = (reply.height, reply.hash)
         if len(r.claims) == len(r.peers):
             self._end_collect()
@@ -200,6 +204,7 @@ class ConsensusRunner(NodeActor):
     def _send_stats(self, now: float) -> None:
         r = self.round
         assert r is not None
+        r.stats_resent = r.stats_sent_at > 0
         r.stats_sent_at = now
         silent = [addr for addr in r.peers if addr not in r.claims]
         self._send_many([(Stats(), addr) for addr in silent])
@@ -253,7 +258,9 @@ class ConsensusRunner(NodeActor):
         r = self.round
         assert r is not None
         wanted = [h for h in heights if h not in r.seen]
-        r.plan = FetchPlan(heights=wanted, peers=peers)
+        previous = r.plan
+        hints = {a: link.srtt for a, link in previous.links.items() if link.srtt is not None} if previous else r.rtt
+        r.plan = FetchPlan(heights=wanted, peers=peers, rtt_hints=hints or r.rtt)
         for h in heights:
             if h in r.seen:
                 r.plan.wanted.add(h)

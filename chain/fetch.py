@@ -67,11 +67,15 @@ class FetchPlan:
     initial_rto: float = 0.1
     max_consecutive_timeouts: int = 12
     received: dict[int, tuple[Block, Address]] = field(default_factory=dict)
+    rtt_hints: dict[Address, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._pending: list[int] = sorted(set(self.heights), reverse=True)  # pop() gives the lowest
         self.wanted: set[int] = set(self._pending)
         self.links: dict[Address, PeerLink] = {addr: PeerLink(addr) for addr in dict.fromkeys(self.peers)}
+        for addr, rtt in self.rtt_hints.items():
+            if addr in self.links:
+                self.links[addr].sample(rtt)  # e.g. the STATS round trip: a better first RTO than a guess
         self._inflight: dict[int, _Request] = {}
         self._retry: list[int] = []
         self._attempts: dict[int, int] = {}
