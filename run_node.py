@@ -60,12 +60,27 @@ def default_data_dir() -> Path:
 
 
 def detect_host() -> str:
-    """Our address as peers should see it: the hostname's IPv4 address, else loopback."""
+    """Our address as peers should see it, read from the interfaces (no traffic sent).
+
+    The first IPv4 address of an interface that is up and not loopback; the
+    hostname's address often is loopback (Debian maps it to 127.0.1.1), which
+    peers on other machines could not reach. Loopback when there is nothing else.
+    """
+    import ipaddress
+
+    import psutil
+
     try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-    return address
+        stats = psutil.net_if_stats()
+        for name, addresses in psutil.net_if_addrs().items():
+            if name in stats and not stats[name].isup:
+                continue
+            for address in addresses:
+                if address.family == socket.AF_INET and not ipaddress.ip_address(address.address).is_loopback:
+                    return address.address
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return "127.0.0.1"
 
 
 def setup_logging(verbose: bool) -> None:

@@ -135,3 +135,16 @@ def test_real_blocks_through_the_cli_at_difficulty_8(tmp_path):
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_detected_host_is_an_ipv4_address_and_not_the_hostname_loopback_alias():
+    import ipaddress
+
+    import psutil
+
+    from run_node import detect_host
+
+    address = ipaddress.IPv4Address(detect_host())
+    has_other = any(a.family.name == "AF_INET" and not ipaddress.ip_address(a.address).is_loopback
+                    for addrs in psutil.net_if_addrs().values() for a in addrs)
+    assert address.is_loopback != has_other or str(address) == "127.0.0.1"
