@@ -79,6 +79,25 @@ class NodeActor(pykka.ThreadingActor):
 
     # ---------------------------------------------------------- helpers
 
+    def ask_actor(self, actor: str, method: str, *args: Any, timeout: float) -> Any:
+        """Call `actor.method(*args)` and wait at most `timeout`; None if it is down, slow or failed.
+
+        Callers treat None as "can't know now" and carry on: an actor must not
+        fail because another one is restarting.
+        """
+        proxy = self.ctx.registry.proxy(actor)
+        if proxy is None:
+            return None
+        try:
+            return getattr(proxy, method)(*args).get(timeout=timeout)
+        except pykka.Timeout:
+            self.log.warning("%s.%s timed out after %.1fs", actor, method, timeout)
+        except pykka.ActorDeadError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the other actor's own error, not ours
+            self.log.warning("%s.%s failed: %s", actor, method, exc)
+        return None
+
     def every(self, interval: float, method: str, *args: Any) -> None:
         """Call our own `method(*args)` as a message every `interval` seconds."""
         proxy_method = getattr(self.actor_ref.proxy(), method)

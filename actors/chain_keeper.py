@@ -68,10 +68,6 @@ class ChainKeeper(NodeActor):
         """Our block hashes by height (a copy: consensus compares them with a peer's chain)."""
         return [block.hash for block in self.blocks]
 
-    def hashes_at(self, heights: Sequence[int]) -> dict[int, str]:
-        """Our block hash at each height we have (for finding a fork point)."""
-        return {h: self.blocks[h].hash for h in heights if 0 <= h < len(self.blocks)}
-
     def pending_words(self, limit: int = 10) -> list[str]:
         assert self.store is not None
         return [word for _, word in self.store.pending_words(limit)]

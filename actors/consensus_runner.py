@@ -133,10 +133,10 @@ class ConsensusRunner(NodeActor):
         if self.round is not None:
             self._rerun = self._rerun or reason
             return
-        peers = self._ask("GossipManager", "peer_addresses") or []
+        peers = self.ask_actor("GossipManager", "peer_addresses", timeout=ASK_TIMEOUT) or []
         if extra_peer is not None and extra_peer not in peers:
             peers.append(extra_peer)
-        our_hashes = self._ask("ChainKeeper", "all_hashes")
+        our_hashes = self.ask_actor("ChainKeeper", "all_hashes", timeout=ASK_TIMEOUT)
         if our_hashes is None or not peers:
             self.last_result = "no peers" if our_hashes is not None else "ChainKeeper unavailable"
             return
@@ -388,7 +388,7 @@ class ConsensusRunner(NodeActor):
                 r.plan.requests_sent, r.plan.timeouts, len(r.validated),
                 {f"{a[0]}:{a[1]}": (round((l.srtt or 0) * 1000, 2), round(l.rttvar * 1000, 2)) for a, l in r.plan.links.items()},
             )
-        applied = self._ask("ChainKeeper", "apply_segment", r.fork, r.validated)
+        applied = self.ask_actor("ChainKeeper", "apply_segment", r.fork, r.validated, timeout=ASK_TIMEOUT)
         if applied:
             self._finish(f"synced to height {r.length} ({len(r.validated)} blocks from height {r.fork} in {elapsed:.3f}s)")
         else:
@@ -420,13 +420,3 @@ class ConsensusRunner(NodeActor):
     def _send_many(self, messages: list[tuple[Any, Address]]) -> None:
         if messages:
             self.ctx.registry.defer("NetworkIO", "send_many", messages)
-
-    def _ask(self, actor: str, method: str, *args: Any) -> Any:
-        proxy = self.ctx.registry.proxy(actor)
-        if proxy is None:
-            return None
-        try:
-            return getattr(proxy, method)(*args).get(timeout=ASK_TIMEOUT)
-        except Exception as exc:  # dead, restarting or slow: this round can't go on
-            self.log.warning("%s.%s failed: %s", actor, method, exc)
-            return None

@@ -371,19 +371,7 @@ class MinerActor(NodeActor):
             raise WorkerDied(f"worker pipe broken: {exc}") from exc
 
     def _ask_chain(self, method: str, *args: Any, timeout: float = ASK_TIMEOUT) -> Any:
-        """Ask ChainKeeper with a timeout; None if it is down, slow or failed."""
-        proxy = self.ctx.registry.proxy("ChainKeeper")
-        if proxy is None:
-            return None
-        try:
-            return getattr(proxy, method)(*args).get(timeout=timeout)
-        except pykka.Timeout:
-            self.log.warning("ChainKeeper.%s timed out after %.1fs", method, timeout)
-        except pykka.ActorDeadError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - ChainKeeper's own error, not ours
-            self.log.warning("ChainKeeper.%s failed: %s", method, exc)
-        return None
+        return self.ask_actor("ChainKeeper", method, *args, timeout=timeout)
 
 
 def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], pid: int, stopping: threading.Event) -> None:

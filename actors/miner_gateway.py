@@ -408,19 +408,7 @@ class MinerGateway(NodeActor):
         return rate
 
     def _ask_chain(self, method: str, *args: Any) -> Any:
-        """Ask ChainKeeper with a timeout; None if it is down, slow or failed."""
-        proxy = self.ctx.registry.proxy("ChainKeeper")
-        if proxy is None:
-            return None
-        try:
-            return getattr(proxy, method)(*args).get(timeout=ASK_TIMEOUT)
-        except pykka.Timeout:
-            self.log.warning("ChainKeeper.%s timed out after %.1fs", method, ASK_TIMEOUT)
-        except pykka.ActorDeadError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - ChainKeeper's own error
-            self.log.warning("ChainKeeper.%s failed: %s", method, exc)
-        return None
+        return self.ask_actor("ChainKeeper", method, *args, timeout=ASK_TIMEOUT)
 
     # ---------------------------------------------------------- socket threads
 

@@ -154,9 +154,6 @@ class NetworkIO(NodeActor):
             return
         self.ctx.metrics.datagrams_out.labels(type=kind).inc()
 
-    def local_address(self) -> Address | None:
-        return self.address
-
     # ---------------------------------------------------------- reader thread
 
     def _read_loop(self, sock: socket.socket) -> None:

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 from actors.context import NodeConfig
 from chain.block import Block
-from messages.wire import decode
 
 DATA = Path(__file__).parent / "data"
 
@@ -98,7 +97,3 @@ def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
 
 def wire_block(block: Block, kind: str = "ANNOUNCE") -> dict[str, Any]:
     return {"type": kind, **block.to_wire()}
-
-
-def decoded(data: bytes) -> Any:
-    return decode(data)

@@ -46,21 +46,28 @@ def test_repeated_crashes_lose_nothing(make_node, client, name):
     assert node.ctx.registry.proxy("ChainKeeper").pending_words().get(timeout=5) == ["keepme"]
 
 
-def _start(tmp_path: Path, port: int, http_port: int, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
+def _start_ready(tmp_path: Path, client: UdpClient) -> tuple[subprocess.Popen, int, int]:
+    """A node process with fault injection, serving UDP and its ops HTTP: (process, udp port, http port)."""
+    port, http_port = free_udp_port(), free_tcp_port()
+    proc = subprocess.Popen(
         [sys.executable, "run_node.py", "--host", "127.0.0.1", "--port", str(port), "--name", "chaos", "--difficulty", "2",
-         "--miners", "0", "--data-dir", str(tmp_path / "d"), "--http-port", str(http_port), *extra],
+         "--miners", "0", "--data-dir", str(tmp_path / "d"), "--http-port", str(http_port), "--enable-fault-injection"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def test_crash_endpoint_drill_on_a_node_process(tmp_path):
-    port, http_port = free_udp_port(), free_tcp_port()
-    proc = _start(tmp_path, port, http_port, "--enable-fault-injection")
-    client = UdpClient()
     try:
         wait_for(lambda: client.ask(port, {"type": "STATS"}, timeout=0.3), timeout=15)
         wait_http_ready(http_port)
+    except BaseException:
+        proc.kill()
+        client.close()
+        raise
+    return proc, port, http_port
+
+
+def test_crash_endpoint_drill_on_a_node_process(tmp_path):
+    client = UdpClient()
+    proc, port, http_port = _start_ready(tmp_path, client)
+    try:
         chain = make_chain(15, 2)
         for block in chain:
             client.send(port, wire_block(block))
@@ -82,12 +89,9 @@ def test_crash_endpoint_drill_on_a_node_process(tmp_path):
 
 
 def test_passing_the_restart_intensity_limit_stops_the_node_non_zero(tmp_path):
-    port, http_port = free_udp_port(), free_tcp_port()
-    proc = _start(tmp_path, port, http_port, "--enable-fault-injection")
     client = UdpClient()
+    proc, port, http_port = _start_ready(tmp_path, client)
     try:
-        wait_for(lambda: client.ask(port, {"type": "STATS"}, timeout=0.3), timeout=15)
-        wait_http_ready(http_port)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             try:
