@@ -163,9 +163,9 @@ class FetchPlan:
         if not links:
             return None
         self._rr = (self._rr + 1) % len(links)
-        # Round robin, but prefer the peer with the fewest requests outstanding.
-        best = min(links, key=lambda link: (link.inflight, (links.index(link) - self._rr) % len(links)))
-        return best
+        # Round robin, but prefer the peer with the fewest requests outstanding
+        # (min keeps the first of equals, so the rotation breaks ties).
+        return min(links[self._rr :] + links[: self._rr], key=lambda link: link.inflight)
 
     # ---------------------------------------------------------- replies
 
