@@ -2,9 +2,9 @@
 
     python run_node.py miner --connect HOST:PORT --token T [--workers auto|N]
 
-Runs N worker processes with the node's own hash loop (actors/miner_worker.py)
+Runs N worker processes with the node's own hash loop (mining/worker.py)
 and relays between them and the node's MinerGateway (line-delimited JSON over TCP,
-actors/miner_protocol.py; see README "Mining"). The node builds the blocks and
+mining/protocol.py; see README "Mining"). The node builds the blocks and
 verifies every nonce; this side only searches.
 
 One thread does everything: `multiprocessing.connection.wait` watches the socket
@@ -26,8 +26,8 @@ from typing import Any
 
 import click
 
-from actors.miner_protocol import LineReader, ProtocolError, decode_line, encode_line
-from actors.miner_worker import run_worker
+from mining.protocol import LineReader, ProtocolError, decode_line, encode_line
+from mining.worker import run_worker
 
 log = logging.getLogger("miner")
 
@@ -250,7 +250,7 @@ def _parse_address(ctx: click.Context, param: click.Parameter, value: str) -> tu
 def _parse_workers(ctx: click.Context, param: click.Parameter, value: str) -> int:
     text = value.strip().lower()
     if text == "auto":
-        from actors.miner_pool_size import auto_miner_count
+        from mining.pool_size import auto_miner_count
 
         return auto_miner_count()
     if text.isdigit() and 1 <= int(text) <= 1024:

@@ -10,7 +10,8 @@ from typing import Any
 
 from actors.chain_keeper import ChainKeeper
 from actors.consensus_runner import ConsensusRunner
-from actors.context import NodeConfig, NodeContext
+from config import NodeConfig
+from runtime.context import NodeContext
 from actors.gossip_manager import GossipManager
 from actors.network_io import NetworkIO
 from supervisor import ChildSpec, Supervisor, SupervisorPolicy

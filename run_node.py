@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from actors.context import NodeConfig
+from config import NodeConfig
 
 DEFAULT_PORT = 8999
 DEFAULT_HTTP_PORT = 8998
@@ -46,7 +46,7 @@ class MinerCount(click.ParamType):
             return value
         text = str(value).strip().lower()
         if text == "auto":
-            from actors.miner_pool_size import auto_miner_count
+            from mining.pool_size import auto_miner_count
 
             return auto_miner_count()
         if text.isdigit() and int(text) <= 1024:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import pykka
 
-from actors.context import NodeContext
+from runtime.context import NodeContext
 from messages.internal import Ping
 
 log = logging.getLogger("node.supervisor")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pykka
 from pykka.messages import ProxyCall
 
-from actors.context import NodeContext
+from runtime.context import NodeContext
 from messages.internal import Ping
 
 

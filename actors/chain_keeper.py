@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from actors.base import NodeActor
-from actors.context import NodeContext
+from runtime.context import NodeContext
 from chain.block import Block, InvalidBlock, check_block, check_chain
 from chain.store import ChainStore
 from messages.internal import TipChanged

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.base import NodeActor, Ticker
-from actors.context import NodeContext
+from runtime.context import NodeContext
 from chain.block import Block, InvalidBlock, check_block
 from chain.fetch import FetchPlan
 from chain.selection import Candidate, gallop_heights, narrow_fork, next_probe_heights, rank_candidates

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from actors.base import NodeActor
-from actors.context import NodeContext
-from actors.ratelimit import TokenBuckets
+from runtime.context import NodeContext
+from net.ratelimit import TokenBuckets
 from messages.wire import Gossip, GossipReply, WireMessage
 
 Address = tuple[str, int]

@@ -37,8 +37,8 @@ import psutil
 import pykka
 
 from actors.base import NodeActor
-from actors.context import NodeContext
-from actors.miner_worker import run_worker
+from runtime.context import NodeContext
+from mining.worker import run_worker
 from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
 from messages.internal import TipChanged
 

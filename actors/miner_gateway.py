@@ -1,8 +1,8 @@
 """MinerGateway: hands out work to external miners over TCP and takes back their nonces.
 
 This is how a node grows past one machine: `run_node.py miner --connect HOST:PORT
---token T` on another machine runs the same hash loop (actors/miner_worker.py) in
-its own worker processes and relays over line-delimited JSON (actors/miner_protocol.py,
+--token T` on another machine runs the same hash loop (mining/worker.py) in
+its own worker processes and relays over line-delimited JSON (mining/protocol.py,
 documented in README.md).
 
 Shape, and why:
@@ -33,10 +33,10 @@ from typing import Any
 import pykka
 
 from actors.base import NodeActor
-from actors.context import NodeContext
+from runtime.context import NodeContext
 from actors.miner import WorkUnit, usable_words
-from actors.miner_protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
-from actors.miner_worker import MAX_NONCE_CHARS, MAX_TAG_CHARS
+from mining.protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
+from mining.worker import MAX_NONCE_CHARS, MAX_TAG_CHARS
 from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
 from messages.internal import TipChanged
 

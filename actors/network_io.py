@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from actors.base import NodeActor
-from actors.context import NodeContext
-from actors.ratelimit import TokenBuckets
+from runtime.context import NodeContext
+from net.ratelimit import TokenBuckets
 from messages.wire import (
     Announce,
     Consensus,

@@ -74,7 +74,7 @@ def bare_rate(processes: int, seconds: float) -> tuple[float, float]:
 
 
 def _start_node(miners: int, difficulty: int, data_dir: Path):
-    from actors.context import NodeConfig
+    from config import NodeConfig
     from node import Node
     from tests.helpers import free_udp_port
 
@@ -155,7 +155,7 @@ def main() -> None:
 
     import psutil
 
-    from actors.miner_pool_size import auto_miner_count
+    from mining.pool_size import auto_miner_count
 
     cores = len(psutil.Process().cpu_affinity() or []) or (psutil.cpu_count() or 1)
     auto = auto_miner_count()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.context import NodeConfig  # noqa: E402
+from config import NodeConfig  # noqa: E402
 from chain.block import check_block  # noqa: E402
 from messages.wire import GetBlock, GetBlockReply, decode, encode  # noqa: E402
 from sim.chains import make_chain  # noqa: E402

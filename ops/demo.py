@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from actors.context import NodeConfig
+from config import NodeConfig
 
 if TYPE_CHECKING:  # imported inside run_demo so `run_node.py --help` stays light
     from node import Node

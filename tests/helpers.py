@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from actors.context import NodeConfig
+from config import NodeConfig
 from chain.block import Block
 
 DATA = Path(__file__).parent / "data"

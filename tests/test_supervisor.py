@@ -7,7 +7,8 @@ import pykka
 import pytest
 
 from actors.base import NodeActor
-from actors.context import NodeConfig, NodeContext
+from config import NodeConfig
+from runtime.context import NodeContext
 from sim.chains import make_chain
 from supervisor import ChildSpec, Supervisor, SupervisorPolicy
 from tests.helpers import wait_for, wire_block

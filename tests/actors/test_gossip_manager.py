@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import random
 
-from actors.context import NodeConfig, NodeContext
+from config import NodeConfig
+from runtime.context import NodeContext
 from actors.gossip_manager import MAX_PEERS, GossipManager
 from messages.wire import Gossip, GossipReply
 

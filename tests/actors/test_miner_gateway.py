@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from actors.miner_worker import Search
+from mining.worker import Search
 from chain.block import check_chain
 from sim.chains import mine_block
 from tests.helpers import free_tcp_port, wait_for, wire_block

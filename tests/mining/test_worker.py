@@ -8,8 +8,8 @@ import time
 import pytest
 
 from actors.miner import usable_words
-from actors.miner_protocol import LineReader, ProtocolError, decode_line, encode_line
-from actors.miner_worker import (
+from mining.protocol import LineReader, ProtocolError, decode_line, encode_line
+from mining.worker import (
     LAST_SUFFIX_OFFSET,
     MAX_NONCE_CHARS,
     MAX_TAG_CHARS,

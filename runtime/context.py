@@ -8,50 +8,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pykka
 
-from actors.metrics import NodeMetrics
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """The node's settings, from the command line (see DESIGN.md, Contracts)."""
-
-    @property
-    def public_port(self) -> int:
-        """The UDP port we tell peers about."""
-        return self.advertise_port or self.port
-
-    host: str = "127.0.0.1"  # advertised in GOSSIP
-    bind_host: str = "127.0.0.1"  # the UDP socket's address
-    port: int = 8999
-    peers: tuple[tuple[str, int], ...] = ()
-    name: str = "node"
-    difficulty: int = 8
-    miners: int = 0
-    data_dir: Path = Path("data")
-    http_host: str = "127.0.0.1"
-    http_port: int = 0
-    enable_fault_injection: bool = False
-    miner_listen: int = 0
-    miner_token: str | None = None
-    # Address peers should use for us, when it differs from the bound port (a
-    # proxy or NAT in front of the node); None means `port`.
-    advertise_port: int | None = None
-    # Reply budgets (see actors/ratelimit.py): bytes/s and burst per destination,
-    # for all destinations together, and GOSSIP_REPLYs per claimed originator.
-    reply_rate_bytes: float = 2_000_000
-    reply_burst_bytes: float = 1_000_000
-    total_reply_rate_bytes: float = 32_000_000
-    gossip_reply_rate_bytes: float = 1_000
-    gossip_reply_burst_bytes: float = 4_000
-    # Timers, overridable so tests run in seconds rather than minutes.
-    gossip_interval: float = 30.0
-    peer_timeout: float = 60.0
-    consensus_interval: float = 120.0
+from config import NodeConfig
+from runtime.metrics import NodeMetrics
 
 
 class Registry:

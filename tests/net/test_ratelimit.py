@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from actors.ratelimit import TokenBuckets
+from net.ratelimit import TokenBuckets
 from sim.chains import make_chain
 from tests.helpers import UdpClient, wait_for
 

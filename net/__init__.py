@@ -1,0 +1,1 @@
+"""Network helpers that are not actors: per-destination reply budgets."""

@@ -1,0 +1,1 @@
+"""What the actors of one node share at run time: config access, the registry, the metrics."""
