@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import pykka
 from pykka.messages import ProxyCall
 
 from runtime.context import NodeContext
+from runtime.interfaces import NodeActorApi
 from messages.internal import Ping
 
+
+P = TypeVar("P")
+T = TypeVar("T")
 
 MAX_HANDOVER = 5000  # queued calls handed to a restarted instance, at most
 
@@ -49,7 +53,7 @@ class Ticker:
                 return
 
 
-class NodeActor(pykka.ThreadingActor):
+class NodeActor(pykka.ThreadingActor, NodeActorApi):
     """Base of NetworkIO, GossipManager, ChainKeeper, ConsensusRunner, MinerActor."""
 
     # Abandoned (hung) actors must not keep the process alive at exit.
@@ -77,25 +81,27 @@ class NodeActor(pykka.ThreadingActor):
         """Messages waiting in the inbox (safe to read from any thread)."""
         return self.actor_inbox.qsize()  # type: ignore[attr-defined]
 
+    def health_details(self) -> dict[str, Any]:
+        """Extra fields for this actor's /health entry (actors with something to say override it)."""
+        return {}
+
     # ---------------------------------------------------------- helpers
 
-    def ask_actor(self, actor: str, method: str, *args: Any, timeout: float) -> Any:
-        """Call `actor.method(*args)` and wait at most `timeout`; None if it is down, slow or failed.
+    def ask(self, proxy: P | None, call: Callable[[P], "pykka.Future[T]"], *, timeout: float) -> T | None:
+        """`call(proxy)` and wait at most `timeout`; None if that actor is down, restarting or slow.
 
         Callers treat None as "can't know now" and carry on: an actor must not
-        fail because another one is restarting.
+        fail because another one is restarting. The other actor's own errors are
+        not hidden: they are raised here, as from any ask.
         """
-        proxy = self.ctx.registry.proxy(actor)
         if proxy is None:
             return None
         try:
-            return getattr(proxy, method)(*args).get(timeout=timeout)
+            return call(proxy).get(timeout=timeout)
         except pykka.Timeout:
-            self.log.warning("%s.%s timed out after %.1fs", actor, method, timeout)
+            self.log.warning("%s did not answer within %.1fs", _target_name(proxy), timeout)
         except pykka.ActorDeadError:
             pass
-        except Exception as exc:  # noqa: BLE001 - the other actor's own error, not ours
-            self.log.warning("%s.%s failed: %s", actor, method, exc)
         return None
 
     def every(self, interval: float, method: str, *args: Any) -> None:
@@ -155,3 +161,11 @@ class NodeActor(pykka.ThreadingActor):
 
     def release(self) -> None:
         """Free what the actor holds (sockets, processes, files). Must be idempotent."""
+
+
+def _target_name(proxy: Any) -> str:
+    """The asked actor's class name, for a log line."""
+    try:
+        return str(proxy.actor_ref.actor_class.__name__)
+    except AttributeError:
+        return "actor"

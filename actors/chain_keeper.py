@@ -10,17 +10,18 @@ from __future__ import annotations
 from typing import Sequence
 
 from actors.base import NodeActor
-from runtime.context import NodeContext
+from runtime.context import NodeContext, tell
+from runtime.interfaces import ChainApi
 from chain.block import Block, InvalidBlock, check_block, check_chain
 from chain.store import ChainStore
 from messages.internal import TipChanged
-from messages.wire import Announce, GetBlockReply, StatsReply
+from messages.wire import Announce, GetBlockReply, StatsReply, WireMessage
 
 Address = tuple[str, int]
 MAX_QUEUED_WORDS = 10_000
 
 
-class ChainKeeper(NodeActor):
+class ChainKeeper(NodeActor, ChainApi):
     def __init__(self, ctx: NodeContext, name: str = "ChainKeeper") -> None:
         super().__init__(ctx, name)
         self.difficulty = ctx.config.difficulty
@@ -118,13 +119,13 @@ class ChainKeeper(NodeActor):
                 self.ctx.metrics.blocks_rejected.labels(source="announce").inc()
                 self.log.debug("announce of height %d from %s refused: %s", block.height, addr, exc.reason)
                 if block.height > 0 and exc.reason.startswith("hash does not match"):
-                    self.ctx.registry.defer("ConsensusRunner", "on_unlinked_announce", block, addr)
+                    self._tell_unlinked(block, addr)
                 return
             self._write(height, [block])
             self.log.info("block %d from %s accepted by announce", block.height, addr)
             return
         if block.height > height:
-            self.ctx.registry.defer("ConsensusRunner", "on_unlinked_announce", block, addr)
+            self._tell_unlinked(block, addr)
 
     # ---------------------------------------------------------- local writers
 
@@ -142,7 +143,7 @@ class ChainKeeper(NodeActor):
             return False
         self._write(height, [block])  # durable first...
         self.ctx.metrics.blocks_mined.inc()
-        self.ctx.registry.defer("GossipManager", "broadcast", Announce(block))  # ...then announced
+        tell(self.ctx.registry.gossip(), lambda gossip: gossip.broadcast.defer(Announce(block)))  # ...then announced
         self.log.info("mined block %d %s", block.height, block.hash[:16])
         return True
 
@@ -185,11 +186,13 @@ class ChainKeeper(NodeActor):
     def _notify_tip(self) -> None:
         height, top = self.tip()
         event = TipChanged(height, top)
-        for proxy in self.ctx.registry.proxies("MinerActor-"):
-            proxy.on_tip_changed.defer(event)
-        self.ctx.registry.defer("ConsensusRunner", "on_tip_changed", event)
-        self.ctx.registry.defer("MinerGateway", "on_tip_changed", event)
+        for listener in self.ctx.registry.tip_listeners():
+            tell(listener, lambda listener: listener.on_tip_changed.defer(event))
 
-    def _send_many(self, messages: list[tuple[object, Address]]) -> None:
+    def _tell_unlinked(self, block: Block, addr: Address) -> None:
+        """An announced block that doesn't extend our chain: a reason for consensus to look."""
+        tell(self.ctx.registry.consensus(), lambda consensus: consensus.on_unlinked_announce.defer(block, addr))
+
+    def _send_many(self, messages: list[tuple[WireMessage, Address]]) -> None:
         if messages:
-            self.ctx.registry.defer("NetworkIO", "send_many", messages)
+            tell(self.ctx.registry.network(), lambda network: network.send_many.defer(messages))

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.base import NodeActor, Ticker
-from runtime.context import NodeContext
+from runtime.context import NodeContext, tell
+from runtime.interfaces import ConsensusApi, TipListener
 from chain.block import Block, InvalidBlock, check_block
 from chain.fetch import FetchPlan
 from chain.selection import Candidate, gallop_heights, narrow_fork, next_probe_heights, rank_candidates
@@ -74,7 +75,7 @@ class _Round:
     progress_at: float = 0.0
 
 
-class ConsensusRunner(NodeActor):
+class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
     def __init__(self, ctx: NodeContext, name: str = "ConsensusRunner", clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx, name)
         self.clock = clock
@@ -133,10 +134,10 @@ class ConsensusRunner(NodeActor):
         if self.round is not None:
             self._rerun = self._rerun or reason
             return
-        peers = self.ask_actor("GossipManager", "peer_addresses", timeout=ASK_TIMEOUT) or []
+        peers = self.ask(self.ctx.registry.gossip(), lambda gossip: gossip.peer_addresses(), timeout=ASK_TIMEOUT) or []
         if extra_peer is not None and extra_peer not in peers:
             peers.append(extra_peer)
-        our_hashes = self.ask_actor("ChainKeeper", "all_hashes", timeout=ASK_TIMEOUT)
+        our_hashes = self.ask(self.ctx.registry.chain(), lambda chain: chain.all_hashes(), timeout=ASK_TIMEOUT)
         if our_hashes is None or not peers:
             self.last_result = "no peers" if our_hashes is not None else "ChainKeeper unavailable"
             return
@@ -388,7 +389,7 @@ class ConsensusRunner(NodeActor):
                 r.plan.requests_sent, r.plan.timeouts, len(r.validated),
                 {f"{a[0]}:{a[1]}": (round((l.srtt or 0) * 1000, 2), round(l.rttvar * 1000, 2)) for a, l in r.plan.links.items()},
             )
-        applied = self.ask_actor("ChainKeeper", "apply_segment", r.fork, r.validated, timeout=ASK_TIMEOUT)
+        applied = self.ask(self.ctx.registry.chain(), lambda chain: chain.apply_segment(r.fork, r.validated), timeout=ASK_TIMEOUT)
         if applied:
             self._finish(f"synced to height {r.length} ({len(r.validated)} blocks from height {r.fork} in {elapsed:.3f}s)")
         else:
@@ -419,4 +420,4 @@ class ConsensusRunner(NodeActor):
 
     def _send_many(self, messages: list[tuple[Any, Address]]) -> None:
         if messages:
-            self.ctx.registry.defer("NetworkIO", "send_many", messages)
+            tell(self.ctx.registry.network(), lambda network: network.send_many.defer(messages))

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from actors.base import NodeActor
-from runtime.context import NodeContext
+from runtime.context import NodeContext, tell
+from runtime.interfaces import GossipApi
 from net.ratelimit import TokenBuckets
 from messages.wire import Gossip, GossipReply, WireMessage
 
@@ -70,7 +71,7 @@ def resolve_all(peers: Sequence[tuple[str, int]], timeout: float = RESOLVE_TIMEO
     return list(results)
 
 
-class GossipManager(NodeActor):
+class GossipManager(NodeActor, GossipApi):
     def __init__(self, ctx: NodeContext, name: str = "GossipManager", clock: Any = time.monotonic, rng: random.Random | None = None) -> None:
         super().__init__(ctx, name)
         self.clock = clock
@@ -278,4 +279,4 @@ class GossipManager(NodeActor):
         return chosen
 
     def _send(self, message: WireMessage, addr: Address) -> None:
-        self.ctx.registry.defer("NetworkIO", "send", message, addr)
+        tell(self.ctx.registry.network(), lambda network: network.send.defer(message, addr))

@@ -31,16 +31,19 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import psutil
 import pykka
 
 from actors.base import NodeActor
 from runtime.context import NodeContext
+from runtime.interfaces import ChainProxy, TipListener
 from mining.worker import run_worker
 from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
 from messages.internal import TipChanged
+
+T = TypeVar("T")
 
 ASK_TIMEOUT = 1.0  # well under the supervisor's liveness timeout: a slow ChainKeeper must not make us look hung
 REFRESH_INTERVAL = 2.0  # seconds between work rebuilds without a tip change (timestamp, new words)
@@ -114,7 +117,7 @@ def usable_words(words: list[str], default: str) -> tuple[str, ...]:
     return tuple(kept) or (default,)
 
 
-class MinerActor(NodeActor):
+class MinerActor(NodeActor, TipListener):
     """One miner: owns one worker process; public protocol below."""
 
     def __init__(self, ctx: NodeContext, name: str, index: int) -> None:
@@ -219,7 +222,7 @@ class MinerActor(NodeActor):
 
     def refresh_work(self) -> None:
         """Rebuild work from ChainKeeper's tip: a fresh timestamp and the current words."""
-        tip = self._ask_chain("tip")
+        tip = self._ask_chain(lambda chain: chain.tip())
         if tip is None:
             return  # ChainKeeper is down or busy; its TipChanged after a restart will bring work
         height, top = tip
@@ -331,7 +334,7 @@ class MinerActor(NodeActor):
             self.log.error("worker %d found an invalid block (%s): nonce %r", self.index, exc.reason, found.nonce)
             self.refresh_work()
             return
-        accepted = self._ask_chain("add_mined_block", block, timeout=ASK_TIMEOUT)
+        accepted = self._ask_chain(lambda chain: chain.add_mined_block(block))
         if accepted:
             self._blocks_found += 1
             self.log.info("found block %d %s (nonce %s)", block.height, block.hash[:16], block.nonce)
@@ -343,7 +346,7 @@ class MinerActor(NodeActor):
     # ---------------------------------------------------------- work
 
     def _new_work(self, height: int, prev_hash: str | None) -> None:
-        words = self._ask_chain("pending_words", 4 * MAX_MESSAGES)
+        words = self._ask_chain(lambda chain: chain.pending_words(4 * MAX_MESSAGES))
         messages = usable_words(words or [], self.default_message)
         timestamp = int(time.time())
         mined_by = self.ctx.config.name
@@ -370,8 +373,9 @@ class MinerActor(NodeActor):
         except (OSError, ValueError) as exc:  # BrokenPipeError: the worker is gone
             raise WorkerDied(f"worker pipe broken: {exc}") from exc
 
-    def _ask_chain(self, method: str, *args: Any, timeout: float = ASK_TIMEOUT) -> Any:
-        return self.ask_actor("ChainKeeper", method, *args, timeout=timeout)
+    def _ask_chain(self, call: Callable[[ChainProxy], "pykka.Future[T]"]) -> T | None:
+        """Ask ChainKeeper; None while it is down or slow (we carry on with what we have)."""
+        return self.ask(self.ctx.registry.chain(), call, timeout=ASK_TIMEOUT)
 
 
 def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], pid: int, stopping: threading.Event) -> None:

@@ -28,17 +28,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pykka
 
 from actors.base import NodeActor
 from runtime.context import NodeContext
+from runtime.interfaces import ChainProxy, TipListener
 from actors.miner import WorkUnit, usable_words
 from mining.protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
 from mining.worker import MAX_NONCE_CHARS, MAX_TAG_CHARS
 from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
 from messages.internal import TipChanged
+
+T = TypeVar("T")
 
 ASK_TIMEOUT = 1.0
 TIP_POLL_INTERVAL = 1.0  # a backstop: tip changes are pushed by ChainKeeper
@@ -136,7 +139,7 @@ class _Template:
     prefix: bytes
 
 
-class MinerGateway(NodeActor):
+class MinerGateway(NodeActor, TipListener):
     """Serves external miners on ctx.config.bind_host:ctx.config.miner_listen."""
 
     def __init__(self, ctx: NodeContext, name: str = "MinerGateway") -> None:
@@ -207,7 +210,7 @@ class MinerGateway(NodeActor):
         """Push new work as soon as ChainKeeper's tip differs from what miners are on."""
         if not self._clients:
             return
-        tip = self._ask_chain("tip")
+        tip = self._ask_chain(lambda chain: chain.tip())
         if tip is None:
             return
         template = self._template
@@ -219,7 +222,7 @@ class MinerGateway(NodeActor):
         """Every few seconds: a current timestamp and the queued words for everyone."""
         if not self._clients:
             return
-        tip = self._ask_chain("tip")
+        tip = self._ask_chain(lambda chain: chain.tip())
         if tip is not None:
             self._new_template(*tip)
             self._push_all()
@@ -281,7 +284,7 @@ class MinerGateway(NodeActor):
         self.log.info("external miner %d connected from %s:%d", client.id, *client.address[:2])
         client.send({"type": "welcome", "miner_id": client.id, "difficulty": self.ctx.config.difficulty, "tag_max": MAX_TAG_CHARS})
         if self._template is None:
-            tip = self._ask_chain("tip")
+            tip = self._ask_chain(lambda chain: chain.tip())
             if tip is not None:
                 self._new_template(*tip)
         if self._template is not None:
@@ -341,7 +344,7 @@ class MinerGateway(NodeActor):
             self.ctx.metrics.blocks_rejected.labels(source="external_miner").inc()
             self._result(state, work_id, False, f"invalid: {exc.reason}")
             return
-        accepted = bool(self._ask_chain("add_mined_block", block))
+        accepted = bool(self._ask_chain(lambda chain: chain.add_mined_block(block)))
         self._result(state, work_id, accepted, "" if accepted else "stale: the chain moved on", block)
         if accepted:
             self.log.info("external miner %d found block %d %s", state.client.id, block.height, block.hash[:16])
@@ -365,7 +368,7 @@ class MinerGateway(NodeActor):
     # ---------------------------------------------------------- work
 
     def _new_template(self, height: int, prev_hash: str | None) -> None:
-        words = self._ask_chain("pending_words", 4 * MAX_MESSAGES)
+        words = self._ask_chain(lambda chain: chain.pending_words(4 * MAX_MESSAGES))
         messages = usable_words(words or [], "pow-node external")
         timestamp = int(time.time())
         mined_by = self.ctx.config.name
@@ -407,8 +410,9 @@ class MinerGateway(NodeActor):
         self._rate_gauge.set(rate)
         return rate
 
-    def _ask_chain(self, method: str, *args: Any) -> Any:
-        return self.ask_actor("ChainKeeper", method, *args, timeout=ASK_TIMEOUT)
+    def _ask_chain(self, call: Callable[[ChainProxy], "pykka.Future[T]"]) -> T | None:
+        """Ask ChainKeeper; None while it is down or slow."""
+        return self.ask(self.ctx.registry.chain(), call, timeout=ASK_TIMEOUT)
 
     # ---------------------------------------------------------- socket threads
 

@@ -11,10 +11,12 @@ import select
 import socket
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from actors.base import NodeActor
-from runtime.context import NodeContext
+from runtime.context import NodeContext, Registry, tell
+from runtime.interfaces import DatagramApi
 from net.ratelimit import TokenBuckets
 from messages.wire import (
     Announce,
@@ -41,8 +43,6 @@ BIND_RETRY_SECONDS = 5.0
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 READ_BATCH = 64
 
-# Message kinds that arrive in bursts go to their actor as one list per batch read:
-# (actor, per-message method) -> batch method taking a list of argument tuples.
 # What each request will cost us in reply bytes, charged before any work is done
 # (an upper estimate: a maximal block is larger, a typical one smaller).
 REPLY_COST = {"STATS": 110, "GET_BLOCK": 400, "GOSSIP": 90}
@@ -52,35 +52,55 @@ MAX_ACTOR_QUEUE = 2000
 MAX_HELD = 1000  # actor messages kept while their actor restarts ...
 HOLD_SECONDS = 3.0  # ... for at most this long  # messages; past this a flood is shed at the socket
 
-BATCH_METHODS = {
-    ("ConsensusRunner", "on_get_block_reply"): "on_get_block_replies",
-    ("ChainKeeper", "on_get_block"): "on_get_block_batch",
-    ("ChainKeeper", "on_stats"): "on_stats_batch",
+@dataclass(frozen=True)
+class Route:
+    """Where one kind of decoded datagram goes: the actor (found by interface) and
+    how it is told a batch of them (one actor message per batch read for the kinds
+    that arrive in bursts, one per datagram for the rest)."""
+
+    actor: str  # for logs and metrics
+    find: Callable[[Registry], Any]
+    tell: Callable[[Any, list[tuple[Any, ...]]], None]
+
+
+def _each(method: Callable[[Any], Any]) -> Callable[[Any, list[tuple[Any, ...]]], None]:
+    """Tell one message per datagram: `method(proxy)` is the proxy's bound method."""
+    def tell_each(proxy: Any, batch: list[tuple[Any, ...]]) -> None:
+        bound = method(proxy)
+        for args in batch:
+            bound.defer(*args)
+    return tell_each
+
+
+ROUTES: dict[type, Route] = {
+    Stats: Route("ChainKeeper", Registry.chain, lambda chain, batch: chain.on_stats_batch.defer(batch)),
+    GetBlock: Route("ChainKeeper", Registry.chain, lambda chain, batch: chain.on_get_block_batch.defer(batch)),
+    Announce: Route("ChainKeeper", Registry.chain, _each(lambda chain: chain.on_announce)),
+    NewWord: Route("ChainKeeper", Registry.chain, _each(lambda chain: chain.on_new_word)),
+    Gossip: Route("GossipManager", Registry.gossip, _each(lambda gossip: gossip.on_gossip)),
+    GossipReply: Route("GossipManager", Registry.gossip, _each(lambda gossip: gossip.on_gossip_reply)),
+    StatsReply: Route("ConsensusRunner", Registry.consensus, _each(lambda consensus: consensus.on_stats_reply)),
+    GetBlockReply: Route("ConsensusRunner", Registry.consensus, lambda consensus, batch: consensus.on_get_block_replies.defer(batch)),
+    Consensus: Route("ConsensusRunner", Registry.consensus, _each(lambda consensus: consensus.on_consensus)),
 }
 
 
-def _route(message: WireMessage, addr: Address) -> tuple[str, str, tuple[Any, ...]]:
-    """Which actor, which method, which arguments handle a decoded datagram."""
+def _arguments(message: WireMessage, addr: Address) -> tuple[Any, ...]:
+    """The handler's arguments for a decoded datagram (see ROUTES for the handler)."""
     if isinstance(message, Stats):
-        return "ChainKeeper", "on_stats", (addr,)
+        return (addr,)
     if isinstance(message, GetBlock):
-        return "ChainKeeper", "on_get_block", (message.height, addr)
+        return (message.height, addr)
     if isinstance(message, Announce):
-        return "ChainKeeper", "on_announce", (message.block, addr)
+        return (message.block, addr)
     if isinstance(message, NewWord):
-        return "ChainKeeper", "on_new_word", (message.word,)
-    if isinstance(message, (Gossip, GossipReply)):
-        return "GossipManager", "on_" + type_name(message).lower(), (message, addr)
-    if isinstance(message, StatsReply):
-        return "ConsensusRunner", "on_stats_reply", (message, addr)
-    if isinstance(message, GetBlockReply):
-        return "ConsensusRunner", "on_get_block_reply", (message, addr)
+        return (message.word,)
     if isinstance(message, Consensus):
-        return "ConsensusRunner", "on_consensus", ()
-    raise AssertionError(f"no route for {message!r}")
+        return ()
+    return (message, addr)
 
 
-class NetworkIO(NodeActor):
+class NetworkIO(NodeActor, DatagramApi):
     def __init__(self, ctx: NodeContext, name: str = "NetworkIO") -> None:
         super().__init__(ctx, name)
         self.sock: socket.socket | None = None
@@ -89,7 +109,7 @@ class NetworkIO(NodeActor):
         self.address: Address | None = None
         cfg = ctx.config
         # Owned by the reader thread only.
-        self._held: list[tuple[float, str, str, tuple[Any, ...], int]] = []
+        self._held: list[tuple[float, Route, list[tuple[Any, ...]]]] = []
         self._reply_buckets = TokenBuckets(cfg.reply_rate_bytes, cfg.reply_burst_bytes)
         self._total_replies = TokenBuckets(cfg.total_reply_rate_bytes, cfg.total_reply_rate_bytes / 4, max_keys=1)
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
@@ -185,8 +205,7 @@ class NetworkIO(NodeActor):
         """Decode a batch; send hot message kinds to their actor as one message per kind."""
         metrics = self.ctx.metrics
         now = time.monotonic()
-        batched: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-        singles: list[tuple[str, str, tuple[Any, ...]]] = []
+        batches: dict[Route, list[tuple[Any, ...]]] = {}
         for data, addr in datagrams:
             try:
                 message = decode(data)
@@ -199,15 +218,9 @@ class NetworkIO(NodeActor):
             if kind in REPLY_COST and not self._reply_allowed(message, kind, addr[:2], now):
                 metrics.dropped.labels(reason="rate_limited").inc()
                 continue
-            actor, method, args = _route(message, addr[:2])
-            if (actor, method) in BATCH_METHODS:
-                batched.setdefault((actor, method), []).append(args)
-            else:
-                singles.append((actor, method, args))
-        for (actor, method), items in batched.items():
-            self._deliver(actor, BATCH_METHODS[(actor, method)], (items,), len(items))
-        for actor, method, args in singles:
-            self._deliver(actor, method, args, 1)
+            batches.setdefault(ROUTES[type(message)], []).append(_arguments(message, addr[:2]))
+        for route, batch in batches.items():
+            self._deliver(route, batch)
 
     def _reply_allowed(self, message: WireMessage, kind: str, source: Address, now: float) -> bool:
         """Charge the reply this request would cause to its destination's budget."""
@@ -218,30 +231,29 @@ class NetworkIO(NodeActor):
             allowed = self._reply_buckets.allow(source, cost, now)
         return allowed and self._total_replies.allow(None, cost, now)
 
-    def _deliver(self, actor: str, method: str, args: tuple[Any, ...], count: int) -> None:
+    def _deliver(self, route: Route, batch: list[tuple[Any, ...]]) -> None:
         """Hand datagrams to an actor, unless it is down or already swamped."""
-        metrics = self.ctx.metrics
-        ref = self.ctx.registry.ref(actor)
-        if ref is not None and ref.actor_inbox.qsize() > MAX_ACTOR_QUEUE:
-            metrics.dropped.labels(reason="overloaded").inc(count)
+        proxy = route.find(self.ctx.registry)
+        if proxy is not None and proxy.actor_ref.actor_inbox.qsize() > MAX_ACTOR_QUEUE:
+            self.ctx.metrics.dropped.labels(reason="overloaded").inc(len(batch))
             return
-        if not self.ctx.registry.defer(actor, method, *args):
-            self._hold(actor, method, args, count)
+        if not tell(proxy, lambda proxy: route.tell(proxy, batch)):
+            self._hold(route, batch)
 
-    def _hold(self, actor: str, method: str, args: tuple[Any, ...], count: int) -> None:
+    def _hold(self, route: Route, batch: list[tuple[Any, ...]]) -> None:
         """Keep datagrams for an actor that is restarting, briefly and boundedly,
         so a crash of ChainKeeper (say) doesn't also cost the requests in flight."""
         if len(self._held) >= MAX_HELD:
-            self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(count)
+            self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(len(batch))
             return
-        self._held.append((time.monotonic(), actor, method, args, count))
+        self._held.append((time.monotonic(), route, batch))
 
     def _deliver_held(self) -> None:
         """Retry held datagrams (oldest first); drop those older than HOLD_SECONDS."""
         held, self._held = self._held, []
         now = time.monotonic()
-        for since, actor, method, args, count in held:
+        for since, route, batch in held:
             if now - since > HOLD_SECONDS:
-                self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(count)
-            elif not self.ctx.registry.defer(actor, method, *args):
-                self._held.append((since, actor, method, args, count))
+                self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(len(batch))
+            elif not tell(route.find(self.ctx.registry), lambda proxy: route.tell(proxy, batch)):
+                self._held.append((since, route, batch))

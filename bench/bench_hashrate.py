@@ -86,7 +86,7 @@ def _start_node(miners: int, difficulty: int, data_dir: Path):
 def _miner_details(node, miners: int) -> list[dict]:
     out = []
     for i in range(miners):
-        proxy = node.ctx.registry.proxy(f"MinerActor-{i}")
+        proxy = node.ctx.registry.actor(f"MinerActor-{i}")
         out.append(proxy.health_details().get(timeout=5) if proxy is not None else {})
     return out
 
@@ -131,7 +131,7 @@ def effective_rate(miners: int, seconds: float, data_dir: Path, difficulty: int 
     node = _start_node(miners, difficulty, data_dir)
     try:
         time.sleep(1.5)
-        keeper = node.ctx.registry.proxy("ChainKeeper")
+        keeper = node.ctx.registry.chain()
         start_height, _ = keeper.tip().get(timeout=5)
         t0 = time.monotonic()
         time.sleep(seconds)

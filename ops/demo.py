@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import pykka
 
 from config import NodeConfig
 
@@ -77,13 +78,13 @@ def demo_configs(base: Path, difficulty: int, miners: int, fault_injection: bool
 
 def tip_of(node: "Node") -> tuple[int | None, str | None, str | None]:
     """(height, top hash, who mined the top block) of a node; Nones while its ChainKeeper can't answer."""
-    proxy = node.ctx.registry.proxy("ChainKeeper")
-    if proxy is None:
+    chain = node.ctx.registry.chain()
+    if chain is None:
         return None, None, None
     try:
-        height, top = proxy.tip().get(timeout=ASK_TIMEOUT)
-        blocks = proxy.get_blocks(height - 1, 1).get(timeout=ASK_TIMEOUT) if height else []
-    except Exception:  # noqa: BLE001 - restarting or busy: shown as '?'
+        height, top = chain.tip().get(timeout=ASK_TIMEOUT)
+        blocks = chain.get_blocks(height - 1, 1).get(timeout=ASK_TIMEOUT) if height else []
+    except (pykka.Timeout, pykka.ActorDeadError):  # restarting or busy: shown as '?'
         return None, None, None
     return height, top, (blocks[0].mined_by if blocks else None)
 

@@ -14,12 +14,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 import pykka
 
 from chain.block import Block
+from runtime.context import Registry
 
 if TYPE_CHECKING:  # node imports ops lazily; no import cycle at run time
     from node import Node
@@ -35,12 +36,10 @@ MINER_KEYS = ("pid", "hashrate", "cpu_percent", "rss_bytes")
 
 @dataclass(frozen=True)
 class Call:
-    """One ask to send: `actor.method(*args)`."""
+    """One ask to send: `ask(find(registry))`, e.g. `Call(Registry.chain, lambda chain: chain.tip())`."""
 
-    actor: str
-    method: str
-    args: tuple[Any, ...] = ()
-    optional: bool = False  # a method the actor may not have (health_details)
+    find: Callable[[Registry], Any]
+    ask: Callable[[Any], "pykka.Future[Any]"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,6 @@ class Answer:
     ok: bool
     value: Any = None
     error: str | None = None
-    missing: bool = False  # the actor has no such method (only for optional calls)
 
 
 class NodeInspector:
@@ -76,23 +74,14 @@ class NodeInspector:
         futures: dict[str, Any] = {}
         answers: dict[str, Answer] = {}
         for key, call in calls.items():
-            ref = registry.ref(call.actor)
-            if ref is None or not ref.is_alive():
-                answers[key] = Answer(False, error="not running (restarting or stopped)")
-                continue
-            if call.optional and not hasattr(ref.actor_class, call.method):
-                answers[key] = Answer(False, missing=True, error=f"no {call.method}")
-                continue
-            proxy = registry.proxy(call.actor)
+            proxy = call.find(registry)
             if proxy is None:
                 answers[key] = Answer(False, error="not running (restarting or stopped)")
                 continue
             try:
-                futures[key] = getattr(proxy, call.method)(*call.args)
+                futures[key] = call.ask(proxy)
             except pykka.ActorDeadError:
                 answers[key] = Answer(False, error="not running (restarting or stopped)")
-            except AttributeError:
-                answers[key] = Answer(False, missing=True, error=f"no {call.method}")
         deadline = time.monotonic() + self.timeout
         for key, future in futures.items():
             try:
@@ -107,8 +96,8 @@ class NodeInspector:
                 answers[key] = Answer(True, value)
         return answers
 
-    def ask(self, actor: str, method: str, *args: Any) -> Answer:
-        return self.ask_many({"x": Call(actor, method, args)})["x"]
+    def ask(self, call: Call) -> Answer:
+        return self.ask_many({"x": call})["x"]
 
     # ---------------------------------------------------------- process
 
@@ -130,13 +119,13 @@ class NodeInspector:
         """The /health document (see DESIGN.md, Contracts, and README, Operations)."""
         supervision = self.node.supervisor.health()
         actors: list[dict[str, Any]] = supervision["actors"]
-        calls = {f"details:{a['name']}": Call(a["name"], "health_details", optional=True) for a in actors}
+        calls = {f"details:{a['name']}": _details_call(a["name"]) for a in actors}
         if with_chain:
-            calls["chain"] = Call("ChainKeeper", "tip")
+            calls["chain"] = Call(Registry.chain, lambda chain: chain.tip())
         if with_peers:
-            calls["peers"] = Call("GossipManager", "peer_table")
+            calls["peers"] = Call(Registry.gossip, lambda gossip: gossip.peer_table())
         if with_consensus:
-            calls["consensus"] = Call("ConsensusRunner", "status")
+            calls["consensus"] = Call(Registry.consensus, lambda consensus: consensus.status())
         answers = self.ask_many(calls)
 
         for entry in actors:
@@ -150,7 +139,7 @@ class NodeInspector:
                 for key, value in details.value.items():
                     if key not in ("name", "urn", "alive", "restarts", "last_restart", "last_error"):
                         entry[key] = value
-            elif not details.missing and entry["alive"]:
+            elif entry["alive"]:
                 entry["details_error"] = details.error
 
         doc: dict[str, Any] = {
@@ -179,14 +168,14 @@ class NodeInspector:
 
     def blocks(self, start: int, limit: int) -> list[Block]:
         """Blocks [start, start+limit) of our chain; raises LookupError if ChainKeeper can't answer."""
-        answer = self.ask("ChainKeeper", "get_blocks", start, limit)
+        answer = self.ask(Call(Registry.chain, lambda chain: chain.get_blocks(start, limit)))
         if not answer.ok:
             raise LookupError(f"ChainKeeper: {answer.error}")
         return list(answer.value)
 
     def peers(self) -> list[dict[str, Any]]:
         """The peer table; raises LookupError if GossipManager can't answer."""
-        answer = self.ask("GossipManager", "peer_table")
+        answer = self.ask(Call(Registry.gossip, lambda gossip: gossip.peer_table()))
         if not answer.ok:
             raise LookupError(f"GossipManager: {answer.error}")
         return list(answer.value)
@@ -240,6 +229,11 @@ class NodeInspector:
         cfg = self.node.config
         return {"name": cfg.name, "udp": f"{cfg.host}:{cfg.port}", "difficulty": cfg.difficulty,
                 "miners": cfg.miners, "fault_injection": cfg.enable_fault_injection}
+
+
+def _details_call(name: str) -> Call:
+    """Ask the actor called `name` for its extra /health fields."""
+    return Call(lambda registry: registry.actor(name), lambda actor: actor.health_details())
 
 
 def _status_reason(supervision: dict[str, Any]) -> str | None:

@@ -8,21 +8,43 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, TypeVar, cast
 
 import pykka
 
 from config import NodeConfig
+from runtime.interfaces import (
+    ChainApi,
+    ChainProxy,
+    ConsensusApi,
+    ConsensusProxy,
+    DatagramApi,
+    DatagramProxy,
+    GossipApi,
+    GossipProxy,
+    NodeActorProxy,
+    TipListener,
+    TipListenerProxy,
+)
 from runtime.metrics import NodeMetrics
+
+P = TypeVar("P")
 
 
 class Registry:
-    """Name -> current ActorRef (and a cached proxy), thread-safe."""
+    """Name -> current ActorRef, and typed access to the actors by interface; thread-safe.
+
+    Actors reach each other with the typed accessors (`chain()`, `network()`,
+    `gossip()`, `consensus()`, `tip_listeners()`), which find the live actor that
+    implements an interface of `runtime/interfaces.py`. Names are the ops
+    contract (`/health`, `/admin/crash/{actor}`) and are used only there and in
+    tests, through `ref(name)` and `proxy(name)`.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
-        self._proxies: dict[str, Any] = {}
+        self._proxies: dict[str, pykka.ActorProxy[Any]] = {}
 
     def set(self, name: str, ref: pykka.ActorRef[Any] | None) -> None:
         with self._lock:
@@ -36,13 +58,17 @@ class Registry:
         with self._lock:
             return self._refs.get(name)
 
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._refs)
+
     def proxy(self, name: str) -> Any | None:
-        """A proxy to the current `name`, or None while it is down or restarting."""
+        """A proxy to the current `name`, or None while it is down or restarting (ops and tests)."""
         with self._lock:
             proxy = self._proxies.get(name)
-            if proxy is not None:
-                return proxy
             ref = self._refs.get(name)
+        if proxy is not None and proxy.actor_ref.is_alive():
+            return proxy
         if ref is None or not ref.is_alive():
             return None
         try:
@@ -54,28 +80,52 @@ class Registry:
                 self._proxies[name] = proxy
         return proxy
 
-    def names(self) -> list[str]:
+    def actor(self, name: str) -> NodeActorProxy | None:
+        """The supervised actor called `name`, typed by what every node actor answers."""
+        return cast("NodeActorProxy | None", self.proxy(name))
+
+    # ---------------------------------------------------------- by interface
+
+    def chain(self) -> ChainProxy | None:
+        return cast("ChainProxy | None", self._first(ChainApi))
+
+    def network(self) -> DatagramProxy | None:
+        return cast("DatagramProxy | None", self._first(DatagramApi))
+
+    def gossip(self) -> GossipProxy | None:
+        return cast("GossipProxy | None", self._first(GossipApi))
+
+    def consensus(self) -> ConsensusProxy | None:
+        return cast("ConsensusProxy | None", self._first(ConsensusApi))
+
+    def tip_listeners(self) -> list[TipListenerProxy]:
+        return cast("list[TipListenerProxy]", self._all(TipListener))
+
+    def _all(self, interface: type) -> list[pykka.ActorProxy[Any]]:
+        """Proxies of every live actor whose class implements `interface`, in registration order."""
         with self._lock:
-            return list(self._refs)
+            names = [name for name, ref in self._refs.items() if issubclass(ref.actor_class, interface)]
+        proxies = (self.proxy(name) for name in names)
+        return [proxy for proxy in proxies if proxy is not None]
 
-    def proxies(self, prefix: str) -> Iterator[Any]:
-        """Proxies of every live actor whose name starts with `prefix`."""
-        for name in self.names():
-            if name.startswith(prefix):
-                proxy = self.proxy(name)
-                if proxy is not None:
-                    yield proxy
+    def _first(self, interface: type) -> pykka.ActorProxy[Any] | None:
+        found = self._all(interface)
+        return found[0] if found else None
 
-    def defer(self, name: str, method: str, *args: Any, **kwargs: Any) -> bool:
-        """Fire-and-forget call of `name.method(*args)`; False if `name` is not there now."""
-        proxy = self.proxy(name)
-        if proxy is None:
-            return False
-        try:
-            getattr(proxy, method).defer(*args, **kwargs)
-        except pykka.ActorDeadError:
-            return False
-        return True
+
+def tell(proxy: P | None, send: Callable[[P], Any]) -> bool:
+    """Fire-and-forget `send(proxy)` (e.g. `lambda chain: chain.on_announce.defer(b, a)`).
+
+    False when the actor is not there now (None, or it died since it was looked
+    up): the caller decides whether that matters.
+    """
+    if proxy is None:
+        return False
+    try:
+        send(proxy)
+    except pykka.ActorDeadError:
+        return False
+    return True
 
 
 @dataclass
