@@ -10,10 +10,12 @@ from typing import Any
 
 from actors.chain_keeper import ChainKeeper
 from actors.consensus_runner import ConsensusRunner
+from chain.datadir import DataDir
 from config import NodeConfig
 from runtime.context import NodeContext
 from actors.gossip_manager import GossipManager
 from actors.network_io import NetworkIO
+from runtime.startup import check_udp_port
 from supervisor import ChildSpec, Supervisor, SupervisorPolicy
 
 log = logging.getLogger("node")
@@ -56,9 +58,21 @@ class Node:
         self.ctx = NodeContext(config)
         self.supervisor = Supervisor(self.ctx, child_specs(config), policy)
         self.http: Any = None
+        self.data_dir: DataDir | None = None
 
     def start(self) -> "Node":
-        self.supervisor.start()
+        """Check what would stop the node from working (StartupError), then start it.
+
+        The data dir is locked and checked before any actor runs, and stays locked
+        until `stop()`; the UDP port and `--host` are checked by a trial bind.
+        """
+        self.data_dir = DataDir.open(self.config.data_dir, self.config.difficulty)
+        try:
+            check_udp_port(self.config.bind_host, self.config.port, self.config.host)
+            self.supervisor.start()
+        except BaseException:
+            self._release_data_dir()
+            raise
         if self.config.http_port:
             from ops.http_server import OpsHttpServer
 
@@ -66,6 +80,7 @@ class Node:
                 self.http = OpsHttpServer(self).start()
             except Exception:  # port taken: don't leave the actors (and miner workers) running
                 self.supervisor.stop(1)
+                self._release_data_dir()
                 raise
         return self
 
@@ -74,6 +89,12 @@ class Node:
             self.http.stop()
             self.http = None
         self.supervisor.stop(exit_code)
+        self._release_data_dir()
+
+    def _release_data_dir(self) -> None:
+        if self.data_dir is not None:
+            self.data_dir.close()
+            self.data_dir = None
 
     def wait(self, timeout: float | None = None) -> int | None:
         return self.supervisor.wait(timeout)

@@ -83,13 +83,56 @@ def detect_host() -> str:
     return "127.0.0.1"
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+COURSE_PEER = "silicon.cs.umanitoba.ca:8999"  # only ever named in a hint, never contacted by default
+# Options of the group that a subcommand may take from before its name (`run_node.py --http-port 9999 status`).
+PASSED_TO_SUBCOMMAND = {"status": ("http_port", "http_host")}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records on one line each: an exception shows as `(Type: message)`, its traceback only with --verbose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.exc_info:
+            return super().format(record)
+        exc = record.exc_info[1]
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+        if exc is not None:
+            line += f" ({type(exc).__name__}: {' '.join(str(exc).split())}; --verbose shows the traceback)"
+        return line
+
+
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT) if verbose else OneLineFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("pykka").setLevel(logging.WARNING)
+
+
+def _check_options_before_subcommand(ctx: click.Context) -> None:
+    """An option of the node given before a subcommand is passed on where it means the same, else refused.
+
+    `run_node.py --http-port 9999 status` queries port 9999; `run_node.py --difficulty 5
+    status` is an error rather than a silently ignored option.
+    """
+    from click.core import ParameterSource
+
+    passed = PASSED_TO_SUBCOMMAND.get(ctx.invoked_subcommand or "", ())
+    ctx.obj = {}
+    for param in ctx.command.params:
+        if param.name is None or ctx.get_parameter_source(param.name) in (ParameterSource.DEFAULT, None):
+            continue
+        if param.name in passed:
+            ctx.obj[param.name] = ctx.params[param.name]
+            continue
+        flag = param.opts[-1] if getattr(param, "opts", None) else param.name
+        raise click.UsageError(f"{flag} is an option of the node itself, not of '{ctx.invoked_subcommand}': "
+                               f"put the subcommand's options after its name (see run_node.py {ctx.invoked_subcommand} --help)")
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,6 +155,7 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
         enable_fault_injection: bool, miner_listen: int, miner_token: str | None, verbose: bool) -> None:
     """A peer of the proof-of-work network: joins, syncs, validates, mines, serves."""
     if ctx.invoked_subcommand is not None:
+        _check_options_before_subcommand(ctx)
         return
     if miner_listen and not miner_token:
         raise click.UsageError("--miner-listen needs --miner-token (external miners must authenticate)")
@@ -131,12 +175,17 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
         miner_listen=miner_listen,
         miner_token=miner_token,
     )
-    sys.exit(run_node(config))
+    sys.exit(run_node(config, verbose))
 
 
-def run_node(config: NodeConfig) -> int:
-    """Run until SIGINT/SIGTERM (exit 0) or until the supervisor gives up (exit 1)."""
+def run_node(config: NodeConfig, verbose: bool = False) -> int:
+    """Run until SIGINT/SIGTERM (exit 0) or until the supervisor gives up (exit 1).
+
+    A node that can't start exits non-zero after one line saying why (see
+    runtime/startup.py); exit 2 when the data dir holds another difficulty.
+    """
     from node import Node
+    from runtime.startup import StartupError
 
     log = logging.getLogger("node")
     stop_requested = threading.Event()
@@ -152,11 +201,44 @@ def run_node(config: NodeConfig) -> int:
     node = Node(config)
     try:
         node.start()
-    except Exception as exc:  # a child that can't start at all (port taken, disk unwritable)
-        log.critical("node failed to start: %s", exc)
+    except StartupError as exc:  # the usual mistakes: port taken, data dir in use or for another difficulty
+        log.critical("%s", exc, exc_info=verbose)
+        return exc.exit_code
+    except Exception as exc:  # a child that can't start at all (disk unwritable, ...)
+        log.critical("node failed to start: %s", exc, exc_info=verbose)
         return 1
     log.info("node %s up on udp %s:%d (difficulty %d, %d miners, data in %s)",
              config.name, config.host, config.port, config.difficulty, config.miners, config.data_dir)
+    for line in explain_node(config, node.http.addresses if node.http is not None else []):
+        log.info("%s", line)
+    reporter = None
+    if config.miners > 0 or config.miner_listen > 0:
+        from ops.progress_log import MiningReporter
+
+        reporter = MiningReporter(node).start()
+    try:
+        return _wait_for_end(node, stop_requested, log)
+    finally:
+        if reporter is not None:
+            reporter.stop()
+
+
+def explain_node(config: NodeConfig, http_addresses: list[tuple[str, int]]) -> list[str]:
+    """Lines that tell a new operator what this node is doing and where to look."""
+    lines = []
+    for host, port in http_addresses:
+        shown = f"[{host}]" if ":" in host else host
+        lines.append(f"status page (dashboard, block explorer): http://{shown}:{port}/")
+    if not config.peers:
+        doing = "mining a private chain" if config.miners or config.miner_listen else "keeping a private chain"
+        lines.append(f"no --peer given: this node is on its own, {doing} that no one else sees. To join a network, "
+                     f"restart with --peer HOST:PORT of one of its nodes (the course network: --peer {COURSE_PEER})")
+    else:
+        lines.append("joining through " + ", ".join(f"{h}:{p}" for h, p in config.peers))
+    return lines
+
+
+def _wait_for_end(node: Any, stop_requested: threading.Event, log: logging.Logger) -> int:
     while not stop_requested.wait(0.2):
         if node.supervisor.stopped:
             break

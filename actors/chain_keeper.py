@@ -30,11 +30,7 @@ class ChainKeeper(NodeActor, ChainApi):
 
     def on_start(self) -> None:
         self.store = ChainStore(self.ctx.config.data_dir)
-        loaded = self.store.load_chain()
-        self.blocks = self._longest_valid_prefix(loaded)
-        if len(self.blocks) < len(loaded):
-            self.log.error("stored chain invalid from height %d; truncating", len(self.blocks))
-            self.store.replace_from(len(self.blocks), [])
+        self.blocks = self._load()
         self.ctx.metrics.chain_height.set(len(self.blocks))
         self.log.info("chain loaded: %d blocks", len(self.blocks))
         self._notify_tip()
@@ -44,15 +40,32 @@ class ChainKeeper(NodeActor, ChainApi):
             self.store.close()
             self.store = None
 
-    def _longest_valid_prefix(self, blocks: Sequence[Block]) -> list[Block]:
+    def _load(self) -> list[Block]:
+        """The stored chain, checked block by block; an invalid tail is quarantined, never dropped.
+
+        The data dir was checked to hold a chain at our difficulty before the node
+        started (chain/datadir.py), so a block failing here means damage or a bug:
+        the log names the block and the rule, and the blocks from there up are moved
+        to the store's quarantine table with that reason.
+        """
+        assert self.store is not None
+        loaded = self.store.load_chain()
         valid: list[Block] = []
-        for block in blocks:
+        problem: str | None = None
+        for block in loaded:
             prev_hash = valid[-1].hash if valid else None
             try:
                 check_block(block, prev_hash, self.difficulty)
-            except InvalidBlock:
+            except InvalidBlock as exc:
+                problem = f"stored block {block.height} ({block.hash[:16]}) fails a chain rule: {exc.reason}"
                 break
             valid.append(block)
+        if problem is None and self.store.height() > len(loaded):
+            problem = f"no stored block at height {len(loaded)} (a gap in the stored chain)"
+        if problem is not None:
+            moved = self.store.quarantine_from(len(valid), problem)
+            self.log.error("%s; moved %d stored blocks from height %d up to the quarantine table of %s",
+                           problem, moved, len(valid), self.store.path)
         return valid
 
     # ---------------------------------------------------------- queries (ask)

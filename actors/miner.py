@@ -337,7 +337,8 @@ class MinerActor(NodeActor, TipListener):
         accepted = self._ask_chain(lambda chain: chain.add_mined_block(block))
         if accepted:
             self._blocks_found += 1
-            self.log.info("found block %d %s (nonce %s)", block.height, block.hash[:16], block.nonce)
+            # ChainKeeper logs the stored block (once, for every source); this is detail.
+            self.log.debug("found block %d %s (nonce %s)", block.height, block.hash[:16], block.nonce)
             self._new_work(block.height + 1, block.hash)
         else:
             self.log.debug("block %d was stale or refused", block.height)

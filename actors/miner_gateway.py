@@ -347,7 +347,7 @@ class MinerGateway(NodeActor, TipListener):
         accepted = bool(self._ask_chain(lambda chain: chain.add_mined_block(block)))
         self._result(state, work_id, accepted, "" if accepted else "stale: the chain moved on", block)
         if accepted:
-            self.log.info("external miner %d found block %d %s", state.client.id, block.height, block.hash[:16])
+            self.log.debug("external miner %d found block %d %s", state.client.id, block.height, block.hash[:16])
             self._new_template(block.height + 1, block.hash)
             self._push_all()
         else:

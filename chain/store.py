@@ -28,6 +28,23 @@ CREATE TABLE IF NOT EXISTS words (
     word  TEXT NOT NULL,
     added REAL NOT NULL
 );
+-- What the data dir holds (e.g. 'difficulty'): a start that disagrees is refused.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- Stored blocks found invalid on load: moved here with the reason, never dropped.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    height         INTEGER NOT NULL,
+    hash           TEXT NOT NULL,
+    mined_by       TEXT NOT NULL,
+    messages       TEXT NOT NULL,
+    nonce          TEXT NOT NULL,
+    timestamp      INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 """
 DB_FILENAME = "chain.sqlite3"
 
@@ -73,8 +90,45 @@ class ChainStore:
             blocks.append(_row_to_block(row))
         return blocks
 
+    def hashes(self, limit: int) -> list[str]:
+        """The hashes of the first `limit` stored blocks (to judge a data dir that predates `meta`)."""
+        return [str(h) for (h,) in self._db.execute("SELECT hash FROM blocks ORDER BY height LIMIT ?", (limit,))]
+
+    def quarantine_from(self, height: int, reason: str, now: float | None = None) -> int:
+        """Move every block at `height` and above to the quarantine table, with `reason`.
+
+        One transaction. Nothing is deleted: an operator (or a later version) can
+        look at what was set aside and why. Returns how many blocks were moved.
+        """
+        stamp = time.time() if now is None else now
+        with self._transaction():
+            moved = self._db.execute(
+                "INSERT INTO quarantine (height, hash, mined_by, messages, nonce, timestamp, reason, quarantined_at) "
+                "SELECT height, hash, mined_by, messages, nonce, timestamp, ?, ? FROM blocks WHERE height >= ? ORDER BY height",
+                (reason, stamp, height),
+            ).rowcount
+            self._db.execute("DELETE FROM blocks WHERE height >= ?", (height,))
+        return int(moved)
+
+    def quarantined(self, limit: int = 100) -> list[tuple[Block, str]]:
+        """Blocks set aside on load, oldest first, each with the reason."""
+        rows = self._db.execute(
+            "SELECT height, hash, mined_by, messages, nonce, timestamp, reason FROM quarantine ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        return [(_row_to_block(row[:6]), str(row[6])) for row in rows]
+
+    # -------------------------------------------------------------- meta
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def height(self) -> int:
-        """Number of blocks stored."""
+        """Number of rows in the blocks table (more than `len(load_chain())` if there is a gap)."""
         (count,) = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()
         return int(count)
 

@@ -138,11 +138,22 @@ def render(doc: dict[str, Any]) -> str:
 @click.option("--http-host", default="127.0.0.1", show_default=True, help="The node's ops HTTP address.")
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True, help="Seconds to wait for the node.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /health document instead of tables.")
-def status_command(http_port: int, http_host: str, timeout: float, as_json: bool) -> None:
+@click.pass_context
+def status_command(ctx: click.Context, http_port: int, http_host: str, timeout: float, as_json: bool) -> None:
+    from click.core import ParameterSource
+
+    given_before = ctx.obj if isinstance(ctx.obj, dict) else {}  # `run_node.py --http-port N status`
+    if ctx.get_parameter_source("http_port") == ParameterSource.DEFAULT and "http_port" in given_before:
+        http_port = given_before["http_port"]
+    if ctx.get_parameter_source("http_host") == ParameterSource.DEFAULT and "http_host" in given_before:
+        http_host = given_before["http_host"]
+    if http_port == 0:
+        raise click.UsageError("--http-port 0 means the ops HTTP is off: there is nothing to ask")
     try:
         doc = fetch_health(http_host, http_port, timeout)
     except Unreachable as exc:
-        click.echo(f"unreachable: {exc}", err=True)
+        click.echo(f"unreachable: {exc}. Is the node running, and with this --http-port? "
+                   f"(run_node.py status --http-port N --http-host H asks another one)", err=True)
         sys.exit(EXIT_UNREACHABLE)
     click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
     status = doc["status"]

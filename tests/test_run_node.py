@@ -148,3 +148,129 @@ def test_detected_host_is_an_ipv4_address_and_not_the_hostname_loopback_alias():
     has_other = any(a.family.name == "AF_INET" and not ipaddress.ip_address(a.address).is_loopback
                     for addrs in psutil.net_if_addrs().values() for a in addrs)
     assert address.is_loopback != has_other or str(address) == "127.0.0.1"
+
+
+# ------------------------------------------------------------------ start-up failures: one line, no traceback
+
+
+def _one_critical_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    critical = [line for line in lines if "CRITICAL" in line]
+    assert len(critical) == 1, stderr
+    return critical[0]
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    return err
+
+
+def test_restart_with_another_difficulty_is_refused_and_the_chain_survives(tmp_path):
+    port = free_udp_port()
+    chain = make_chain(15, 2)
+    proc = start_node(tmp_path, port)
+    client = UdpClient()
+    try:
+        wait_serving(client, port)
+        for block in chain:
+            client.send(port, wire_block(block))
+        wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == 15)
+        _stop(proc)
+        refused = run_cli("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                          "--http-port", "0")  # default difficulty 8
+        assert refused.returncode == 2
+        line = _one_critical_line(refused.stderr)
+        assert "15 blocks at difficulty 2" in line and "--difficulty 2" in line
+        proc = start_node(tmp_path, port)
+        assert wait_serving(client, port) == {"type": "STATS_REPLY", "height": 15, "hash": chain[-1].hash}
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_second_node_on_a_used_data_dir_and_port_clash_are_one_line_each(tmp_path):
+    port = free_udp_port()
+    proc = start_node(tmp_path, port)
+    client = UdpClient()
+    try:
+        wait_serving(client, port)
+        same_dir = run_cli("--host", "127.0.0.1", "--port", str(free_udp_port()), "--difficulty", "2",
+                           "--data-dir", str(tmp_path / "data"), "--http-port", "0")
+        assert same_dir.returncode == 1
+        assert f"in use by pid {proc.pid}" in _one_critical_line(same_dir.stderr)
+        clash = run_cli("--host", "127.0.0.1", "--port", str(port), "--difficulty", "2",
+                        "--data-dir", str(tmp_path / "other"), "--http-port", "0")
+        assert clash.returncode == 1
+        assert f"UDP port {port} is in use" in _one_critical_line(clash.stderr)
+        assert wait_serving(client, port)["type"] == "STATS_REPLY"  # the first node is unharmed
+    finally:
+        client.close()
+        _stop(proc)
+
+
+def test_corrupt_chain_file_is_one_line_and_left_untouched(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    garbage = os.urandom(8192)
+    (data_dir / "chain.sqlite3").write_bytes(garbage)
+    result = run_cli("--host", "127.0.0.1", "--port", str(free_udp_port()), "--data-dir", str(data_dir), "--http-port", "0")
+    assert result.returncode == 1
+    assert "chain.sqlite3 is not an SQLite database" in _one_critical_line(result.stderr)
+    assert (data_dir / "chain.sqlite3").read_bytes() == garbage
+    verbose = run_cli("--host", "127.0.0.1", "--port", str(free_udp_port()), "--data-dir", str(data_dir),
+                      "--http-port", "0", "--verbose")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_a_host_not_on_this_machine_is_one_line(tmp_path):
+    # 192.0.2.1 (TEST-NET-1) is never a local address; binding it fails locally, nothing is sent.
+    result = run_cli("--host", "192.0.2.1", "--port", str(free_udp_port()), "--data-dir", str(tmp_path / "d"),
+                     "--http-port", "0")
+    assert result.returncode == 1
+    assert "--host 192.0.2.1 is not an address of this machine" in _one_critical_line(result.stderr)
+
+
+def test_a_lonely_node_says_how_to_join_and_where_its_page_is(tmp_path):
+    from tests.helpers import free_tcp_port
+
+    port, http_port = free_udp_port(), free_tcp_port()
+    proc = start_node(tmp_path, port, "--http-port", str(http_port))
+    client = UdpClient()
+    try:
+        wait_serving(client, port)
+        time.sleep(0.3)
+    finally:
+        client.close()
+        err = _stop(proc)
+    assert proc.returncode == 0
+    lonely = [line for line in err.splitlines() if "no --peer given" in line]
+    assert len(lonely) == 1 and "--peer HOST:PORT" in lonely[0] and "silicon.cs.umanitoba.ca:8999" in lonely[0]
+    assert f"status page (dashboard, block explorer): http://127.0.0.1:{http_port}/" in err
+
+
+def test_a_node_with_a_peer_says_whom_it_joins_through(tmp_path):
+    port = free_udp_port()
+    proc = start_node(tmp_path, port, "--peer", "127.0.0.1:9")
+    client = UdpClient()
+    try:
+        wait_serving(client, port)
+        time.sleep(0.3)
+    finally:
+        client.close()
+        err = _stop(proc)
+    assert "no --peer given" not in err and "joining through 127.0.0.1:9" in err
+
+
+def test_options_before_a_subcommand_are_used_or_refused():
+    from tests.helpers import free_tcp_port
+
+    free = free_tcp_port()
+    result = run_cli("--http-port", str(free), "status")
+    assert result.returncode == 4
+    assert f"127.0.0.1:{free}/health" in result.stderr and "Is the node running" in result.stderr
+    refused = run_cli("--difficulty", "3", "status")
+    assert refused.returncode == 2 and "--difficulty is an option of the node itself" in refused.stderr

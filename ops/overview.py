@@ -1,0 +1,102 @@
+"""What an operator wants to know first, derived from a /health document (pure, no I/O).
+
+Shared by the dashboard (`GET /api/overview`), the periodic mining log line and
+`run_node.py status`, so the three always agree on what "total hash rate" and
+"expected time per block" mean.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+MINER_PREFIX = "MinerActor-"
+GATEWAY = "MinerGateway"
+
+
+def _rate(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def hashrate_breakdown(health: dict[str, Any]) -> dict[str, Any]:
+    """Hashes/s of local worker processes, Ray workers and external miners, and their total."""
+    local = ray = external = 0.0
+    local_workers = ray_workers = 0
+    external_clients = 0
+    for actor in health.get("actors") or []:
+        name = str(actor.get("name", ""))
+        if name.startswith(MINER_PREFIX):
+            if actor.get("backend") == "ray":
+                ray += _rate(actor.get("hashrate"))
+                ray_workers += 1
+            else:
+                local += _rate(actor.get("hashrate"))
+                local_workers += 1
+        elif name == GATEWAY:
+            external += _rate(actor.get("hashrate"))
+            clients = actor.get("clients")
+            external_clients = clients if isinstance(clients, int) else 0
+    return {
+        "total": local + ray + external,
+        "local": local,
+        "local_workers": local_workers,
+        "ray": ray,
+        "ray_workers": ray_workers,
+        "external": external,
+        "external_clients": external_clients,
+    }
+
+
+def expected_block_seconds(hashrate: float, difficulty: int) -> float | None:
+    """Mean time to find a block: 16**difficulty hashes (a hex digit is zero 1 time in 16)."""
+    if hashrate <= 0:
+        return None
+    return 16.0 ** difficulty / hashrate
+
+
+def fmt_duration(seconds: Any) -> str:
+    """'45s', '11m 31s', '3h 04m', '2d 5h'; '-' when unknown."""
+    if not isinstance(seconds, (int, float)) or seconds != seconds or seconds < 0:
+        return "-"
+    if seconds == float("inf"):
+        return "forever"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def sync_progress(health: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a running sync stands: target, blocks fetched, percentage; None when not syncing.
+
+    Reads the ConsensusRunner's status (`running`, `target_height`, `fetched`, and
+    `total`/`fork_height`/`rate`/`eta_seconds` when the sync engine reports them).
+    """
+    consensus = health.get("consensus") or {}
+    if not consensus.get("running"):
+        return None
+    target = consensus.get("target_height")
+    fetched = consensus.get("fetched") or 0
+    chain_height = (health.get("chain") or {}).get("height") or 0
+    total = consensus.get("total")  # blocks this sync has to fetch, when the engine says
+    if not isinstance(total, int):
+        # Otherwise: from the fork point if known, else from our tip (the usual catch-up).
+        base = consensus.get("fork_height")
+        base = base if isinstance(base, int) else chain_height
+        total = target - base if isinstance(target, int) and target > base else None
+    percent = min(100.0, 100.0 * fetched / total) if total else None
+    return {
+        "stage": consensus.get("stage"),
+        "target_height": target,
+        "chain_height": chain_height,
+        "fetched": fetched,
+        "total": total,
+        "percent": percent,
+        "rate": consensus.get("rate"),
+        "eta_seconds": consensus.get("eta_seconds"),
+    }
