@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from mining.kernel import warn_if_not_native
 from mining.protocol import LineReader, ProtocolError, decode_line, encode_line
 from mining.worker import run_worker
 
@@ -81,6 +82,8 @@ class ExternalMiner:
     def __init__(self, host: str, port: int, token: str, workers: int) -> None:
         self.host, self.port, self.token = host, port, token
         self.stop_requested = threading.Event()
+        warn_if_not_native(log)
+        self.kernels: set[str] = set()  # hash kernels our workers reported (logged once each)
         self.workers = [_Worker(i) for i in range(workers)]
         self.work: dict[str, Any] | None = None
         self.hashes_unreported = 0
@@ -219,6 +222,10 @@ class ExternalMiner:
             _, work_id, nonce, block_hash = report
             log.info("worker %d found nonce %s for work %d", worker.index, nonce, work_id)
             sock.sendall(encode_line({"type": "submit", "work_id": work_id, "nonce": nonce, "hash": block_hash}))
+        elif kind == "kernel":
+            if report[1] not in self.kernels:
+                self.kernels.add(report[1])
+                log.info("workers hash with the %s kernel", report[1])
         elif kind in ("exhausted", "bad_work"):
             log.warning("worker %d idle on work %s: %s", worker.index, report[1], report[2:] or kind)
 

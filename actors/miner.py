@@ -39,6 +39,7 @@ import pykka
 from actors.base import NodeActor
 from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, TipListener
+from mining.kernel import warn_if_not_native
 from mining.worker import run_worker
 from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
 from messages.internal import TipChanged
@@ -92,6 +93,11 @@ class _WorkerIdle:
 
 
 @dataclass(frozen=True, slots=True)
+class _Kernel:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class _WorkerExited:
     pid: int
 
@@ -141,6 +147,7 @@ class MinerActor(NodeActor, TipListener):
         self._blocks_found = 0
         self._samples: deque[tuple[float, int]] = deque()
         self._last_heard = time.monotonic()  # last report from the worker (or when it got work)
+        self._kernel: str | None = None  # the hash kernel the worker reported
 
     # ---------------------------------------------------------- lifecycle
 
@@ -158,6 +165,7 @@ class MinerActor(NodeActor, TipListener):
         self.log.info("worker pid %d started", self._process.pid)
 
     def _start_worker(self) -> None:
+        warn_if_not_native(self.log)  # once per node process
         work_r, work_w = _MP.Pipe(duplex=False)
         report_r, report_w = _MP.Pipe(duplex=False)
         process = _MP.Process(target=run_worker, args=(work_r, report_w), name=f"pow-miner-{self.index}", daemon=True)
@@ -265,6 +273,7 @@ class MinerActor(NodeActor, TipListener):
                 pass
         return {
             "pid": process.pid if process is not None else None,
+            "kernel": self._kernel,
             "hashrate": round(self._hashrate(), 1),
             "cpu_percent": cpu_percent,
             "rss_bytes": rss_bytes,
@@ -280,6 +289,11 @@ class MinerActor(NodeActor, TipListener):
             self._last_heard = time.monotonic()
         if isinstance(message, _Hashes):
             self._on_hashes(message.count)
+            return None
+        if isinstance(message, _Kernel):
+            if message.name != self._kernel:
+                self.log.info("worker pid %s hashes with the %s kernel", self._process.pid if self._process else "?", message.name)
+            self._kernel = message.name
             return None
         if isinstance(message, _Found):
             self._on_found(message)
@@ -392,6 +406,8 @@ def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], pid: int, stopping
                 ref.tell(_Hashes(int(message[1])))
             elif kind == "found":
                 ref.tell(_Found(int(message[1]), str(message[2]), str(message[3])))
+            elif kind == "kernel":
+                ref.tell(_Kernel(str(message[1])))
             elif kind in ("exhausted", "bad_work"):
                 ref.tell(_WorkerIdle(int(message[1]), kind if kind == "exhausted" else str(message[2])))
         except pykka.ActorDeadError:

@@ -4,7 +4,8 @@ Python threads share one GIL, so every miner hashes in a process of its own. Thi
 module is what such a process runs: it is imported by the node's MinerActor (via
 `multiprocessing`, spawn context) and by the external miner client
 (`run_node.py miner`), so both search the nonce space the same way. It imports
-only the standard library so a worker starts quickly and holds little memory.
+only the standard library and the kernel so a worker starts quickly and holds
+little memory.
 
 Pipe protocol (two simplex `multiprocessing` Pipes of pickled tuples):
 
@@ -17,6 +18,7 @@ worker -> parent (`outbox`)
     ("found", work_id, nonce, hash_hex)          a nonce meeting the difficulty; the worker then idles
     ("exhausted", work_id)                       the work's nonce space is used up; idles
     ("bad_work", work_id, reason)                the work can't be searched; idles
+    ("kernel", name)                             first report: the hash kernel in use
 
 Nonce layout, per work unit: ``tag + pad + outer + suffix``.
 
@@ -27,28 +29,35 @@ Nonce layout, per work unit: ``tag + pad + outer + suffix``.
 * ``pad`` ("0"s, at most 11) is chosen so that the varying ``suffix`` plus SHA-256
   padding fits in the last 64-byte block: each nonce then costs exactly one
   compression on top of the midstate.
-* ``outer`` is 8 hex digits; for each value the midstate (prefix + tag + pad +
-  outer) is hashed once and copied per ``suffix`` (3 hex digits, 4096 per batch).
+* ``outer`` is 8 hex digits, ``suffix`` 3: together an 11-digit counter. For each
+  outer value the midstate (prefix + tag + pad + outer) is computed once and only
+  the last block is compressed per ``suffix``.
 
-Between batches (~1-2 ms) the worker polls its inbox, so new work is picked up
-well within 100 ms without restarting the process.
+The search itself is a kernel (mining/kernel.py): the native one where it is
+built (SHA-NI or portable C), else the hashlib loop; all find the same nonces.
+The worker tells its parent which one it uses (``("kernel", name)``, its first
+report). Batches are sized to take ~BATCH_SECONDS; between batches the worker
+polls its inbox, so new work is picked up well within 100 ms without restarting
+the process.
 """
 from __future__ import annotations
 
-import hashlib
 import signal
 import time
 from multiprocessing.connection import Connection
 
+from mining.kernel import COUNTER_LIMIT, HASHLIB, Kernel, counter_text, select_kernel
+
 OUTER_DIGITS = 8
 SUFFIX_DIGITS = 3
 BATCH = 16**SUFFIX_DIGITS  # hashes per outer value
-SUFFIXES: tuple[bytes, ...] = tuple(b"%0*x" % (SUFFIX_DIGITS, i) for i in range(BATCH))
 MAX_NONCE_CHARS = 40
 LAST_SUFFIX_OFFSET = 64 - 9 - SUFFIX_DIGITS  # suffix + 9 padding bytes still fit one block
 MAX_PAD = 63 - LAST_SUFFIX_OFFSET  # 11
 MAX_TAG_CHARS = MAX_NONCE_CHARS - OUTER_DIGITS - SUFFIX_DIGITS - MAX_PAD  # 18
 REPORT_INTERVAL = 0.1
+BATCH_SECONDS = 0.002  # a native batch's target length: short enough to switch work fast, long enough to amortise the call
+MAX_NATIVE_BATCH = 1 << 22
 
 
 class BadWork(ValueError):
@@ -70,54 +79,44 @@ def nonce_head(prefix_len: int, tag: str) -> str:
     return tag + "0" * pad
 
 
-def digest_meets(digest: bytes, difficulty: int) -> bool:
-    """True when the digest's hex form ends with `difficulty` '0's, without making it."""
-    whole, half = divmod(difficulty, 2)
-    if whole and digest[len(digest) - whole :] != bytes(whole):
-        return False
-    return not half or digest[len(digest) - whole - 1] & 0x0F == 0
-
-
 class Search:
-    """One work unit's nonce search, in batches of BATCH hashes."""
+    """One work unit's nonce search, in batches; counters run 0 .. 16**11 - 1 in order.
 
-    def __init__(self, work_id: int, prefix: bytes, difficulty: int, tag: str) -> None:
+    The nonce for counter c is ``head + "%011x" % c`` (= outer, then suffix, as
+    above). The hashlib kernel searches one outer value (BATCH nonces) a batch;
+    a native kernel searches as many as take ~BATCH_SECONDS, measured as it goes.
+    """
+
+    def __init__(self, work_id: int, prefix: bytes, difficulty: int, tag: str, kernel: Kernel | None = None) -> None:
         if not 0 <= difficulty <= 64:
             raise BadWork("difficulty out of range")
         self.work_id = work_id
         self.difficulty = difficulty
         self.head = nonce_head(len(prefix), tag)
-        self._base = hashlib.sha256(prefix + self.head.encode("ascii"))
-        self.outer = 0
+        self.kernel = kernel if kernel is not None else select_kernel()
+        self._search = self.kernel.searcher(prefix + self.head.encode("ascii"), difficulty)
+        self._adaptive = self.kernel.name != HASHLIB
+        self.batch_size = 4 * BATCH if self._adaptive else BATCH
+        self.counter = 0  # the next counter to hash
+        self.last_count = 0  # hashes done by the last batch
 
     @property
     def exhausted(self) -> bool:
-        return self.outer >= 16**OUTER_DIGITS
+        return self.counter >= COUNTER_LIMIT
 
     def batch(self) -> tuple[str, str] | None:
-        """Hash the next BATCH nonces; the first (nonce, hex hash) that meets the difficulty."""
-        outer = b"%0*x" % (OUTER_DIGITS, self.outer)
-        self.outer += 1
-        mid = self._base.copy()
-        mid.update(outer)
-        copy = mid.copy
-        difficulty = self.difficulty
-        if difficulty >= 2:
-            # Hot loop: a hash whose last byte is not 0 can't end with two hex zeros.
-            for suffix in SUFFIXES:
-                h = copy()
-                h.update(suffix)
-                if not h.digest()[-1]:
-                    digest = h.digest()
-                    if digest_meets(digest, difficulty):
-                        return self.head + outer.decode() + suffix.decode(), digest.hex()
-        else:
-            for suffix in SUFFIXES:
-                h = copy()
-                h.update(suffix)
-                digest = h.digest()
-                if digest_meets(digest, difficulty):
-                    return self.head + outer.decode() + suffix.decode(), digest.hex()
+        """Hash the next batch of nonces; the first (nonce, hex hash) that meets the difficulty."""
+        count = min(self.batch_size, COUNTER_LIMIT - self.counter)
+        started = time.perf_counter()
+        tried, digest = self._search(self.counter, count)
+        elapsed = time.perf_counter() - started
+        self.counter += tried
+        self.last_count = tried
+        if digest is not None:
+            return self.head + counter_text(self.counter - 1).decode(), digest.hex()
+        if self._adaptive and elapsed > 0:
+            scaled = int(count * min(2.0, BATCH_SECONDS / elapsed))  # grow at most 2x a batch: one slow batch can't overshoot
+            self.batch_size = max(BATCH, min(MAX_NATIVE_BATCH, scaled // BATCH * BATCH))
         return None
 
 
@@ -126,10 +125,12 @@ def run_worker(inbox: Connection, outbox: Connection, report_interval: float = R
     # Ctrl-C in a terminal signals the whole process group; the parent decides when
     # workers stop (it terminates them), so a worker ignores SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    kernel = select_kernel()
     search: Search | None = None
     hashed = 0
     last_report = time.monotonic()
     try:
+        outbox.send(("kernel", kernel.name))
         while True:
             if search is None or inbox.poll():
                 if hashed:
@@ -142,7 +143,7 @@ def run_worker(inbox: Connection, outbox: Connection, report_interval: float = R
                 if kind == "work":
                     _, work_id, prefix, difficulty, tag = message
                     try:
-                        search = Search(work_id, prefix, difficulty, tag)
+                        search = Search(work_id, prefix, difficulty, tag, kernel)
                     except BadWork as exc:
                         outbox.send(("bad_work", work_id, str(exc)))
                         search = None
@@ -150,7 +151,7 @@ def run_worker(inbox: Connection, outbox: Connection, report_interval: float = R
                     search = None
                 continue
             found = search.batch()
-            hashed += BATCH
+            hashed += search.last_count
             if found is not None:
                 outbox.send(("hashes", hashed))
                 hashed = 0

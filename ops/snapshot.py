@@ -31,7 +31,7 @@ ASK_TIMEOUT = 0.5
 MINER_PREFIX = "MinerActor-"
 # Keys a MinerActor's entry always has in /health (None while its worker is unknown),
 # so scripts can read them without checking first.
-MINER_KEYS = ("pid", "hashrate", "cpu_percent", "rss_bytes")
+MINER_KEYS = ("pid", "kernel", "hashrate", "cpu_percent", "rss_bytes")
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from mining.worker import (
     MAX_TAG_CHARS,
     BadWork,
     Search,
-    digest_meets,
     nonce_head,
     run_worker,
 )
 from chain.block import compute_hash, hash_prefix
+from mining.kernel import digest_meets
 
 MP = multiprocessing.get_context("spawn")
 
