@@ -66,6 +66,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         self.log = logging.getLogger(f"node.{name}")
         self._tickers: list[Ticker] = []
         self._messages = ctx.metrics.actor_messages.labels(actor=name)
+        self._current: Any = None  # the message being handled (to know what crashed us)
 
     # ---------------------------------------------------------- protocol
 
@@ -120,6 +121,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
     def _handle_receive(self, message: Any) -> Any:
         # Counted here so that proxy calls (our public protocol) count too.
         self._messages.inc()
+        self._current = message
         return super()._handle_receive(message)
 
     def on_stop(self) -> None:
@@ -144,8 +146,12 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         """
         tells: list[Any] = []
         others: list[Any] = []
+        culprit = self._current
         while not self.actor_inbox.empty():
             envelope = self.actor_inbox.get()
+            if envelope.reply_to is None and _same_call(envelope.message, culprit):
+                self.log.warning("dropped a queued copy of the call that crashed %s", self.name)
+                continue  # the same poison would crash the new instance too
             if envelope.reply_to is None and isinstance(envelope.message, ProxyCall) and len(tells) < MAX_HANDOVER:
                 tells.append(envelope.message)
             else:
@@ -169,3 +175,13 @@ def _target_name(proxy: Any) -> str:
         return str(proxy.actor_ref.actor_class.__name__)
     except AttributeError:
         return "actor"
+
+
+def _same_call(message: Any, culprit: Any) -> bool:
+    """True when `message` is the same proxy call (method and arguments) as `culprit`."""
+    if not isinstance(message, ProxyCall) or not isinstance(culprit, ProxyCall):
+        return False
+    try:
+        return bool(message == culprit)
+    except Exception:  # noqa: BLE001 - arguments whose comparison fails are not "the same"
+        return False

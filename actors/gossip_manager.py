@@ -23,7 +23,8 @@ from actors.base import NodeActor
 from runtime.context import NodeContext, tell
 from runtime.interfaces import GossipApi
 from net.ratelimit import TokenBuckets
-from messages.wire import Gossip, GossipReply, WireMessage
+from messages.wire import MAX_NAME_CHARS, Gossip, GossipReply, WireMessage
+from net.address import ip_literal, is_printable_text, valid_port
 
 Address = tuple[str, int]
 MAX_PEERS = 1024
@@ -69,6 +70,18 @@ def resolve_all(peers: Sequence[tuple[str, int]], timeout: float = RESOLVE_TIMEO
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return list(results)
+
+
+def _snapshot_peer(entry: Any) -> tuple[Address, str] | None:
+    """A peers.json entry checked by the same rules as the wire (an IP literal, a port, a printable name)."""
+    if not isinstance(entry, dict):
+        return None
+    host, port, name = ip_literal(entry.get("host")), entry.get("port"), entry.get("name")
+    if host is None or not valid_port(port) or not isinstance(name, str):
+        return None
+    if len(name) > MAX_NAME_CHARS or not is_printable_text(name):
+        return None
+    return (host, port), name
 
 
 class GossipManager(NodeActor, GossipApi):
@@ -252,11 +265,15 @@ class GossipManager(NodeActor, GossipApi):
         except (OSError, ValueError):
             return
         now = self.clock()
+        skipped = 0
         for entry in snapshot[:MAX_PEERS] if isinstance(snapshot, list) else []:
-            try:
-                self._touch((str(entry["host"]), int(entry["port"])), str(entry["name"]), now)
-            except (KeyError, TypeError, ValueError):
+            peer = _snapshot_peer(entry)
+            if peer is None:
+                skipped += 1
                 continue
+            self._touch(peer[0], peer[1], now)
+        if skipped:
+            self.log.warning("ignored %d invalid entries in %s", skipped, self._peers_file())
         if self.peers:
             self.log.info("restored %d peers from the last snapshot", len(self.peers))
 

@@ -7,6 +7,8 @@ another actor, so a slow or restarting actor can't stall the socket.
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
 import select
 import socket
 import threading
@@ -17,6 +19,7 @@ from typing import Any, Callable
 from actors.base import NodeActor
 from runtime.context import NodeContext, Registry, tell
 from runtime.interfaces import DatagramApi
+from net.address import valid_port
 from net.ratelimit import TokenBuckets
 from messages.wire import (
     Announce,
@@ -83,6 +86,22 @@ ROUTES: dict[type, Route] = {
     GetBlockReply: Route("ConsensusRunner", Registry.consensus, lambda consensus, batch: consensus.on_get_block_replies.defer(batch)),
     Consensus: Route("ConsensusRunner", Registry.consensus, _each(lambda consensus: consensus.on_consensus)),
 }
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ipv4_literal(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address) and "%" not in host
+    except ValueError:
+        return False
+
+
+def _sendable(addr: object) -> bool:
+    """A (IPv4 literal, port 1..65535) pair: what our AF_INET socket can send to without a lookup."""
+    if not isinstance(addr, tuple) or len(addr) != 2:
+        return False
+    host, port = addr
+    return isinstance(host, str) and valid_port(port) and _is_ipv4_literal(host)
 
 
 def _arguments(message: WireMessage, addr: Address) -> tuple[Any, ...]:
@@ -155,24 +174,37 @@ class NetworkIO(NodeActor, DatagramApi):
     # ---------------------------------------------------------- protocol
 
     def send(self, message: WireMessage, addr: Address) -> None:
-        """Encode and send one datagram. Errors from the OS (unreachable hosts) are counted, not raised."""
-        self.send_raw(encode(message), addr, type_name(message))
+        """Encode and send one datagram. Any failure (OS, encoding, a bad address) is counted, not raised."""
+        self.send_many([(message, addr)])
 
     def send_many(self, messages: list[tuple[WireMessage, Address]]) -> None:
         """Send a batch in one actor message (the sync sends windows of requests)."""
         for message, addr in messages:
-            self.send_raw(encode(message), addr, type_name(message))
+            try:
+                data, kind = encode(message), type_name(message)
+            except Exception as exc:  # noqa: BLE001 - a message we can't encode is dropped, never fatal
+                self._send_failed("unencodable", message, addr, exc)
+                continue
+            self.send_raw(data, addr, kind)
 
     def send_raw(self, data: bytes, addr: Address, kind: str) -> None:
         if self.sock is None:
             return
+        if not _sendable(addr):
+            # Only IPv4 literals reach sendto(): a name would be resolved here, in the
+            # actor that owns the socket, and odd text raises TypeError/UnicodeError.
+            self._send_failed("bad_address", kind, addr, None)
+            return
         try:
             self.sock.sendto(data, addr)
-        except OSError as exc:
-            self.ctx.metrics.dropped.labels(reason="send_error").inc()
-            self.log.debug("send %s to %s failed: %s", kind, addr, exc)
+        except Exception as exc:  # noqa: BLE001 - OSError mostly; anything else must not kill the socket's owner
+            self._send_failed("send_error", kind, addr, exc)
             return
         self.ctx.metrics.datagrams_out.labels(type=kind).inc()
+
+    def _send_failed(self, reason: str, what: object, addr: object, exc: BaseException | None) -> None:
+        self.ctx.metrics.dropped.labels(reason=reason).inc()
+        self.log.debug("send %s to %r dropped (%s): %r", type(what).__name__ if not isinstance(what, str) else what, addr, reason, exc)
 
     # ---------------------------------------------------------- reader thread
 
@@ -199,7 +231,11 @@ class NetworkIO(NodeActor, DatagramApi):
                         return
                     break
             if batch:
-                self._dispatch(batch)
+                try:
+                    self._dispatch(batch)
+                except Exception:  # noqa: BLE001 - the reader must outlive any one bad batch
+                    self.ctx.metrics.dropped.labels(reason="internal_error").inc(len(batch))
+                    self.log.exception("dropped a batch of %d datagrams after an internal error", len(batch))
 
     def _dispatch(self, datagrams: list[tuple[bytes, Any]]) -> None:
         """Decode a batch; send hot message kinds to their actor as one message per kind."""

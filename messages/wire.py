@@ -11,12 +11,16 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from chain.block import Block, field_problem
+from chain.block import MAX_MESSAGE_CHARS, Block, field_problem
+from net.address import MAX_PORT, MIN_PORT, ip_literal, is_printable_text, is_utf8_text
 
 # Every valid message is far smaller (a maximal block is ~3 KiB even with every
 # character JSON-escaped); anything larger is dropped before it is parsed.
 MAX_DATAGRAM_BYTES = 8192
-MAX_TEXT_CHARS = 256  # names, hosts, gossip ids, words
+MAX_TEXT_CHARS = 256  # any other string field
+MAX_NAME_CHARS = 64  # a GOSSIP / GOSSIP_REPLY `name`
+MAX_ID_CHARS = 128  # a GOSSIP `id` (a uuid4 is 36)
+MAX_WORD_CHARS = MAX_MESSAGE_CHARS  # a NEW_WORD must fit in a block
 
 
 class DecodeError(ValueError):
@@ -28,7 +32,13 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
-DECODE_ERROR_KINDS = ("too_long", "not_utf8", "not_json", "not_object", "unknown_type", "bad_field")
+DECODE_ERROR_KINDS = (
+    "too_long", "not_utf8", "not_json", "not_object", "unknown_type", "bad_field",
+    "bad_text",  # a lone surrogate, or a control character where only printable text belongs
+    "bad_host",  # not an IPv4/IPv6 literal (names are never resolved from the wire)
+    "bad_port",  # not an int in 1..65535
+    "bad_word",  # a NEW_WORD that is empty, too long or not printable
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +165,37 @@ def _int(obj: dict[str, Any], key: str, low: int = 0, high: int | None = None) -
 
 
 def _text(obj: dict[str, Any], key: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """A printable string of at most `max_chars` (text we store, show, re-encode or forward)."""
     value = _field(obj, key)
     if not isinstance(value, str):
         raise DecodeError("bad_field", f"{key!r} must be a string, got {type(value).__name__}")
     if len(value) > max_chars:
         raise DecodeError("bad_field", f"{key!r} longer than {max_chars} characters")
+    if not is_printable_text(value):
+        raise DecodeError("bad_text", f"{key!r} has a control character or is not valid Unicode")
+    return value
+
+
+def _host(obj: dict[str, Any]) -> str:
+    """An IP literal, canonical form. A name is refused here so nothing downstream resolves it."""
+    value = _field(obj, "host")
+    host = ip_literal(value)
+    if host is None:
+        raise DecodeError("bad_host", f"'host' is not an IP literal: {str(value)[:60]!r}")
+    return host
+
+
+def _port(obj: dict[str, Any]) -> int:
+    value = _field(obj, "port")
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_PORT <= value <= MAX_PORT:
+        raise DecodeError("bad_port", f"'port' must be an int in {MIN_PORT}..{MAX_PORT}, got {str(value)[:20]}")
+    return value
+
+
+def _word(obj: dict[str, Any]) -> str:
+    value = _field(obj, "word")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_WORD_CHARS or not is_printable_text(value):
+        raise DecodeError("bad_word", f"'word' must be 1..{MAX_WORD_CHARS} printable characters")
     return value
 
 
@@ -185,6 +221,8 @@ def _block(obj: dict[str, Any]) -> Block:
     problem = field_problem(block)
     if problem:
         raise DecodeError("bad_field", problem)
+    if not all(is_utf8_text(text) for text in (block.mined_by, block.nonce, *block.messages)):
+        raise DecodeError("bad_text", "a block field is not valid Unicode (lone surrogate)")
     return block
 
 
@@ -205,15 +243,15 @@ def _stats_reply(obj: dict[str, Any]) -> StatsReply:
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], WireMessage]] = {
-    "GOSSIP": lambda o: Gossip(_text(o, "host"), _int(o, "port", 0, 65535), _text(o, "id"), _text(o, "name")),
-    "GOSSIP_REPLY": lambda o: GossipReply(_text(o, "host"), _int(o, "port", 0, 65535), _text(o, "name")),
+    "GOSSIP": lambda o: Gossip(_host(o), _port(o), _text(o, "id", MAX_ID_CHARS), _text(o, "name", MAX_NAME_CHARS)),
+    "GOSSIP_REPLY": lambda o: GossipReply(_host(o), _port(o), _text(o, "name", MAX_NAME_CHARS)),
     "GET_BLOCK": lambda o: GetBlock(_int(o, "height")),
     "GET_BLOCK_REPLY": _get_block_reply,
     "ANNOUNCE": lambda o: Announce(_block(o)),
     "STATS": lambda o: Stats(),
     "STATS_REPLY": _stats_reply,
     "CONSENSUS": lambda o: Consensus(),
-    "NEW_WORD": lambda o: NewWord(_text(o, "word")),
+    "NEW_WORD": lambda o: NewWord(_word(o)),
 }
 
 

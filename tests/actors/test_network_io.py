@@ -91,3 +91,16 @@ def test_datagrams_for_a_restarting_actor_are_held_not_lost(make_node, client):
     assert reply == {"type": "STATS_REPLY", "height": 0, "hash": None}
     wait_for(lambda: node.ctx.registry.proxy("ChainKeeper").pending_words().get(timeout=5) == ["held"])
     assert node.supervisor.children["ChainKeeper"].restarts == 1
+
+
+def test_sends_to_addresses_sendto_cannot_take_are_dropped_and_counted(make_node, client):
+    """Defence in depth behind the codec: a bad address in a send never reaches sendto() (no DNS, no TypeError)."""
+    from messages.wire import Stats
+
+    node = make_node()
+    proxy = node.ctx.registry.proxy("NetworkIO")
+    for addr in [("\ud800", 9), ("127.0.0.1\x00", 9), ("\x80", 9), ("localhost", 9), ("::1", 9), ("127.0.0.1", 0), (None, 9), "junk"]:
+        proxy.send.defer(Stats(), addr)
+    assert client.ask(node.config.port, {"type": "STATS"}) is not None
+    assert node.ctx.metrics.dropped.labels(reason="bad_address")._value.get() == 8
+    assert sum(a["restarts"] for a in node.health()["actors"]) == 0
