@@ -66,7 +66,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         self.log = logging.getLogger(f"node.{name}")
         self._tickers: list[Ticker] = []
         self._messages = ctx.metrics.actor_messages.labels(actor=name)
-        self._current: Any = None  # the message being handled (to know what crashed us)
+        self._handling: Any = None  # the message being handled (to know what crashed us)
 
     # ---------------------------------------------------------- protocol
 
@@ -121,7 +121,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
     def _handle_receive(self, message: Any) -> Any:
         # Counted here so that proxy calls (our public protocol) count too.
         self._messages.inc()
-        self._current = message
+        self._handling = message
         return super()._handle_receive(message)
 
     def on_stop(self) -> None:
@@ -146,7 +146,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         """
         tells: list[Any] = []
         others: list[Any] = []
-        culprit = self._current
+        culprit = self._handling
         while not self.actor_inbox.empty():
             envelope = self.actor_inbox.get()
             if envelope.reply_to is None and _same_call(envelope.message, culprit):
