@@ -16,7 +16,7 @@ BLOCKS = 4
 
 
 def chain_of(node):
-    return node.ctx.registry.proxy("ChainKeeper").get_blocks(0, 10_000).get(timeout=2)
+    return node.ctx.registry.chain().get_blocks(0, 10_000).get(timeout=2)
 
 
 def miners(node):
