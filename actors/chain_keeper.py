@@ -78,6 +78,13 @@ class ChainKeeper(NodeActor, ChainApi):
         start = max(0, start)
         return self.blocks[start : start + max(0, limit)]
 
+    def find_block(self, block_hash: str) -> Block | None:
+        """Our block with this hash (the explorer's /block/<hash>), newest first; None if we have none."""
+        for block in reversed(self.blocks):
+            if block.hash == block_hash:
+                return block
+        return None
+
     def all_hashes(self) -> list[str]:
         """Our block hashes by height (a copy: consensus compares them with a peer's chain)."""
         return [block.hash for block in self.blocks]

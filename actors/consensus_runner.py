@@ -37,6 +37,7 @@ from messages.wire import GetBlock, GetBlockReply, Stats, StatsReply
 
 Address = tuple[str, int]
 TICK_SECONDS = 0.005
+MAX_CLAIMS_SEEN = 1024
 COLLECT_SECONDS = 1.0
 STATS_RESEND_SECONDS = 0.25
 CANDIDATE_STALL_SECONDS = 10.0
@@ -89,6 +90,8 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         # Memory across rounds, so a liar costs one download, not one per round:
         self.banned: dict[Address, float] = {}  # peer -> until (served an invalid block)
         self.bad_chains: dict[str, float] = {}  # claimed top hash -> until (proved invalid)
+        # For the dashboard: each peer's latest claimed height (a claim, not a fact), bounded.
+        self.claims_seen: dict[Address, tuple[int | None, float]] = {}
 
     def on_start(self) -> None:
         self.every(self.ctx.config.consensus_interval, "start_round", "timer")
@@ -130,6 +133,17 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
             "last_result": self.last_result,
         }
 
+    def claimed_heights(self) -> dict[str, dict[str, Any]]:
+        """`{"host:port": {"height": H, "age": seconds}}`: what each peer last said its chain length was."""
+        now = self.clock()
+        return {f"{h}:{p}": {"height": height, "age": round(now - at, 1)} for (h, p), (height, at) in self.claims_seen.items()}
+
+    def _note_claim(self, addr: Address, height: int | None) -> None:
+        self.claims_seen.pop(addr, None)
+        self.claims_seen[addr] = (height, self.clock())
+        while len(self.claims_seen) > MAX_CLAIMS_SEEN:
+            del self.claims_seen[next(iter(self.claims_seen))]
+
     def start_round(self, reason: str, extra_peer: Address | None = None) -> None:
         if self.round is not None:
             self._rerun = self._rerun or reason
@@ -153,6 +167,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
     # ---------------------------------------------------------- replies
 
     def on_stats_reply(self, reply: StatsReply, addr: Address) -> None:
+        self._note_claim(addr, reply.height)
         r = self.round
         if r is None or r.stage != "collect" or addr not in r.peers:
             return

@@ -1,4 +1,4 @@
-"""The ops HTTP server: /health, /metrics, /, /chain, /peers, POST /admin/crash/{actor}.
+"""The ops HTTP server: /health, /metrics, /chain, /peers, POST /admin/crash/{actor}; the dashboard and explorer (ops/status_page.py).
 
 A Flask app served by waitress on a background thread, beside the actors: no
 hand-written HTTP parsing, a small fixed pool of request threads, and a clean
@@ -82,20 +82,6 @@ def create_app(node: "Node", inspector: NodeInspector) -> Flask:
         inspector.refresh_metrics(inspector.health(with_chain=False, with_consensus=False))
         return Response.from_app(metrics_app, request.environ)
 
-    @app.get("/")
-    def index() -> Response:
-        doc = inspector.health()
-        blocks: list[Any] = []
-        blocks_error = None
-        height = doc["chain"].get("height")
-        if height:
-            start = max(0, height - status_page.RECENT_BLOCKS)
-            try:
-                blocks = list(reversed(inspector.blocks(start, status_page.RECENT_BLOCKS)))
-            except LookupError as exc:
-                blocks_error = str(exc)
-        return Response(status_page.render(doc, blocks, blocks_error), mimetype="text/html")
-
     @app.get("/chain")
     def chain() -> tuple[Response, int]:
         start = _int_param("from", 0)
@@ -117,6 +103,8 @@ def create_app(node: "Node", inspector: NodeInspector) -> Flask:
             return jsonify(inspector.peers()), 200
         except LookupError as exc:
             return jsonify(error=str(exc)), 503
+
+    status_page.register(app, node, inspector)  # GET /, /api/overview, /assets/..., /block/<ref>, /search
 
     @app.post("/admin/crash/<actor>")
     def crash(actor: str) -> tuple[Response, int]:

@@ -53,11 +53,13 @@ def expected_block_seconds(hashrate: float, difficulty: int) -> float | None:
 
 
 def fmt_duration(seconds: Any) -> str:
-    """'45s', '11m 31s', '3h 04m', '2d 5h'; '-' when unknown."""
+    """'2.5s', '45s', '11m 31s', '3h 04m', '2d 5h'; '-' when unknown."""
     if not isinstance(seconds, (int, float)) or seconds != seconds or seconds < 0:
         return "-"
     if seconds == float("inf"):
         return "forever"
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f}s"
     whole = int(round(seconds))
     if whole < 60:
         return f"{whole}s"

@@ -60,6 +60,9 @@ class ChainApi:
     def all_hashes(self) -> list[str]:
         raise NotImplementedError
 
+    def find_block(self, block_hash: str) -> Block | None:
+        raise NotImplementedError
+
     def pending_words(self, limit: int = 10) -> list[str]:
         raise NotImplementedError
 
@@ -132,6 +135,9 @@ class ConsensusApi:
     def status(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def claimed_heights(self) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
 
 # ------------------------------------------------------------------ typed proxies
 
@@ -150,6 +156,7 @@ class ChainProxy(ActorMemberMixin, pykka.ActorProxy[ChainApi]):
     tip = proxy_method(ChainApi.tip)
     get_blocks = proxy_method(ChainApi.get_blocks)
     all_hashes = proxy_method(ChainApi.all_hashes)
+    find_block = proxy_method(ChainApi.find_block)
     pending_words = proxy_method(ChainApi.pending_words)
     word_count = proxy_method(ChainApi.word_count)
     on_stats_batch = proxy_method(ChainApi.on_stats_batch)
@@ -179,3 +186,4 @@ class ConsensusProxy(ActorMemberMixin, pykka.ActorProxy[ConsensusApi]):
     on_stats_reply = proxy_method(ConsensusApi.on_stats_reply)
     on_get_block_replies = proxy_method(ConsensusApi.on_get_block_replies)
     status = proxy_method(ConsensusApi.status)
+    claimed_heights = proxy_method(ConsensusApi.claimed_heights)

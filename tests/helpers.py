@@ -97,3 +97,8 @@ def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
 
 def wire_block(block: Block, kind: str = "ANNOUNCE") -> dict[str, Any]:
     return {"type": kind, **block.to_wire()}
+
+
+def wait_for_chain_height(client: UdpClient, port: int, height: int, timeout: float = 15.0) -> None:
+    """Until the node at `port` answers STATS with `height` blocks."""
+    wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == height, timeout=timeout)
