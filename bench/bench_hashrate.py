@@ -167,6 +167,8 @@ def _miner_entries(doc: dict | None) -> list[dict]:
 
 def cli_rate(seconds: float, difficulty: int, data_dir: Path) -> dict:
     """`python run_node.py --miners auto` on loopback: effective rate and the rate its /health reports."""
+    import psutil
+
     from tests.helpers import free_tcp_port, free_udp_port
 
     http_port = free_tcp_port()
@@ -187,6 +189,8 @@ def cli_rate(seconds: float, difficulty: int, data_dir: Path) -> dict:
                 raise RuntimeError(f"the node did not start mining; see {log_path}")
             time.sleep(2.0)
             first = _health(http_port)
+            processes = [psutil.Process(node.pid)] + [psutil.Process(e["pid"]) for e in _miner_entries(first)]
+            cpu0 = _cpu_seconds(processes)
             t0 = time.monotonic()
             reported = []
             while time.monotonic() - t0 < seconds:
@@ -195,6 +199,7 @@ def cli_rate(seconds: float, difficulty: int, data_dir: Path) -> dict:
                 reported.append(sum(e.get("hashrate") or 0.0 for e in entries))
             last = _health(http_port)
             elapsed = time.monotonic() - t0
+            cpu = _cpu_seconds(processes) - cpu0
         finally:
             node.send_signal(signal.SIGINT)
             try:
@@ -207,6 +212,7 @@ def cli_rate(seconds: float, difficulty: int, data_dir: Path) -> dict:
     return {
         "blocks": blocks,
         "effective": blocks * 16**difficulty / elapsed,
+        "effective_per_cpu": blocks * 16**difficulty / cpu if cpu > 0 else 0.0,
         "reported": statistics.mean(reported),
         "counted": counted / elapsed,
         "kernels": [e.get("kernel") for e in _miner_entries(last)],
@@ -274,15 +280,16 @@ def main() -> None:
 
         if not args.no_cli:
             print(f"(c) python run_node.py --miners auto --difficulty {args.cli_difficulty}, {args.cli_seconds:g} s:")
-            before, _ = loop_rate(PYTHON, cores, args.seconds)
+            before, before_cpu = loop_rate(PYTHON, cores, args.seconds)
             cli = cli_rate(args.cli_seconds, args.cli_difficulty, Path(tmp) / "cli")
-            after, _ = loop_rate(PYTHON, cores, args.seconds)
-            bare = (before + after) / 2
+            after, after_cpu = loop_rate(PYTHON, cores, args.seconds)
+            bare, bare_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
             err = 1 / cli["blocks"] ** 0.5 if cli["blocks"] else 1.0
             print(f"    (a) Python loop, {cores} proc, before/after: {_mh(before)} / {_mh(after)}")
             print(f"    effective: {cli['blocks']} blocks x 16^{args.cli_difficulty} / time = {_mh(cli['effective'])} "
                   f"(+-{err:.0%})  x{cli['effective'] / bare:.2f} the Python loop on all cores "
-                  f"({cli['miners']} miners, kernels {'/'.join(sorted(set(map(str, cli['kernels']))))})")
+                  f"({cli['miners']} miners, kernels {'/'.join(sorted(set(map(str, cli['kernels']))))}); "
+                  f"per CPU-second (workers + node) x{cli['effective_per_cpu'] / bare_cpu:.2f}")
             print(f"    /health hash rate (mean of 1 s samples): {_mh(cli['reported'])}  "
                   f"= {cli['reported'] / cli['effective']:.2f} x effective; "
                   f"hashes counted / time: {_mh(cli['counted'])}")

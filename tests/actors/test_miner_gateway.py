@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from mining.kernel import available_kernels
 from mining.worker import Search
 from chain.block import check_chain
 from sim.chains import mine_block
@@ -193,6 +194,7 @@ def test_cli_miner_mines_blocks_for_the_node(make_node):
             proc.wait()
     stderr = proc.stderr.read()
     assert "accepted" in stderr
+    assert f"workers hash with the {available_kernels()[0]} kernel" in stderr  # the node's own kernel choice
     wait_for(lambda: gateway_details(node)["clients"] == 0)
 
 
