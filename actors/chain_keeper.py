@@ -13,7 +13,8 @@ from actors.base import NodeActor
 from runtime.context import NodeContext, tell
 from runtime.interfaces import ChainApi
 from chain.block import Block, InvalidBlock, check_block, check_chain
-from chain.store import ChainStore
+from chain.store import ChainStore, StoreError
+from chain.sync import Staged
 from messages.internal import TipChanged
 from messages.wire import Announce, GetBlockReply, StatsReply, WireMessage
 
@@ -191,15 +192,70 @@ class ChainKeeper(NodeActor, ChainApi):
         self.log.info("chain now %d blocks (synced %d)", len(self.blocks), len(segment))
         return True
 
+    # ---------------------------------------------------------- long syncs (staging)
+
+    def stage_blocks(self, blocks: Sequence[Block], reset: bool = False) -> None:
+        """Keep linked blocks of a chain being synced (one transaction): a crash keeps them."""
+        assert self.store is not None
+        self.store.stage(blocks, reset=reset)
+
+    def staging_summary(self) -> Staged | None:
+        """The staged run (lowest block, top height and hash), for a sync to resume from."""
+        assert self.store is not None
+        run = self.store.staged_run()
+        if run is None:
+            return None
+        low, high = run
+        return Staged(low, high.height, high.hash)
+
+    def switch_to_staged(self, first: int, top: int, top_hash: str) -> bool:
+        """Replace our chain from `first` up with staged blocks `first`..`top`, in one transaction.
+
+        Only if that chain is longer than ours, its top is `top_hash` and its first
+        block links to our block `first - 1`. Returns whether it was switched.
+        """
+        assert self.store is not None
+        if not 0 <= first <= len(self.blocks) or top + 1 <= len(self.blocks) or top < first:
+            return False
+        top_block = self.store.staged_block(top)
+        first_block = self.store.staged_block(first)
+        if top_block is None or first_block is None or top_block.hash != top_hash:
+            self.log.warning("staged chain does not match the sync's (%d..%d)", first, top)
+            return False
+        base_prev = self.blocks[first - 1].hash if first > 0 else None
+        try:
+            check_block(first_block, base_prev, self.difficulty)
+        except InvalidBlock as exc:
+            self.log.warning("staged chain from %d refused: %s", first, exc.reason)
+            return False
+        replaced = len(self.blocks) - first
+        try:
+            self.store.switch_to_staged(first, top)
+        except StoreError as exc:
+            self.log.warning("staged chain from %d refused: %s", first, exc)
+            return False
+        self.blocks[first:] = self.store.load_range(first, top + 1)
+        self._after_write(self.blocks[first:])
+        if replaced > 0:
+            self.ctx.metrics.chain_reorgs.inc()
+            self.log.warning("reorg: replaced %d blocks above height %d", replaced, first)
+        self.log.info("chain now %d blocks (synced %d)", len(self.blocks), top + 1 - first)
+        return True
+
     # ---------------------------------------------------------- internals
 
     def _write(self, height: int, blocks: Sequence[Block]) -> None:
         assert self.store is not None
         self.store.replace_from(height, blocks)
         self.blocks[height:] = blocks
-        words = [m for block in blocks for m in block.messages]
-        if words:
-            self.store.remove_words(words)
+        self._after_write(blocks)
+
+    def _after_write(self, blocks: Sequence[Block]) -> None:
+        assert self.store is not None
+        if self.store.word_count():
+            words = [m for block in blocks for m in block.messages]
+            if words:
+                self.store.remove_words(words)
         self.ctx.metrics.chain_height.set(len(self.blocks))
         self._notify_tip()
 

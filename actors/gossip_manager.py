@@ -23,7 +23,7 @@ from actors.base import NodeActor
 from runtime.context import NodeContext, tell
 from runtime.interfaces import GossipApi
 from net.ratelimit import TokenBuckets
-from messages.wire import MAX_NAME_CHARS, Gossip, GossipReply, WireMessage
+from messages.wire import MAX_NAME_CHARS, Gossip, GossipReply, Stats, WireMessage
 from net.address import ip_literal, is_printable_text, valid_port
 
 Address = tuple[str, int]
@@ -39,6 +39,11 @@ WELL_KNOWN_GRACE = 10.0  # seconds a well-known peer has to answer before we war
 FORWARD_RATE = 300.0
 FORWARD_BURST = 600.0
 RESOLVE_TIMEOUT = 2.0
+# Catch-up on first sight: a newly learned peer gets our GOSSIP (some peers learn
+# us only from one) and a STATS (a longer chain there starts a round at once).
+# Bounded for the whole node, since a flood of forged gossip names new "peers".
+GREET_RATE = 20.0
+GREET_BURST = 40.0
 
 
 @dataclass
@@ -95,6 +100,7 @@ class GossipManager(NodeActor, GossipApi):
         self._peer_list: list[Address] = []
         self._peer_pos: dict[Address, int] = {}
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
+        self._greetings = TokenBuckets(GREET_RATE, GREET_BURST, max_keys=1)
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
         self._unresolved: list[tuple[str, int]] = []
@@ -227,7 +233,18 @@ class GossipManager(NodeActor, GossipApi):
         while len(self.seen_ids) > MAX_SEEN_IDS:
             self.seen_ids.popitem(last=False)
 
-    def _touch(self, addr: Address, name: str, now: float) -> None:
+    def _greet(self, addr: Address, now: float) -> None:
+        """A peer seen for the first time: our GOSSIP and a STATS, so either side that is behind catches up."""
+        if not self._greetings.allow(None, 1, now):
+            self.ctx.metrics.dropped.labels(reason="greeting_limited").inc()
+            return
+        cfg = self.ctx.config
+        gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
+        self._remember_id(gossip.id, now)
+        self._send(gossip, addr)
+        self._send(Stats(), addr)
+
+    def _touch(self, addr: Address, name: str, now: float, greet: bool = True) -> None:
         if addr == self._own_address():
             return
         self._heard_from.add(addr)
@@ -237,6 +254,8 @@ class GossipManager(NodeActor, GossipApi):
             self._peer_pos[addr] = len(self._peer_list)
             self._peer_list.append(addr)
             self.log.debug("new peer %s:%d (%s)", addr[0], addr[1], name)
+            if greet:
+                self._greet(addr, now)
         info.last_seen, info.name = now, name
         self.peers[addr] = info  # most recently seen last
         while len(self.peers) > MAX_PEERS:
@@ -271,7 +290,7 @@ class GossipManager(NodeActor, GossipApi):
             if peer is None:
                 skipped += 1
                 continue
-            self._touch(peer[0], peer[1], now)
+            self._touch(peer[0], peer[1], now, greet=False)
         if skipped:
             self.log.warning("ignored %d invalid entries in %s", skipped, self._peers_file())
         if self.peers:

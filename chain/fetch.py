@@ -1,44 +1,61 @@
-"""Pipelined block fetching over lossy UDP, as a pure scheduler.
+"""Who to ask for which block, and when: the GET_BLOCK scheduler of a sync, pure.
 
-`FetchPlan` decides which GET_BLOCK requests to send, to whom and when; the
-ConsensusRunner does the sending and feeds replies back. Time is passed in, so
-the logic is tested without sockets or sleeps.
+`Requests` knows nothing about chains: the sync engine (chain/sync.py) tells it
+which heights it wants, it says which (height, peer) requests to send now, matches
+replies to the requests they answer, and expires the ones that went unanswered.
+Time is passed in, so it is tested without sockets or sleeps.
 
-How it is fast on a lossy network:
-* a window of requests is in flight at once, spread over every peer that
-  agrees on the chain (each peer has its own cap, so a slow one can't hoard it);
-* each peer has an adaptive retransmission timeout (RFC 6298: SRTT + 4*RTTVAR,
-  Karn's rule: no samples from retransmitted requests);
-* a request that times out is re-sent, to another peer when there is one;
-* a peer that keeps timing out, or says it lacks blocks it claimed, is dropped.
+What it guarantees, whatever the peers do:
+* bounded: at most `window` heights in flight (the engine also bounds what it
+  buffers); nothing is sized by a peer's claim;
+* a reply counts only if it comes from the IP a request for that height was sent
+  to (any port of it: some real peers answer from another socket); it is
+  attributed to that peer, and is *accountable* (may be blamed on it) only when it
+  came from the exact address asked or the one the peer answered STATS from;
+* paced per peer, by delay rather than by loss (a lossy link is not a slow one):
+  each peer has a window of requests in flight that grows by one per answer while
+  its round trips stay near the fastest seen, and shrinks when they stretch (its
+  queue is filling: a slow peer ends up with requests at the rate it answers), and
+  an RFC 6298 retransmission timeout (SRTT + 4*RTTVAR, Karn's rule, doubled at
+  most once per timeout period while it stays silent), so no storm of duplicates;
+* a height is in flight to one peer at a time; a timed-out request goes to another
+  peer when there is one;
+* a peer that never answers is set aside after `silent_timeouts` timeouts in a
+  row, one that stopped answering after `max_timeouts`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
-
-from chain.block import Block
 
 Address = tuple[str, int]
+# A round trip this much above twice the fastest seen means the peer's queue is
+# filling (not jitter: links jitter by tens of milliseconds).
+QUEUE_SLACK = 0.05
 
 
 @dataclass
 class PeerLink:
-    """What we know about one peer's responsiveness during a fetch."""
+    """What we know about one peer's responsiveness during a sync attempt."""
 
     addr: Address
+    reply_addr: Address | None = None  # where it answered STATS from, if not `addr`
     srtt: float | None = None
     rttvar: float = 0.0
+    backoff: float = 1.0
+    cwnd: float = 4.0
+    min_rtt: float | None = None
     inflight: int = 0
-    consecutive_timeouts: int = 0
     answered: int = 0
+    timeouts_in_row: int = 0
+    last_event: float = float("-inf")  # last time a timeout counted against it
+    answered_at_event: int = 0
 
     def rto(self, min_rto: float, max_rto: float, initial: float) -> float:
-        if self.srtt is None:
-            return initial
-        return max(min_rto, min(max_rto, self.srtt + 4 * self.rttvar))
+        base = initial if self.srtt is None else self.srtt + 4 * self.rttvar
+        return min(max_rto, max(min_rto, base) * self.backoff)
 
     def sample(self, rtt: float) -> None:
+        self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
         if self.srtt is None:
             self.srtt, self.rttvar = rtt, rtt / 2
         else:
@@ -51,165 +68,241 @@ class _Request:
     peer: Address
     sent: float
     deadline: float
-    attempts: int
+    retransmitted: bool
+    asked: tuple[Address, ...] = ()  # every peer asked for this height (late replies count)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply matched to a request: the peer it is attributed to, and whether it can be blamed on it."""
+
+    peer: Address
+    accountable: bool
 
 
 @dataclass
-class FetchPlan:
-    """Fetch every height in `heights` from `peers`."""
+class Requests:
+    """In-flight GET_BLOCK requests of one sync attempt, spread over its peers."""
 
-    heights: Iterable[int]
-    peers: Iterable[Address]
-    window: int = 96
-    per_peer: int = 32
-    min_rto: float = 0.01
-    max_rto: float = 1.0
-    initial_rto: float = 0.1
-    max_consecutive_timeouts: int = 12
-    received: dict[int, tuple[Block, Address]] = field(default_factory=dict)
-    rtt_hints: dict[Address, float] = field(default_factory=dict)
+    window: int = 1024
+    max_cwnd: float = 128.0
+    initial_cwnd: float = 4.0
+    min_rto: float = 0.05
+    max_rto: float = 4.0
+    initial_rto: float = 0.5
+    silent_timeouts: int = 4
+    max_timeouts: int = 10
+    links: dict[Address, PeerLink] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._pending: list[int] = sorted(set(self.heights), reverse=True)  # pop() gives the lowest
-        self.wanted: set[int] = set(self._pending)
-        self.links: dict[Address, PeerLink] = {addr: PeerLink(addr) for addr in dict.fromkeys(self.peers)}
-        for addr, rtt in self.rtt_hints.items():
-            if addr in self.links:
-                self.links[addr].sample(rtt)  # e.g. the STATS round trip: a better first RTO than a guess
         self._inflight: dict[int, _Request] = {}
-        self._retry: list[int] = []
-        self._attempts: dict[int, int] = {}
+        self._first_sent: dict[int, float] = {}  # height -> when it was first asked (spurious-timeout detection)
         self._rr = 0
-        self.requests_sent = 0
+        self.sent = 0
         self.timeouts = 0
-        self.dropped_peers: list[Address] = []
 
-    # ---------------------------------------------------------- state
+    # ---------------------------------------------------------- peers
 
-    @property
-    def done(self) -> bool:
-        return len(self.received) >= len(self.wanted)
+    def add_peer(self, addr: Address, rtt_hint: float | None = None, reply_addr: Address | None = None) -> None:
+        if addr in self.links:
+            return
+        link = PeerLink(addr, reply_addr=reply_addr if reply_addr != addr else None, cwnd=self.initial_cwnd)
+        if rtt_hint is not None:
+            link.sample(rtt_hint)  # e.g. the STATS round trip: a better first RTO than a guess
+        self.links[addr] = link
 
-    @property
-    def failed(self) -> bool:
-        """No peer left to ask while blocks are still missing."""
-        return not self.links and not self.done
+    def remove_peer(self, addr: Address) -> list[int]:
+        """Forget `addr`; returns the heights that were in flight to it (to ask someone else)."""
+        if self.links.pop(addr, None) is None:
+            return []
+        orphaned = [h for h, r in self._inflight.items() if r.peer == addr]
+        for h in orphaned:
+            del self._inflight[h]
+        return orphaned
 
-    def peer_addresses(self) -> list[Address]:
+    def peers(self) -> list[Address]:
         return list(self.links)
 
-    # ---------------------------------------------------------- decisions
+    # ---------------------------------------------------------- requests
 
-    def expire(self, now: float) -> int:
-        """Move requests past their deadline back to the queue; returns how many timed out.
+    @property
+    def inflight_count(self) -> int:
+        return len(self._inflight)
 
-        Called on the runner's tick rather than per reply, so a reply costs O(1).
+    def is_inflight(self, height: int) -> bool:
+        return height in self._inflight
+
+    def has_room(self) -> bool:
+        return len(self._inflight) < self.window and any(l.inflight < int(l.cwnd) for l in self.links.values())
+
+    def assign(self, height: int, now: float, avoid: frozenset[Address] = frozenset(), only: Address | None = None) -> Address | None:
+        """Send a request for `height` now, to the least loaded peer with room (not in `avoid` if possible)."""
+        if height in self._inflight or len(self._inflight) >= self.window:
+            return None
+        link = self._pick(avoid, only)
+        if link is None:
+            return None
+        link.inflight += 1
+        rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
+        self._inflight[height] = _Request(link.addr, now, now + rto, retransmitted=False, asked=(link.addr,))
+        self._first_sent[height] = now
+        if len(self._first_sent) > 4 * self.window:
+            del self._first_sent[next(iter(self._first_sent))]
+        self.sent += 1
+        return link.addr
+
+    def retry(self, height: int, previous: tuple[Address, ...], now: float, avoid: frozenset[Address] = frozenset()) -> Address | None:
+        """Re-send a height that timed out; the earlier peers stay able to answer it late."""
+        if height in self._inflight or len(self._inflight) >= self.window:
+            return None
+        link = self._pick(avoid | frozenset(previous[-1:]), None)
+        if link is None:
+            return None
+        link.inflight += 1
+        rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
+        asked = tuple(dict.fromkeys((*previous[-3:], link.addr)))
+        self._inflight[height] = _Request(link.addr, now, now + rto, retransmitted=True, asked=asked)
+        self.sent += 1
+        return link.addr
+
+    def _pick(self, avoid: frozenset[Address], only: Address | None) -> PeerLink | None:
+        if only is not None:
+            link = self.links.get(only)
+            return link if link is not None and link.inflight < int(link.cwnd) else None
+        links = list(self.links.values())
+        if not links:
+            return None
+        n = len(links)
+        self._rr = (self._rr + 1) % n
+        best: PeerLink | None = None
+        best_key: tuple[bool, float] | None = None
+        for i in range(n):
+            link = links[(self._rr + i) % n]
+            if link.inflight >= int(link.cwnd):
+                continue
+            key = (link.addr in avoid, link.inflight / link.cwnd)
+            if best_key is None or key < best_key:
+                best, best_key = link, key
+        return best
+
+    # ---------------------------------------------------------- replies
+
+    def match(self, height: int, source: Address, now: float, *, consume: bool = True) -> Reply | None:
+        """The request a reply for `height` from `source` answers, or None (a stranger's datagram).
+
+        Only a peer asked for `height` can answer it, and only from its own IP.
         """
-        timed_out_peers: set[Address] = set()
-        expired = 0
-        for height, request in list(self._inflight.items()):
-            if now < request.deadline or self._inflight.get(height) is not request:
-                continue  # not due, or already moved by a drop_peer below
-            expired += 1
+        request = self._inflight.get(height)
+        if request is None:
+            return None
+        peer = self._attribute(request.asked, source)
+        if peer is None:
+            return None
+        if consume:
             del self._inflight[height]
-            if height not in self.received:
-                self._retry.append(height)
+            current = self.links.get(request.peer)
+            if current is not None:
+                current.inflight -= 1
+            link = self.links.get(peer)
+            if link is not None:
+                link.answered += 1
+                link.timeouts_in_row = 0
+                first = self._first_sent.pop(height, None)
+                if request.retransmitted and link.min_rtt is not None and first is not None and now - request.sent < link.min_rtt / 2:
+                    # Too soon to answer the re-send: the first request's answer, late. The
+                    # timeout was spurious (a slow peer, not a lost datagram): learn its RTT.
+                    link.sample(now - first)
+                    link.cwnd = max(1.0, link.cwnd - 0.5)
+                elif request.retransmitted or peer != request.peer:
+                    link.backoff = max(1.0, link.backoff / 2)  # alive: a lossy link, not a silent peer
+                else:
+                    rtt = now - request.sent
+                    link.sample(rtt)  # Karn: only from a request sent once
+                    link.backoff = 1.0
+                    assert link.min_rtt is not None
+                    if rtt > 2 * link.min_rtt + QUEUE_SLACK:
+                        link.cwnd = max(1.0, link.cwnd - 0.5)  # its queue is growing: ease off
+                    else:
+                        link.cwnd = min(self.max_cwnd, link.cwnd + 1)
+        return Reply(peer, self._accountable(peer, source))
+
+    def match_late(self, asked: tuple[Address, ...], source: Address) -> Reply | None:
+        """A reply for a height whose request timed out and waits to be re-sent: from one of `asked`?"""
+        peer = self._attribute(asked, source)
+        if peer is None:
+            return None
+        link = self.links.get(peer)
+        if link is not None:
+            link.answered += 1
+            link.timeouts_in_row = 0
+            link.backoff = max(1.0, link.backoff / 2)
+        return Reply(peer, self._accountable(peer, source))
+
+    def match_peer(self, source: Address) -> Reply | None:
+        """For a reply that names no height (all-null): the peer in this attempt it comes from, if clear."""
+        if source in self.links:
+            return Reply(source, True)
+        for link in self.links.values():
+            if link.reply_addr == source:
+                return Reply(link.addr, True)
+        return None
+
+    def _attribute(self, asked: tuple[Address, ...], source: Address) -> Address | None:
+        same_ip = [a for a in asked if a[0] == source[0]]
+        if not same_ip:
+            return None
+        for a in same_ip:
+            if a == source:
+                return a
+        for a in same_ip:
+            link = self.links.get(a)
+            if link is not None and link.reply_addr == source:
+                return a
+        return same_ip[-1]
+
+    def _accountable(self, peer: Address, source: Address) -> bool:
+        if source == peer:
+            return True
+        link = self.links.get(peer)
+        return link is not None and link.reply_addr == source
+
+    def cancel(self, height: int) -> None:
+        self._first_sent.pop(height, None)
+        request = self._inflight.pop(height, None)
+        if request is not None:
+            link = self.links.get(request.peer)
+            if link is not None:
+                link.inflight -= 1
+
+    # ---------------------------------------------------------- time
+
+    def expire(self, now: float) -> tuple[list[tuple[int, tuple[Address, ...]]], list[Address]]:
+        """Requests past their deadline: ((height, peers asked) to re-send, peers to set aside)."""
+        expired: list[tuple[int, tuple[Address, ...]]] = []
+        struck: set[Address] = set()
+        for height, request in list(self._inflight.items()):
+            if now < request.deadline:
+                continue
+            del self._inflight[height]
+            expired.append((height, request.asked))
             link = self.links.get(request.peer)
             if link is None:
                 continue
             link.inflight -= 1
-            if request.peer not in timed_out_peers:
-                # One strike per peer per pass: a burst of losses is one event.
-                timed_out_peers.add(request.peer)
-                link.consecutive_timeouts += 1
-                if link.consecutive_timeouts > self.max_consecutive_timeouts and len(self.links) > 1:
-                    self.drop_peer(request.peer)
-        self.timeouts += expired
-        return expired
-
-    def due_requests(self, now: float, min_batch: int = 1) -> list[tuple[int, Address]]:
-        """Requests to send now (retries first, lowest heights first), up to the window.
-
-        With `min_batch` > 1 nothing is sent until that many slots are free (or the
-        queue is nearly drained), so requests go out in batches.
-        """
-        free = self.window - len(self._inflight)
-        if free < min_batch and free < len(self._retry) + len(self._pending):
-            return []
-        out: list[tuple[int, Address]] = []
-        self._retry.sort(reverse=True)
-        while len(self._inflight) < self.window and (self._retry or self._pending):
-            height = self._retry.pop() if self._retry else self._pending.pop()
-            if height in self.received or height in self._inflight:
-                continue
-            link = self._pick_peer()
-            if link is None:
-                self._retry.append(height)
-                break
-            attempts = self._attempts.get(height, 0) + 1
-            self._attempts[height] = attempts
-            link.inflight += 1
-            rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
-            self._inflight[height] = _Request(link.addr, now, now + rto, attempts)
-            out.append((height, link.addr))
-        self.requests_sent += len(out)
-        return out
+            if request.peer not in struck and now - link.last_event >= link.rto(self.min_rto, self.max_rto, self.initial_rto):
+                # At most one strike per peer per timeout period: a burst of losses is one event.
+                struck.add(request.peer)
+                link.timeouts_in_row += 1
+                link.backoff = min(link.backoff * 2, 16.0)
+                if link.answered == link.answered_at_event:
+                    link.cwnd = max(1.0, link.cwnd / 2)  # silent since the last strike
+                link.last_event, link.answered_at_event = now, link.answered
+        self.timeouts += len(expired)
+        silent = [
+            a for a in struck
+            if (l := self.links[a]).timeouts_in_row >= (self.silent_timeouts if l.answered == 0 else self.max_timeouts)
+        ]
+        return expired, silent
 
     def next_deadline(self) -> float | None:
         return min((r.deadline for r in self._inflight.values()), default=None)
-
-    def _pick_peer(self) -> PeerLink | None:
-        links = [link for link in self.links.values() if link.inflight < self.per_peer]
-        if not links:
-            return None
-        self._rr = (self._rr + 1) % len(links)
-        # Round robin, but prefer the peer with the fewest requests outstanding
-        # (min keeps the first of equals, so the rotation breaks ties).
-        return min(links[self._rr :] + links[: self._rr], key=lambda link: link.inflight)
-
-    # ---------------------------------------------------------- replies
-
-    def on_block(self, block: Block, peer: Address, now: float) -> bool:
-        """A reply carrying `block`. True if it was one we wanted and had not got yet."""
-        height = block.height
-        if height not in self.wanted or height in self.received:
-            return False
-        request = self._inflight.pop(height, None)
-        link = self.links.get(peer)
-        if request is not None:
-            requested_from = self.links.get(request.peer)
-            if requested_from is not None:
-                requested_from.inflight -= 1
-            if link is not None and request.peer == peer and request.attempts == 1:
-                link.sample(now - request.sent)
-        if link is None:
-            # From a peer outside the set (dropped, or never asked): keep it only if
-            # we asked someone for it, so unsolicited datagrams can't steer the fetch.
-            if request is None:
-                return False
-        else:
-            link.consecutive_timeouts = 0
-            link.answered += 1
-        self.received[height] = (block, peer)
-        return True
-
-    def on_missing(self, peer: Address) -> None:
-        """`peer` answered a request with the all-null reply: it lacks a block it claimed."""
-        self.drop_peer(peer)
-
-    def reject(self, height: int) -> Address | None:
-        """A received block proved invalid: forget it (to fetch again) and return who sent it."""
-        entry = self.received.pop(height, None)
-        if entry is None:
-            return None
-        self._retry.append(height)
-        return entry[1]
-
-    def drop_peer(self, peer: Address) -> None:
-        if self.links.pop(peer, None) is None:
-            return
-        self.dropped_peers.append(peer)
-        for height, request in list(self._inflight.items()):
-            if request.peer == peer:
-                del self._inflight[height]
-                self._retry.append(height)

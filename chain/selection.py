@@ -2,15 +2,17 @@
 
 PROTOCOL.md: choose the longest chain; among chains of the same height, the
 (height, hash) pair most peers agree on. Peers may report nonsense; anything
-that isn't a plausible (length, hash) claim is ignored here, and claims are
-checked against real blocks before a download starts (see ConsensusRunner).
+that isn't a plausible (length, hash) claim is ignored here, and a claim is only
+a claim until its blocks, linked and with their proof of work, arrive (see
+chain/sync.py). There is no fork search: the sync downloads downward from the
+claimed top until a block is one we hold, so no answer is taken on trust.
 """
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 Address = tuple[str, int]
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
@@ -29,17 +31,21 @@ class Candidate:
         return len(self.peers)
 
 
-def rank_candidates(claims: Iterable[tuple[Address, int, str | None]], our_height: int) -> list[Candidate]:
+def rank_candidates(claims: Iterable[tuple[Address, int, str | None]], our_height: int, difficulty: int = 0) -> list[Candidate]:
     """Chains longer than ours, best first: longest, then most agreeing peers.
 
     `claims` are (peer, height, hash) from STATS_REPLYs; one claim per peer counts
-    (the last one), implausible ones are skipped.
+    (the last one), implausible ones are skipped: a top hash without the proof of
+    work `difficulty` asks can't be the top of a valid chain. Heights are only
+    compared, never used to size anything.
     """
     by_peer: dict[Address, tuple[int, str]] = {}
     for peer, height, block_hash in claims:
         if isinstance(height, bool) or not isinstance(height, int) or height <= 0:
             continue
         if not isinstance(block_hash, str) or not _HASH.match(block_hash):
+            continue
+        if difficulty > 0 and not block_hash.endswith("0" * difficulty):
             continue
         by_peer[peer] = (height, block_hash)
     groups: dict[tuple[int, str], list[Address]] = defaultdict(list)
@@ -54,37 +60,3 @@ def rank_candidates(claims: Iterable[tuple[Address, int, str | None]], our_heigh
     ]
     candidates.sort(key=lambda c: (-c.height, -c.votes, c.hash))
     return candidates
-
-
-def next_probe_heights(low: int, high: int, fanout: int) -> list[int]:
-    """Up to `fanout` heights spread over [low, high) to narrow a fork search.
-
-    The fork point f is the first height where the two chains differ; we know
-    blocks below `low` match and block `high` differs (or is past the end). Probing
-    several heights per round trip cuts the search to log_fanout(range) round trips.
-    """
-    span = high - low
-    if span <= 0:
-        return []
-    if span <= fanout:
-        return list(range(low, high))
-    step = span / (fanout + 1)
-    return sorted({low + int(step * (i + 1)) for i in range(fanout)})
-
-
-def gallop_heights(low: int, high: int, count: int) -> list[int]:
-    """Heights 1, 2, 4, ... below `high` (and `low` itself): finds a recent fork in few probes."""
-    heights = {high - (1 << i) for i in range(count - 1) if high - (1 << i) >= low}
-    heights.add(low)
-    return sorted(h for h in heights if low <= h < high)
-
-
-def narrow_fork(low: int, high: int, matches: Sequence[tuple[int, bool]]) -> tuple[int, int]:
-    """New (low, high) after learning, for some heights, whether the chains match there."""
-    for height, same in sorted(matches):
-        if low <= height < high:
-            if same:
-                low = max(low, height + 1)
-            else:
-                high = min(high, height)
-    return low, high

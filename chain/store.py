@@ -23,6 +23,16 @@ CREATE TABLE IF NOT EXISTS blocks (
     nonce     TEXT NOT NULL,
     timestamp INTEGER NOT NULL
 );
+-- A chain being synced, linked and checked, not yet ours: filled in segments (one
+-- transaction each, so a crash keeps them) and moved into `blocks` in one transaction.
+CREATE TABLE IF NOT EXISTS staging (
+    height    INTEGER PRIMARY KEY,
+    hash      TEXT NOT NULL,
+    mined_by  TEXT NOT NULL,
+    messages  TEXT NOT NULL,
+    nonce     TEXT NOT NULL,
+    timestamp INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS words (
     id    INTEGER PRIMARY KEY AUTOINCREMENT,
     word  TEXT NOT NULL,
@@ -154,6 +164,65 @@ class ChainStore:
                 "INSERT INTO blocks (height, hash, mined_by, messages, nonce, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
                 [_block_to_row(block) for block in blocks],
             )
+
+    def load_range(self, start: int, stop: int) -> list[Block]:
+        """Blocks `start` .. `stop - 1` in height order."""
+        rows = self._db.execute(
+            "SELECT height, hash, mined_by, messages, nonce, timestamp FROM blocks WHERE height >= ? AND height < ? ORDER BY height",
+            (start, stop),
+        ).fetchall()
+        return [_row_to_block(row) for row in rows]
+
+    # -------------------------------------------------------------- staging (a sync in progress)
+
+    def stage(self, blocks: Sequence[Block], reset: bool = False) -> None:
+        """Store linked blocks of a chain being synced (one transaction); `reset` drops what was staged."""
+        with self._transaction():
+            if reset:
+                self._db.execute("DELETE FROM staging")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO staging (height, hash, mined_by, messages, nonce, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+                [_block_to_row(block) for block in blocks],
+            )
+
+    def staged_run(self) -> tuple[Block, Block] | None:
+        """(lowest, highest) staged block if the staging table holds one gap-free run, else None."""
+        low = self._db.execute("SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging ORDER BY height LIMIT 1").fetchone()
+        high = self._db.execute("SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging ORDER BY height DESC LIMIT 1").fetchone()
+        if low is None or high is None:
+            return None
+        (count,) = self._db.execute("SELECT COUNT(*) FROM staging").fetchone()
+        if count != high[0] - low[0] + 1:
+            return None
+        return _row_to_block(low), _row_to_block(high)
+
+    def staged_block(self, height: int) -> Block | None:
+        row = self._db.execute("SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging WHERE height = ?", (height,)).fetchone()
+        return _row_to_block(row) if row else None
+
+    def clear_staging(self) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM staging")
+
+    def switch_to_staged(self, first: int, top: int) -> None:
+        """Our chain from `first` up becomes staged blocks `first`..`top`, and staging is emptied: one transaction.
+
+        The caller has checked that the staged run covers that range and links to block `first - 1`.
+        """
+        with self._transaction():
+            (count,) = self._db.execute("SELECT COUNT(*) FROM blocks WHERE height < ?", (first,)).fetchone()
+            if count != first:
+                raise StoreError(f"cannot write at height {first}: only {count} blocks below it")
+            (staged,) = self._db.execute("SELECT COUNT(*) FROM staging WHERE height >= ? AND height <= ?", (first, top)).fetchone()
+            if staged != top - first + 1:
+                raise StoreError(f"staging lacks blocks between {first} and {top}")
+            self._db.execute("DELETE FROM blocks WHERE height >= ?", (first,))
+            self._db.execute(
+                "INSERT INTO blocks (height, hash, mined_by, messages, nonce, timestamp) "
+                "SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging WHERE height >= ? AND height <= ?",
+                (first, top),
+            )
+            self._db.execute("DELETE FROM staging")
 
     # -------------------------------------------------------------- NEW_WORD queue
 

@@ -21,6 +21,8 @@ MAX_TEXT_CHARS = 256  # any other string field
 MAX_NAME_CHARS = 64  # a GOSSIP / GOSSIP_REPLY `name`
 MAX_ID_CHARS = 128  # a GOSSIP `id` (a uuid4 is 36)
 MAX_WORD_CHARS = MAX_MESSAGE_CHARS  # a NEW_WORD must fit in a block
+MAX_HEIGHT = 2**63 - 1  # a height (or chain length) above this is a lie, not a number to work with
+_BLOCK_KEYS = ("height", "minedBy", "messages", "nonce", "timestamp", "hash")
 
 
 class DecodeError(ValueError):
@@ -160,7 +162,7 @@ def _int(obj: dict[str, Any], key: str, low: int = 0, high: int | None = None) -
     if not isinstance(value, int) or isinstance(value, bool):
         raise DecodeError("bad_field", f"{key!r} must be an int, got {type(value).__name__}")
     if value < low or (high is not None and value > high):
-        raise DecodeError("bad_field", f"{key!r} out of range: {value}")
+        raise DecodeError("bad_field", f"{key!r} out of range")  # not the value: it may have thousands of digits
     return value
 
 
@@ -210,8 +212,11 @@ def _block(obj: dict[str, Any]) -> Block:
         # Some peers send the nonce as a number; its decimal string is what they
         # hashed, and the hash check decides whether that is true.
         nonce = str(nonce)
+    height = obj["height"]
+    if isinstance(height, int) and not isinstance(height, bool) and height > MAX_HEIGHT:
+        raise DecodeError("bad_field", "'height' out of range")
     block = Block(
-        height=obj["height"],
+        height=height,
         mined_by=obj["minedBy"],
         messages=tuple(messages),
         nonce=nonce,
@@ -227,13 +232,15 @@ def _block(obj: dict[str, Any]) -> Block:
 
 
 def _get_block_reply(obj: dict[str, Any]) -> GetBlockReply:
-    if all(obj.get(key) is None for key in ("height", "minedBy", "messages", "nonce", "timestamp", "hash")):
+    # "No such block": all null, or (some real peers) the string "None" in every field.
+    if all(obj.get(key) is None or obj.get(key) == "None" for key in _BLOCK_KEYS):
         return GetBlockReply(None)
     return GetBlockReply(_block(obj))
 
 
 def _stats_reply(obj: dict[str, Any]) -> StatsReply:
-    height = _int(obj, "height")
+    # Some real peers say `height: null` for an empty chain.
+    height = 0 if _field(obj, "height") is None else _int(obj, "height", 0, MAX_HEIGHT)
     block_hash = _field(obj, "hash")
     if block_hash is not None and not isinstance(block_hash, str):
         raise DecodeError("bad_field", "'hash' must be a string or null")
@@ -245,7 +252,7 @@ def _stats_reply(obj: dict[str, Any]) -> StatsReply:
 _DECODERS: dict[str, Callable[[dict[str, Any]], WireMessage]] = {
     "GOSSIP": lambda o: Gossip(_host(o), _port(o), _text(o, "id", MAX_ID_CHARS), _text(o, "name", MAX_NAME_CHARS)),
     "GOSSIP_REPLY": lambda o: GossipReply(_host(o), _port(o), _text(o, "name", MAX_NAME_CHARS)),
-    "GET_BLOCK": lambda o: GetBlock(_int(o, "height")),
+    "GET_BLOCK": lambda o: GetBlock(_int(o, "height", 0, MAX_HEIGHT)),
     "GET_BLOCK_REPLY": _get_block_reply,
     "ANNOUNCE": lambda o: Announce(_block(o)),
     "STATS": lambda o: Stats(),

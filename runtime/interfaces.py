@@ -23,6 +23,7 @@ from messages.internal import TipChanged
 
 if TYPE_CHECKING:  # types only: the codec and chain rules import nothing from here
     from chain.block import Block
+    from chain.sync import Staged
     from messages.wire import GetBlockReply, Gossip, GossipReply, StatsReply, WireMessage
 
 Address = tuple[str, int]
@@ -85,6 +86,15 @@ class ChainApi:
         raise NotImplementedError
 
     def apply_segment(self, fork_height: int, segment: Sequence[Block]) -> bool:
+        raise NotImplementedError
+
+    def stage_blocks(self, blocks: Sequence[Block], reset: bool = False) -> None:
+        raise NotImplementedError
+
+    def staging_summary(self) -> Staged | None:
+        raise NotImplementedError
+
+    def switch_to_staged(self, first: int, top: int, top_hash: str) -> bool:
         raise NotImplementedError
 
 
@@ -165,6 +175,9 @@ class ChainProxy(ActorMemberMixin, pykka.ActorProxy[ChainApi]):
     on_announce = proxy_method(ChainApi.on_announce)
     add_mined_block = proxy_method(ChainApi.add_mined_block)
     apply_segment = proxy_method(ChainApi.apply_segment)
+    stage_blocks = proxy_method(ChainApi.stage_blocks)
+    staging_summary = proxy_method(ChainApi.staging_summary)
+    switch_to_staged = proxy_method(ChainApi.switch_to_staged)
 
 
 class DatagramProxy(ActorMemberMixin, pykka.ActorProxy[DatagramApi]):

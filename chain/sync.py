@@ -1,0 +1,826 @@
+"""The sync engine: finds the best chain among the peers and downloads it, trusting no one.
+
+Pure: no sockets, no clocks, no actors. The ConsensusRunner feeds it what arrives
+(`on_stats`, `on_block`, `on_announce`, `on_consensus`, `set_tip`, `on_applied`)
+and the time (`tick(now)`), and carries out the actions it returns (`Send`,
+`Stage`, `Apply`, `SwitchStaged`, `StartRound`, `RoundOver`).
+
+A round: STATS to every peer (re-sent to the silent ones) until all answered or
+`collect_seconds` passed; the claims are ranked (chain.selection); each candidate
+chain is then *attempted*, best first, until one is applied.
+
+An attempt downloads the chain **downward from its claimed top**, so what is
+assembled is always one linked run:
+
+* the top block must carry the claimed hash (a peer whose top differs doesn't
+  back the claim: set aside for the attempt, not blamed: it may read heights as
+  top indexes, see PROTOCOL.md);
+* below it, block h is accepted only if block h+1's contents hash, on top of
+  block h's hash, to block h+1's (already proven) hash. A link that holds proves
+  both block h's hash and block h+1's contents; a hash that lacks the proof of
+  work proves the *chain* bad (it is remembered, and never fetched again for
+  `ban_seconds`);
+* a link that fails means either the upper block's contents or the lower block's
+  hash is a lie. If one peer served both, it lied. Otherwise both are fetched
+  again from other peers, and when a link at those heights finally holds, the
+  peer whose copy differs from the proven block is blamed. Nothing is ever
+  blamed on a peer because of a stranger's datagram: replies count only from the
+  IP asked (chain.fetch), and only from the exact address asked (or the one that
+  peer answered STATS from) can a bad block be blamed on it;
+* a blamed peer is set aside for the round and asked for STATS again: if it still
+  claims the chain it lied about, it is banned for `ban_seconds`; if its chain
+  changed (a reorg mid-sync), it is not;
+* the download stops at the first block whose proven hash is the one we hold at
+  that height (the fork point: everything below is shared), or at a genesis block
+  whose contents hash to its proven hash. No fork-search answer is ever taken on
+  trust: there is no fork search, only linked blocks.
+
+Memory is bounded whatever is claimed: at most `window` heights are in flight or
+buffered below the proven frontier, linked blocks are handed to ChainKeeper's
+staging table every `stage_chunk` blocks (each one transaction, so a crash keeps
+them), and nothing is sized by the claim. The chain table changes only when the
+whole linked run reaches our chain: `Apply` (a short run held in memory) or
+`SwitchStaged` (a long one, moved from staging in one transaction), so the chain
+on disk is always one whole version. A later attempt at the same chain (after a
+crash, or when it grew on top of what was staged) resumes from the staged run.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence, Union
+
+from chain.block import Block, compute_hash, meets_difficulty
+from chain.fetch import Requests
+from chain.selection import Candidate, rank_candidates
+from messages.wire import MAX_HEIGHT, GetBlock, Stats
+
+Address = tuple[str, int]
+log = logging.getLogger("node.sync")
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Send:
+    """Datagrams to send: (message, address) pairs."""
+
+    messages: tuple[tuple[Any, Address], ...]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Store linked blocks (ascending heights) in the staging table, one transaction; `reset` clears it first."""
+
+    reset: bool
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Replace our chain from height `first` up with `blocks` (held in memory), one transaction."""
+
+    first: int
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class SwitchStaged:
+    """Replace our chain from height `first` up with the staged blocks `first`..`top`, one transaction."""
+
+    first: int
+    top: int
+    top_hash: str
+
+
+@dataclass(frozen=True)
+class StartRound:
+    """Gather the round's inputs (peers, our hashes, the staging summary) and call `start_round`."""
+
+    reason: str
+    extra_peers: tuple[Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoundOver:
+    result: str
+
+
+Action = Union[Send, Stage, Apply, SwitchStaged, StartRound, RoundOver]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What the staging table holds: a linked run from `low_block` up to (`top`, `top_hash`)."""
+
+    low_block: Block
+    top: int
+    top_hash: str
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    difficulty: int
+    window: int = 1024  # heights in flight or buffered below the frontier, at most
+    stage_chunk: int = 512  # linked blocks handed to the staging table at a time
+    collect_seconds: float = 1.0
+    stats_resend_seconds: float = 0.25
+    stall_seconds: float = 10.0  # an attempt without a single useful block for this long ends
+    round_seconds: float = 600.0  # a round ends after this long whatever happens (staged progress is kept)
+    ban_seconds: float = 600.0
+    max_stats_peers: int = 64
+    trigger_delay: float = 0.3  # debounce: signs of a longer chain within this window start one round
+    trigger_gap_per_peer: float = 10.0
+    progress_every: float = 3.0
+    probe_depth: int = 4  # heights requested below our top before the first one is shown not to match
+    max_remembered: int = 1024  # banned peers, bad chains, trigger times: each capped
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass
+class _Attempt:
+    candidate: Candidate
+    length: int
+    top_hash: str
+    req: Requests
+    k: int  # the frontier: the lowest height whose hash is proven ...
+    hk: str  # ... that hash
+    content: Block | None = None  # block k, if held (its contents are proven only once k-1 links)
+    content_src: Address | None = None  # None: from our staging table (trusted)
+    content_acc: bool = True
+    top_confirmed: bool = False
+    next_new: int = -1  # the highest height below the frontier never requested yet
+    linked: list[Block] = field(default_factory=list)  # descending, contents proven, not staged yet
+    staged: bool = False  # this attempt's run is (partly) in the staging table
+    flushed: int = 0
+    done: int = 0  # blocks proven so far (with the staged ones resumed)
+    buffer: dict[int, tuple[Block, Address, bool]] = field(default_factory=dict)
+    retry: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # height -> peers asked before
+    avoid: dict[int, frozenset[Address]] = field(default_factory=dict)
+    suspects: dict[int, list[tuple[Block, Address, bool, str]]] = field(default_factory=dict)
+    overlap_linked: int = 0
+    mismatched: int = 0
+    started: float = 0.0
+    progress_at: float = 0.0
+    finished: bool = False
+
+
+@dataclass
+class _Round:
+    reason: str
+    started: float
+    peers: list[Address]
+    our_hashes: Sequence[str]
+    claims: dict[Address, tuple[int, str | None]] = field(default_factory=dict)
+    rtt: dict[Address, float] = field(default_factory=dict)
+    reply_addr: dict[Address, Address] = field(default_factory=dict)
+    stats_sent_at: float = 0.0
+    stats_resent: bool = False
+    stage: str = "collect"
+    candidates: list[Candidate] = field(default_factory=list)
+    weak: list[Candidate] = field(default_factory=list)
+    by_top: dict[tuple[int, str], list[Address]] = field(default_factory=dict)
+    attempt: _Attempt | None = None
+    set_aside: set[Address] = field(default_factory=set)
+    verdicts: dict[Address, tuple[int, str]] = field(default_factory=dict)
+    last_progress_log: float = 0.0
+
+
+def _capped_put(table: "OrderedDict[Any, float]", key: Any, value: float, cap: int) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > cap:
+        table.popitem(last=False)
+
+
+def _fmt(addr: Address) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+class SyncEngine:
+    """One node's consensus rounds and downloads; see the module docstring."""
+
+    def __init__(self, settings: SyncSettings) -> None:
+        self.s = settings
+        self.round: _Round | None = None
+        self.our_len = 0
+        self.banned: OrderedDict[Address, float] = OrderedDict()  # peer -> until (lied)
+        self.bad_chains: OrderedDict[str, float] = OrderedDict()  # claimed top hash -> until (its blocks proved it bad)
+        self._last_trigger: OrderedDict[Address, float] = OrderedDict()
+        self._pending: tuple[float, str, tuple[Address, ...]] | None = None
+        self._rerun: tuple[str, tuple[Address, ...]] | None = None
+        self.staged: Staged | None = None
+        self.rounds = 0
+        self.last_result: str | None = None
+        self.ignored_replies = 0  # from addresses we did not ask (strangers)
+        self._refusals = 0
+
+    # ============================================================ triggers
+
+    def set_tip(self, height: int, now: float) -> list[Action]:
+        """Our chain's length changed (an ANNOUNCE, our miner, an applied sync)."""
+        self.our_len = height
+        r = self.round
+        if r is not None and r.attempt is not None and not r.attempt.finished and height >= r.attempt.length:
+            return self._finish(f"our chain reached height {height} meanwhile")
+        return []
+
+    def on_consensus(self, now: float) -> list[Action]:
+        return self._want_round("CONSENSUS", (), now, delay=0.0)
+
+    def on_announce(self, addr: Address, height: int, now: float) -> list[Action]:
+        """An ANNOUNCE that doesn't extend our chain: a reason to look, if it is above our tip."""
+        if height + 1 <= self.our_len or self._is_banned(addr, now):
+            return []
+        return self._trigger(addr, f"announce of height {height} from {_fmt(addr)}", now)
+
+    def _trigger(self, addr: Address, reason: str, now: float) -> list[Action]:
+        """A sign of a longer chain: a round within `trigger_delay`, at most one per peer per gap."""
+        last = self._last_trigger.get(addr)
+        if last is not None and now - last < self.s.trigger_gap_per_peer:
+            return []
+        _capped_put(self._last_trigger, addr, now, self.s.max_remembered)
+        return self._want_round(reason, (addr,), now, delay=self.s.trigger_delay)
+
+    def _want_round(self, reason: str, extra: tuple[Address, ...], now: float, delay: float) -> list[Action]:
+        if self.round is not None:
+            if self._rerun is None:
+                self._rerun = (reason, extra)
+            elif len(self._rerun[1]) < 16:
+                self._rerun = (self._rerun[0], tuple(dict.fromkeys(self._rerun[1] + extra)))
+            return []
+        if self._pending is None:
+            self._pending = (now + delay, reason, extra)
+        else:
+            due, first_reason, extras = self._pending
+            self._pending = (min(due, now + delay), first_reason, tuple(dict.fromkeys(extras + extra))[:16])
+        if delay <= 0:
+            return self._pending_due(now)
+        return []
+
+    def wakeup_due(self) -> float | None:
+        """When an idle engine next needs a tick (a debounced round), or None."""
+        return self._pending[0] if self._pending is not None and self.round is None else None
+
+    def _pending_due(self, now: float) -> list[Action]:
+        if self._pending is None or self._pending[0] > now or self.round is not None:
+            return []
+        _, reason, extra = self._pending
+        self._pending = None
+        return [StartRound(reason, extra)]
+
+    # ============================================================ rounds
+
+    def start_round(self, reason: str, peers: Sequence[Address], our_hashes: Sequence[str], staged: Staged | None, now: float) -> list[Action]:
+        """Begin a round with these inputs (gathered by the actor for a StartRound)."""
+        if self.round is not None:
+            return self._want_round(reason, (), now, 0.3)
+        self._pending = None
+        self.our_len = len(our_hashes)
+        self.staged = staged
+        self._expire_memory(now)
+        chosen = [p for p in dict.fromkeys(peers) if not self._is_banned(p, now)][: self.s.max_stats_peers]
+        if not chosen:
+            self.last_result = "no peers"
+            return [RoundOver("no peers")]
+        self.rounds += 1
+        self.round = _Round(reason=reason, started=now, peers=chosen, our_hashes=our_hashes)
+        log.debug("consensus round (%s): asking %d peers", reason, len(chosen))
+        return self._send_stats(now)
+
+    def _send_stats(self, now: float) -> list[Action]:
+        r = self.round
+        assert r is not None
+        r.stats_resent = r.stats_sent_at > 0
+        r.stats_sent_at = now
+        silent = [a for a in r.peers if a not in r.claims]
+        return [Send(tuple((Stats(), a) for a in silent))] if silent else []
+
+    def on_stats(self, source: Address, height: int, top_hash: str | None, now: float) -> list[Action]:
+        """A STATS_REPLY (height already bounded by the codec; None-height means 0)."""
+        r = self.round
+        out: list[Action] = []
+        peer = self._round_peer(source) if r is not None else None
+        if r is not None and peer is not None:
+            verdict = r.verdicts.pop(peer, None)
+            if verdict is not None:
+                if verdict == (height, top_hash):
+                    self._ban(peer, now, "still claims the chain it served a false block of")
+                else:
+                    log.info("%s changed its chain mid-sync (now %s blocks); not banned", _fmt(peer), height)
+            if r.stage == "collect":
+                if not r.stats_resent and peer not in r.claims:
+                    r.rtt[peer] = max(0.0, now - r.started)
+                if source != peer:
+                    r.reply_addr[peer] = source
+                r.claims[peer] = (height, top_hash)
+                if len(r.claims) == len(r.peers):
+                    out += self._end_collect(now)
+                return out
+        # Outside the collect stage: a peer showing a longer chain is a reason to look.
+        if height > self.our_len and top_hash is not None and not self._is_bad(top_hash, now) and not self._is_banned(source, now):
+            if r is None or r.attempt is None or (height, top_hash) != (r.attempt.length, r.attempt.top_hash):
+                out += self._trigger(source, f"STATS_REPLY from {_fmt(source)} shows height {height}", now)
+        return out
+
+    def _round_peer(self, source: Address) -> Address | None:
+        r = self.round
+        assert r is not None
+        if source in r.claims or source in r.peers:
+            return source
+        for peer, addr in r.reply_addr.items():
+            if addr == source:
+                return peer
+        same_ip = [p for p in r.peers if p[0] == source[0] and p not in r.claims]
+        return same_ip[0] if len(same_ip) == 1 else None
+
+    def _end_collect(self, now: float) -> list[Action]:
+        r = self.round
+        assert r is not None
+        self._expire_memory(now)
+        claims = [(a, h, x) for a, (h, x) in r.claims.items() if not self._is_banned(a, now) and not (x and self._is_bad(x, now))]
+        r.candidates = rank_candidates(claims, self.our_len, self.s.difficulty)
+        for c in r.candidates:
+            r.by_top[(c.height, c.hash)] = list(c.peers)
+        log.debug("collected %d claims: %s", len(claims), [(c.height, c.hash[:8], c.votes) for c in r.candidates[:8]])
+        return self._next_candidate(now)
+
+    def _next_candidate(self, now: float) -> list[Action]:
+        r = self.round
+        assert r is not None
+        r.attempt = None
+        r.stage = "fetch"
+        while r.candidates or r.weak:
+            if r.candidates:
+                candidate, length = r.candidates.pop(0), None
+            else:
+                candidate = r.weak.pop(0)
+                length = candidate.height + 1
+            if length is None and candidate.height == self.our_len:
+                r.weak.append(candidate)  # same length as ours: only worth trying as a top-index claim
+                continue
+            if length is not None and length <= self.our_len:
+                continue
+            length = length if length is not None else candidate.height
+            if length - 1 < len(r.our_hashes) and r.our_hashes[length - 1] == candidate.hash:
+                continue  # a chain we hold
+            peers = [p for p in candidate.peers if p not in r.set_aside and not self._is_banned(p, now)]
+            if not peers:
+                continue
+            return self._begin_attempt(candidate, length, peers, now)
+        results = "nothing better" if not r.claims else "our chain is the best valid one"
+        return self._finish(results)
+
+    def _begin_attempt(self, candidate: Candidate, length: int, peers: list[Address], now: float) -> list[Action]:
+        r = self.round
+        assert r is not None
+        req = Requests(window=self.s.window)
+        for p in peers:
+            req.add_peer(p, r.rtt.get(p), r.reply_addr.get(p))
+        top = length - 1
+        a = _Attempt(candidate=candidate, length=length, top_hash=candidate.hash, req=req, k=top, hk=candidate.hash,
+                     started=now, progress_at=now)
+        r.attempt = a
+        st = self.staged
+        if st is not None and st.top == top and st.top_hash == candidate.hash:
+            a.staged = True
+            a.top_confirmed = True
+            a.done = st.top - st.low_block.height + 1
+            a.k, a.hk = st.low_block.height, st.low_block.hash
+            a.content, a.content_src = st.low_block, None
+            a.next_new = a.k - 1
+            log.info("resuming the sync of height %d from %d staged blocks", length, a.done)
+            out = self._arrived(now)
+            if a.finished or r.attempt is not a:
+                return out
+        else:
+            a.retry[top] = ()
+            out = []
+        log.info("syncing to height %d (%d votes) from %d peers", length, candidate.votes, len(peers))
+        return out + self._pump(now)
+
+    # ============================================================ blocks
+
+    def on_block(self, source: Address, block: Block | None, now: float) -> list[Action]:
+        r = self.round
+        a = r.attempt if r is not None else None
+        if a is None or a.finished:
+            return []
+        if block is None:
+            rep = a.req.match_peer(source)
+            if rep is None:
+                self.ignored_replies += 1
+                return []
+            log.debug("%s lacks a block of the chain it claimed; set aside for this round", _fmt(rep.peer))
+            out = self._set_aside(rep.peer, now)
+            return out + self._pump(now)
+        h = block.height
+        rep = a.req.match(h, source, now)
+        if rep is None and h in a.retry:
+            rep = a.req.match_late(a.retry[h], source)  # timed out, not re-sent yet: still welcome
+        if rep is None:
+            self.ignored_replies += 1
+            return []
+        if h > a.k or (h == a.k and a.content is not None) or h in a.buffer or h < a.k - self.s.window:
+            return self._pump(now)  # a late duplicate of something we hold
+        a.buffer[h] = (block, rep.peer, rep.accountable)
+        a.progress_at = now
+        out = self._settle(now)
+        if self.round is None or self.round.attempt is not a or a.finished:
+            return out
+        return out + self._pump(now)
+
+    def _settle(self, now: float) -> list[Action]:
+        """Move the frontier down as far as the buffered blocks allow."""
+        r = self.round
+        assert r is not None and r.attempt is not None
+        a = r.attempt
+        out: list[Action] = []
+        while not a.finished and self.round is r and r.attempt is a:
+            if a.content is None:
+                entry = a.buffer.pop(a.k, None)
+                if entry is None:
+                    break
+                block, src, acc = entry
+                if block.hash != a.hk:
+                    if a.k == a.length - 1 and not a.top_confirmed:
+                        a.mismatched += 1
+                        log.debug("%s's top block is not the one it claimed; set aside for this attempt", _fmt(src))
+                        out += self._drop_from_attempt(src, now)
+                    else:
+                        out += self._blame(src, acc, f"block {a.k} is not the one the chain has there", now)
+                    self._queue(a, a.k, (src,))
+                    continue
+                if not a.top_confirmed:
+                    a.top_confirmed = True
+                    a.next_new = a.k - 1
+                    a.done = max(a.done, 0)
+                a.content, a.content_src, a.content_acc = block, src, acc
+                out += self._resolve(a, a.k, block, "hash", now)
+                if a.k == 0:
+                    out += self._genesis(now)
+                continue
+            entry = a.buffer.pop(a.k - 1, None)
+            if entry is None:
+                break
+            lower, src, acc = entry
+            upper = a.content
+            if compute_hash(lower.hash, upper.mined_by, upper.messages, upper.timestamp, upper.nonce) == upper.hash:
+                out += self._resolve(a, a.k, upper, "content", now)
+                out += self._resolve(a, a.k - 1, lower, "hash", now)
+                a.linked.append(upper)
+                a.done += 1
+                a.k, a.hk = a.k - 1, lower.hash
+                a.content, a.content_src, a.content_acc = lower, src, acc
+                if a.k < self.our_len:
+                    a.overlap_linked += 1
+                for h in [h for h in a.suspects if h > a.k]:
+                    del a.suspects[h]
+                a.avoid.pop(a.k + 1, None)
+                out += self._arrived(now)
+                continue
+            # The upper block's contents or the lower block's hash is a lie.
+            if a.content_src is None:
+                out += self._blame(src, acc, f"block {a.k - 1} does not link to the chain above it", now)
+                self._queue(a, a.k - 1, (src,))
+                continue
+            if a.content_src == src and a.content_acc and acc:
+                out += self._blame(src, acc, f"blocks {a.k - 1} and {a.k} it served do not link", now)
+                a.content = None
+                self._queue(a, a.k, (src,))
+                self._queue(a, a.k - 1, (src,))
+                continue
+            self._suspect(a, a.k, (upper, a.content_src, a.content_acc, "content"))
+            self._suspect(a, a.k - 1, (lower, src, acc, "hash"))
+            a.avoid[a.k] = a.avoid.get(a.k, frozenset()) | {a.content_src}
+            a.avoid[a.k - 1] = a.avoid.get(a.k - 1, frozenset()) | {src}
+            a.content = None
+            self._queue(a, a.k, (a.content_src,) if a.content_src else ())
+            self._queue(a, a.k - 1, (src,))
+        if not a.finished and self.round is r and r.attempt is a and len(a.linked) >= self.s.stage_chunk:
+            out += self._flush(a)
+        return out
+
+    def _arrived(self, now: float) -> list[Action]:
+        """Block k's hash is now proven: check its work, whether we hold it, whether it is staged."""
+        r = self.round
+        assert r is not None and r.attempt is not None
+        a = r.attempt
+        if not meets_difficulty(a.hk, self.s.difficulty):
+            _capped_put(self.bad_chains, a.top_hash, now + self.s.ban_seconds, self.s.max_remembered)
+            return self._fail_attempt(f"its block {a.k} lacks the proof of work (chain marked bad)", now)
+        for p in r.by_top.get((a.k + 1, a.hk), ()):
+            if p not in r.set_aside and not self._is_banned(p, now) and p not in a.req.links:
+                a.req.add_peer(p, r.rtt.get(p), r.reply_addr.get(p))  # its chain is a prefix of this one
+        if a.k < self.our_len and a.k < len(r.our_hashes) and r.our_hashes[a.k] == a.hk:
+            return self._complete(a.k + 1, now)
+        st = self.staged
+        if st is not None and not a.staged and a.flushed == 0 and st.top == a.k and st.top_hash == a.hk:
+            log.info("the chain reaches blocks staged earlier: resuming below height %d", st.low_block.height)
+            a.staged = True
+            a.done += st.top - st.low_block.height
+            a.k, a.hk = st.low_block.height, st.low_block.hash
+            a.content, a.content_src, a.content_acc = st.low_block, None, True
+            for h in [h for h in a.buffer if h >= a.k]:
+                del a.buffer[h]
+            for h in [h for h in a.retry if h >= a.k]:
+                del a.retry[h]
+            a.suspects.clear()
+            a.next_new = min(a.next_new, a.k - 1)
+            if a.k == 0:
+                return self._genesis(now)
+            return self._arrived(now)
+        if a.k == 0:
+            return self._genesis(now)
+        return []
+
+    def _genesis(self, now: float) -> list[Action]:
+        """Block 0 (hash proven) is held: its contents must hash to it with no previous block."""
+        r = self.round
+        assert r is not None and r.attempt is not None
+        a = r.attempt
+        g = a.content
+        assert g is not None
+        if compute_hash(None, g.mined_by, g.messages, g.timestamp, g.nonce) == g.hash:
+            a.linked.append(g)
+            a.done += 1
+            return self._complete(0, now)
+        src, acc = a.content_src, a.content_acc
+        a.content = None
+        if src is None:
+            return self._fail_attempt("staged genesis does not hash", now)
+        self._queue(a, 0, (src,))
+        return self._blame(src, acc, "its genesis block's contents do not match its hash", now)
+
+    def _resolve(self, a: _Attempt, height: int, proven: Block, what: str, now: float) -> list[Action]:
+        """A link at `height` held: blame the suspects whose copy differs from the proven block."""
+        out: list[Action] = []
+        rest = []
+        for block, src, acc, kind in a.suspects.get(height, []):
+            if kind != what:
+                rest.append((block, src, acc, kind))
+                continue
+            differs = block.hash != proven.hash if kind == "hash" else block != proven
+            if differs:
+                out += self._blame(src, acc, f"its block {height} is not the chain's", now)
+        if rest:
+            a.suspects[height] = rest
+        else:
+            a.suspects.pop(height, None)
+        return out
+
+    def _suspect(self, a: _Attempt, height: int, entry: tuple[Block, Address, bool, str]) -> None:
+        entries = a.suspects.setdefault(height, [])
+        if len(entries) < 8:
+            entries.append(entry)
+
+    def _queue(self, a: _Attempt, height: int, asked: tuple[Address, ...]) -> None:
+        if height < 0 or height > a.length - 1:
+            return
+        a.req.cancel(height)
+        a.retry[height] = asked
+
+    # ============================================================ peers
+
+    def _blame(self, peer: Address | None, accountable: bool, why: str, now: float) -> list[Action]:
+        """A block `peer` served is proven false: set it aside and re-ask its STATS (the verdict)."""
+        r = self.round
+        if r is None or peer is None:
+            return []
+        if not accountable:
+            self.ignored_replies += 1
+            log.debug("a false block from another port of %s's host: not blamed on it", _fmt(peer))
+            return []
+        if peer in r.set_aside:
+            return []
+        log.warning("%s served a false block (%s); set aside, re-asking its STATS", _fmt(peer), why)
+        a = r.attempt
+        if a is not None:
+            r.verdicts[peer] = (a.length, a.top_hash)
+        r.set_aside.add(peer)
+        out: list[Action] = [Send(((Stats(), peer),))]
+        out += self._drop_from_attempt(peer, now)
+        return out
+
+    def _set_aside(self, peer: Address, now: float) -> list[Action]:
+        r = self.round
+        assert r is not None
+        r.set_aside.add(peer)
+        return self._drop_from_attempt(peer, now)
+
+    def _drop_from_attempt(self, peer: Address, now: float) -> list[Action]:
+        r = self.round
+        if r is None or r.attempt is None:
+            return []
+        a = r.attempt
+        for h in a.req.remove_peer(peer):
+            a.retry.setdefault(h, (peer,))
+        for h in [h for h, (_, src, _) in a.buffer.items() if src == peer]:
+            del a.buffer[h]
+            a.retry[h] = (peer,)
+        if a.content is not None and a.content_src == peer:
+            a.content = None  # its hash is proven, its contents came from the peer set aside
+            a.retry[a.k] = (peer,)
+        return []
+
+    def _ban(self, peer: Address, now: float, why: str) -> None:
+        log.warning("%s banned for %.0fs: %s", _fmt(peer), self.s.ban_seconds, why)
+        _capped_put(self.banned, peer, now + self.s.ban_seconds, self.s.max_remembered)
+
+    def _is_banned(self, peer: Address, now: float) -> bool:
+        until = self.banned.get(peer)
+        return until is not None and until > now
+
+    def _is_bad(self, top_hash: str, now: float) -> bool:
+        until = self.bad_chains.get(top_hash)
+        return until is not None and until > now
+
+    def _expire_memory(self, now: float) -> None:
+        for table in (self.banned, self.bad_chains):
+            for key in [k for k, until in table.items() if until <= now]:
+                del table[key]
+
+    # ============================================================ sending
+
+    def _pump(self, now: float) -> list[Action]:
+        """Send what is due: re-sends first (nearest the frontier first), then new heights downward."""
+        r = self.round
+        if r is None or r.attempt is None or r.attempt.finished:
+            return []
+        a = r.attempt
+        if not a.req.links:
+            return self._fail_attempt("every peer backing it dropped out", now)
+        sends: list[tuple[Any, Address]] = []
+        low = self._lowest_wanted(a)
+        for h in sorted(a.retry, reverse=True):
+            if not a.req.has_room():
+                break
+            if h > a.k or (h == a.k and a.content is not None) or h in a.buffer:
+                del a.retry[h]
+                continue
+            if h < low:
+                continue  # not yet: the window hasn't reached it
+            peer = a.req.retry(h, a.retry[h], now, a.avoid.get(h, frozenset())) if a.retry[h] else a.req.assign(h, now, a.avoid.get(h, frozenset()))
+            if peer is None:
+                break
+            del a.retry[h]
+            sends.append((GetBlock(h), peer))
+        if a.top_confirmed:
+            while a.next_new >= low and a.req.has_room():
+                h = a.next_new
+                a.next_new -= 1
+                if h in a.buffer or a.req.is_inflight(h) or h in a.retry:
+                    continue
+                peer = a.req.assign(h, now, a.avoid.get(h, frozenset()))
+                if peer is None:
+                    a.next_new += 1
+                    break
+                sends.append((GetBlock(h), peer))
+        return [Send(tuple(sends))] if sends else []
+
+    def _lowest_wanted(self, a: _Attempt) -> int:
+        """The window: heights at most `window` below the frontier, and only a few below our top
+        until the blocks there are shown not to be ours (a short extension costs only itself)."""
+        probe = self.s.probe_depth + 2 * a.overlap_linked
+        return max(0, a.k - self.s.window, min(a.k - 1, self.our_len) - probe)
+
+    # ============================================================ time
+
+    def tick(self, now: float) -> list[Action]:
+        out = self._pending_due(now)
+        r = self.round
+        if r is None:
+            return out
+        if now - r.started > self.s.round_seconds:
+            return out + self._finish(f"round deadline ({self.s.round_seconds:.0f}s) passed")
+        if r.stage == "collect":
+            if now - r.started >= self.s.collect_seconds:
+                return out + self._end_collect(now)
+            if now - r.stats_sent_at >= self.s.stats_resend_seconds:
+                out += self._send_stats(now)
+            return out
+        a = r.attempt
+        if a is None or a.finished:
+            return out
+        expired, silent = a.req.expire(now)
+        for h, asked in expired:
+            if h not in a.retry:
+                a.retry[h] = asked
+        for p in silent:
+            log.info("%s answers no GET_BLOCK; set aside for this round", _fmt(p))
+            out += self._set_aside(p, now)
+        if now - a.progress_at > self.s.stall_seconds:
+            return out + self._fail_attempt(f"no progress in {self.s.stall_seconds:.0f}s", now)
+        if a.top_confirmed and now - r.last_progress_log >= self.s.progress_every and now - a.started >= self.s.progress_every:
+            r.last_progress_log = now
+            log.info("sync %s", self.progress_line(now))
+        return out + self._pump(now)
+
+    # ============================================================ endings
+
+    def _flush(self, a: _Attempt) -> list[Action]:
+        blocks = tuple(reversed(a.linked))
+        reset = not a.staged
+        a.linked = []
+        a.staged = True
+        a.flushed += len(blocks)
+        if reset or self.staged is None:
+            self.staged = Staged(blocks[0], blocks[-1].height, blocks[-1].hash)
+        else:
+            st = self.staged
+            low = blocks[0] if blocks[0].height < st.low_block.height else st.low_block
+            top, top_hash = (blocks[-1].height, blocks[-1].hash) if blocks[-1].height > st.top else (st.top, st.top_hash)
+            self.staged = Staged(low, top, top_hash)
+        return [Stage(reset, blocks)]
+
+    def _complete(self, first: int, now: float) -> list[Action]:
+        r = self.round
+        assert r is not None and r.attempt is not None
+        a = r.attempt
+        a.finished = True
+        r.stage = "apply"
+        if not a.staged:
+            return [Apply(first, tuple(reversed(a.linked)))]
+        out = self._flush(a) if a.linked else []
+        return out + [SwitchStaged(first, a.length - 1, a.top_hash)]
+
+    def on_applied(self, ok: bool, now: float) -> list[Action]:
+        """The ChainKeeper's answer to Apply / SwitchStaged."""
+        r = self.round
+        if r is None or r.attempt is None:
+            return []
+        a = r.attempt
+        if ok:
+            self._refusals = 0
+            if a.staged:
+                self.staged = None
+            self.our_len = max(self.our_len, a.length)
+            return self._finish(f"synced to height {a.length} ({a.done} blocks in {now - a.started:.3f}s)")
+        self._refusals += 1
+        if self._refusals <= 2 and self._rerun is None:
+            self._rerun = ("our chain changed during the sync", tuple(a.req.links))
+        return self._finish("ChainKeeper refused the synced chain")
+
+    def _fail_attempt(self, why: str, now: float) -> list[Action]:
+        r = self.round
+        if r is None:
+            return []
+        a = r.attempt
+        if a is not None:
+            a.finished = True
+            log.warning("chain (%d, %s) abandoned: %s", a.length, a.top_hash[:12], why)
+            if not a.top_confirmed and a.mismatched and a.length == a.candidate.height:
+                r.weak.append(a.candidate)  # maybe its peers report the top index: try that later
+            if a.linked and a.staged:
+                return self._flush(a) + self._next_candidate(now)
+        return self._next_candidate(now)
+
+    def _finish(self, result: str) -> list[Action]:
+        self.last_result = result
+        log.info("consensus round done: %s", result)
+        self.round = None
+        out: list[Action] = [RoundOver(result)]
+        if self._rerun is not None:
+            reason, extra = self._rerun
+            self._rerun = None
+            out.append(StartRound(reason, extra))
+        return out
+
+    # ============================================================ reporting
+
+    def status(self, now: float) -> dict[str, Any]:
+        r = self.round
+        a = r.attempt if r is not None else None
+        done, total = (a.done, self._total(a)) if a is not None else (0, 0)
+        elapsed = now - a.started if a is not None else 0.0
+        rate = done / elapsed if a is not None and elapsed > 0 else 0.0
+        return {
+            "running": r is not None,
+            "stage": r.stage if r else None,
+            "reason": r.reason if r else None,
+            "target_height": min(a.length, MAX_HEIGHT) if a else None,
+            "fetched": done,
+            "total": total,
+            "percent": (done * 1000 // total) / 10 if total else 0.0,
+            "blocks_per_second": round(rate, 1),
+            "eta_seconds": round((total - done) / rate, 1) if rate > 0 and total - done < 10**12 else None,
+            "peers": len(a.req.links) if a else 0,
+            "rounds": self.rounds,
+            "last_result": self.last_result,
+            "banned_peers": len(self.banned),
+            "ignored_replies": self.ignored_replies,
+        }
+
+    def _total(self, a: _Attempt) -> int:
+        """Blocks this sync will take at least: down to our top, or further on a fork."""
+        return max(a.length - self.our_len, a.done + (a.k - self.our_len if a.k > self.our_len else 1), 1)
+
+    def progress_line(self, now: float) -> str:
+        s = self.status(now)
+        eta = f"{s['eta_seconds']:.0f}s" if s["eta_seconds"] is not None else "?"
+        return (f"{s['fetched']:,}/{s['total']:,} blocks ({s['percent']:.1f}%), {s['blocks_per_second']:,.0f} blocks/s, "
+                f"ETA {eta}, {s['peers']} peers")

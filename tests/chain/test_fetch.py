@@ -1,0 +1,96 @@
+"""The GET_BLOCK scheduler (chain.fetch.Requests), with time passed in."""
+from __future__ import annotations
+
+from chain.fetch import Requests
+
+A, B = ("127.0.0.1", 1001), ("127.0.0.2", 1002)
+STRANGER = ("127.0.0.9", 1001)
+
+
+def test_requests_spread_over_peers_and_one_height_is_in_flight_once():
+    req = Requests(initial_cwnd=2)
+    req.add_peer(A)
+    req.add_peer(B)
+    sent = [req.assign(h, 0.0) for h in range(5)]
+    assert sent[:4].count(A) == 2 and sent[:4].count(B) == 2
+    assert sent[4] is None  # both congestion windows are full
+    assert req.assign(0, 0.0) is None  # already in flight
+
+
+def test_replies_count_only_from_the_ip_asked():
+    req = Requests()
+    req.add_peer(A)
+    req.assign(7, 0.0)
+    assert req.match(7, STRANGER, 0.01) is None
+    assert req.match(8, A, 0.01) is None  # never asked
+    other_port = (A[0], 5555)
+    reply = req.match(7, other_port, 0.01)
+    assert reply is not None and reply.peer == A and not reply.accountable  # counts, but can't be blamed on A
+    req.assign(9, 0.0)
+    assert req.match(9, A, 0.02).accountable
+
+
+def test_the_address_a_peer_answered_stats_from_is_accountable():
+    req = Requests()
+    req.add_peer(A, reply_addr=(A[0], 5555))
+    req.assign(1, 0.0)
+    assert req.match(1, (A[0], 5555), 0.01).accountable
+
+
+def test_timeouts_back_off_and_halve_the_window():
+    req = Requests(initial_cwnd=8, min_rto=0.05)
+    req.add_peer(A, rtt_hint=0.001)
+    for h in range(8):
+        req.assign(h, 0.0)
+    expired, silent = req.expire(0.06)
+    assert len(expired) == 8 and silent == []
+    link = req.links[A]
+    assert link.cwnd == 4 and link.backoff == 2
+    assert link.rto(0.05, 4.0, 0.5) == 0.1
+
+
+def test_a_peer_that_never_answers_is_set_aside_after_a_few_timeouts():
+    req = Requests(silent_timeouts=3)
+    req.add_peer(A, rtt_hint=0.001)
+    req.add_peer(B, rtt_hint=0.001)
+    now, dropped = 0.0, []
+    for _ in range(10):
+        for h in range(4):
+            if not req.is_inflight(h):
+                req.assign(h, now)
+        now += 5.0
+        expired, silent = req.expire(now)
+        for h, _ in expired:
+            pass
+        for peer in silent:
+            req.remove_peer(peer)
+            dropped.append(peer)
+        if dropped:
+            break
+    assert set(dropped) == {A, B} and now <= 15.0
+
+
+def test_a_late_reply_to_an_earlier_request_still_counts():
+    req = Requests()
+    req.add_peer(A, rtt_hint=0.01)
+    req.add_peer(B, rtt_hint=0.01)
+    first = req.assign(3, 0.0)
+    expired, _ = req.expire(1.0)
+    assert expired == [(3, (first,))]
+    second = req.retry(3, (first,), 1.0)
+    assert second != first
+    assert req.match(3, first, 1.01).peer == first  # the first peer's late answer
+    assert not req.is_inflight(3)
+
+
+def test_rtt_samples_follow_karn():
+    req = Requests()
+    req.add_peer(A)
+    req.assign(1, 0.0)
+    req.match(1, A, 0.2)
+    assert abs(req.links[A].srtt - 0.2) < 1e-9
+    req.assign(2, 1.0)
+    req.expire(10.0)
+    req.retry(2, (A,), 10.0)
+    req.match(2, A, 13.0)  # ambiguous: answers the first or the second send
+    assert abs(req.links[A].srtt - 0.2) < 1e-9
