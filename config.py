@@ -20,7 +20,7 @@ class NodeConfig:
     peers: tuple[tuple[str, int], ...] = ()
     name: str = "node"
     difficulty: int = 8
-    miners: int = 0
+    miners: int | str = 0  # a count, or "auto" (resolved by the miners supervisor, node.py)
     data_dir: Path = Path("data")
     http_host: str = "127.0.0.1"
     http_port: int = 0

@@ -10,38 +10,61 @@ from typing import Any
 
 from actors.chain_keeper import ChainKeeper
 from actors.consensus_runner import ConsensusRunner
+from actors.gossip_manager import GossipManager
+from actors.network_io import NetworkIO
 from chain.datadir import DataDir
 from config import NodeConfig
 from runtime.context import NodeContext
-from actors.gossip_manager import GossipManager
-from actors.network_io import NetworkIO
 from runtime.startup import check_udp_port
-from supervisor import ChildSpec, Supervisor, SupervisorPolicy
+from supervisor import ChildSpec, Spec, Supervisor, SupervisorPolicy, SupervisorSpec
 
 log = logging.getLogger("node")
 
+# The root's budget covers the core actors (ChainKeeper, NetworkIO, GossipManager):
+# more tolerant than OTP's 1 in 5 s because a flood or a flaky disk can cost a few
+# restarts, but a crash loop in the core still ends the node within a minute.
+NODE_POLICY = SupervisorPolicy(max_restarts=10, period=60.0)
+# Expendable subtrees give up fast (a crash loop there is a bug or a hostile peer,
+# not something a quick restart fixes) and come back after the root's cool-down
+# (30 s, doubling per give-up up to 240 s, reset after 300 s of stability).
+SYNC_POLICY = SupervisorPolicy(max_restarts=5, period=30.0, backoff_base=0.1, backoff_max=5.0)
+MINERS_POLICY = SupervisorPolicy(max_restarts=10, period=60.0, backoff_base=0.2, backoff_max=5.0)
 
-def child_specs(config: NodeConfig) -> list[ChildSpec]:
-    """The node's children in start order: storage, network, membership, consensus, miners."""
-    specs = [
+
+def child_specs(config: NodeConfig, sync_policy: SupervisorPolicy = SYNC_POLICY,
+                miners_policy: SupervisorPolicy = MINERS_POLICY) -> list[Spec]:
+    """The root's children in start order: storage, network, membership, then the two subtrees."""
+    specs: list[Spec] = [
         ChildSpec("ChainKeeper", lambda ctx, name: ChainKeeper.start(ctx, name)),
         ChildSpec("NetworkIO", lambda ctx, name: NetworkIO.start(ctx, name)),
         ChildSpec("GossipManager", lambda ctx, name: GossipManager.start(ctx, name)),
-        ChildSpec("ConsensusRunner", lambda ctx, name: ConsensusRunner.start(ctx, name)),
+        SupervisorSpec("sync", lambda ctx: [ChildSpec("ConsensusRunner", lambda c, n: ConsensusRunner.start(c, n))],
+                       sync_policy),
     ]
-    specs.extend(_miner_specs(config))
+    if config.miners != 0 or config.miner_listen > 0:
+        specs.append(SupervisorSpec("miners", lambda ctx: miner_specs(ctx.config), miners_policy))
     return specs
 
 
-def _miner_specs(config: NodeConfig) -> list[ChildSpec]:
+def miner_count(config: NodeConfig) -> int:
+    """`--miners`: a number, or `auto` resolved here with psutil (mining/pool_size.py)."""
+    if config.miners == "auto":
+        from mining.pool_size import auto_miner_count
+
+        return auto_miner_count()
+    return int(config.miners)
+
+
+def miner_specs(config: NodeConfig) -> list[ChildSpec]:
     """Local miners (one worker process each), then the gateway for external miners."""
     specs: list[ChildSpec] = []
-    if config.miners > 0:
+    count = miner_count(config)
+    if count > 0:
         from actors.miner import MinerActor  # imported only when mining
 
         specs.extend(
             ChildSpec(f"MinerActor-{i}", lambda ctx, name, i=i: MinerActor.start(ctx, name, index=i), shutdown_timeout=10.0)
-            for i in range(config.miners)
+            for i in range(count)
         )
     if config.miner_listen > 0:
         from actors.miner_gateway import MinerGateway  # imported only when serving external miners
@@ -53,10 +76,11 @@ def _miner_specs(config: NodeConfig) -> list[ChildSpec]:
 class Node:
     """A running node: `start()`, then `wait()` or `stop()`."""
 
-    def __init__(self, config: NodeConfig, policy: SupervisorPolicy | None = None) -> None:
+    def __init__(self, config: NodeConfig, policy: SupervisorPolicy | None = None, *,
+                 sync_policy: SupervisorPolicy = SYNC_POLICY, miners_policy: SupervisorPolicy = MINERS_POLICY) -> None:
         self.config = config
         self.ctx = NodeContext(config)
-        self.supervisor = Supervisor(self.ctx, child_specs(config), policy)
+        self.supervisor = Supervisor(self.ctx, child_specs(config, sync_policy, miners_policy), policy or NODE_POLICY)
         self.http: Any = None
         self.data_dir: DataDir | None = None
 
@@ -101,3 +125,11 @@ class Node:
 
     def health(self) -> dict[str, Any]:
         return self.supervisor.health()
+
+    @property
+    def miner_count(self) -> int:
+        """How many MinerActors the `miners` supervisor runs (`--miners auto` resolved)."""
+        miners = self.supervisor.children.get("miners")
+        if miners is None or miners.sub is None:
+            return 0
+        return sum(1 for name in miners.sub.children if name.startswith("MinerActor-"))

@@ -41,14 +41,12 @@ class MinerCount(click.ParamType):
 
     name = "auto|N"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
         if isinstance(value, int):
             return value
         text = str(value).strip().lower()
         if text == "auto":
-            from mining.pool_size import auto_miner_count
-
-            return auto_miner_count()
+            return "auto"  # sized by the miners supervisor (node.py), not here
         if text.isdigit() and int(text) <= 1024:
             return int(text)
         self.fail(f"{value!r} is not 'auto' or a number from 0 to 1024", param, ctx)
@@ -151,7 +149,7 @@ def _check_options_before_subcommand(ctx: click.Context) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str, int], ...], name: str | None,
-        difficulty: int, miners: int, data_dir: Path | None, http_port: int, http_host: str,
+        difficulty: int, miners: int | str, data_dir: Path | None, http_port: int, http_host: str,
         enable_fault_injection: bool, miner_listen: int, miner_token: str | None, verbose: bool) -> None:
     """A peer of the proof-of-work network: joins, syncs, validates, mines, serves."""
     if ctx.invoked_subcommand is not None:
@@ -208,11 +206,11 @@ def run_node(config: NodeConfig, verbose: bool = False) -> int:
         log.critical("node failed to start: %s", exc, exc_info=verbose)
         return 1
     log.info("node %s up on udp %s:%d (difficulty %d, %d miners, data in %s)",
-             config.name, config.host, config.port, config.difficulty, config.miners, config.data_dir)
+             config.name, config.host, config.port, config.difficulty, node.miner_count, config.data_dir)
     for line in explain_node(config, node.http.addresses if node.http is not None else []):
         log.info("%s", line)
     reporter = None
-    if config.miners > 0 or config.miner_listen > 0:
+    if node.miner_count > 0 or config.miner_listen > 0:
         from ops.progress_log import MiningReporter
 
         reporter = MiningReporter(node).start()

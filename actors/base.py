@@ -1,56 +1,29 @@
 """What every actor of the node shares: a name, liveness pings, counters, timers.
 
 Pykka has no supervision and no timers (DESIGN.md); this base class supplies the
-hooks the supervisor relies on: `ping()` answers liveness checks, unhandled
-failures are reported to the supervisor, and timers are threads that `tell` the
-actor and die with it.
+hooks the supervisor relies on, with Pykka's public API only: `Ping` answers
+liveness checks; calls arrive as plain messages through the actor's mailbox
+(runtime/mailbox.py), so a crash costs only the message that caused it; timers
+are entries in the node's one timer service; and once the actor has released
+what it holds (socket, worker process) after a failure or a stop, it tells the
+supervisor `Terminated` as its very last act, so a new instance never races it.
 """
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable, TypeVar
 
 import pykka
-from pykka.messages import ProxyCall
 
 from runtime.context import NodeContext
 from runtime.interfaces import NodeActorApi
+from runtime.mailbox import Call, Deferred, Tick
+from runtime.timers import TimerHandle
 from messages.internal import Ping
 
 
 P = TypeVar("P")
 T = TypeVar("T")
-
-MAX_HANDOVER = 5000  # queued calls handed to a restarted instance, at most
-
-
-class Ticker:
-    """Calls `callback` every `interval` seconds on a daemon thread until cancelled.
-
-    The callback should only *send* to an actor (defer/tell); a dead actor ends the
-    ticker quietly.
-    """
-
-    def __init__(self, interval: float, callback: Callable[[], Any], name: str) -> None:
-        self._interval = interval
-        self._callback = callback
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> "Ticker":
-        self._thread.start()
-        return self
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._callback()
-            except pykka.ActorDeadError:
-                return
 
 
 class NodeActor(pykka.ThreadingActor, NodeActorApi):
@@ -64,9 +37,11 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         self.ctx = ctx
         self.name = name
         self.log = logging.getLogger(f"node.{name}")
-        self._tickers: list[Ticker] = []
-        self._messages = ctx.metrics.actor_messages.labels(actor=name)
-        self._handling: Any = None  # the message being handled (to know what crashed us)
+        self._timers: list[TimerHandle] = []
+        self._mailbox = ctx.registry.mailbox(name)
+        # If this instance ever hangs, the supervisor abandons it and frees what it holds.
+        self._mailbox.on_release(self.actor_urn, self.release)
+        self._handling: Deferred | None = None  # the call being handled (to know what crashed us)
 
     # ---------------------------------------------------------- protocol
 
@@ -105,28 +80,62 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
             pass
         return None
 
-    def every(self, interval: float, method: str, *args: Any) -> None:
-        """Call our own `method(*args)` as a message every `interval` seconds."""
-        proxy_method = getattr(self.actor_ref.proxy(), method)
-        ticker = Ticker(interval, lambda: proxy_method.defer(*args), f"{self.name}-{method}-timer")
-        self._tickers.append(ticker.start())
+    def every(self, interval: float, method: str, *args: Any) -> TimerHandle:
+        """Call our own `method(*args)` as a message every `interval` seconds, until
+        the returned handle is cancelled or this instance ends."""
+        ref = self.actor_ref
+        message = Tick(method, args)
+        handle = self.ctx.timers.every(interval, lambda: ref.tell(message))
+        self._timers.append(handle)
+        return handle
+
+    def after(self, delay: float, method: str, *args: Any) -> TimerHandle:
+        """Call our own `method(*args)` as a message once, `delay` seconds from now
+        (cancelled with the handle or when this instance ends)."""
+        ref = self.actor_ref
+        message = Tick(method, args)
+        handle = self.ctx.timers.after(delay, lambda: ref.tell(message))
+        self._timers = [h for h in self._timers if not h.cancelled]
+        self._timers.append(handle)
+        return handle
 
     def _cancel_timers(self) -> None:
-        for ticker in self._tickers:
-            ticker.cancel()
-        self._tickers.clear()
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
 
     # ---------------------------------------------------------- pykka hooks
 
-    def _handle_receive(self, message: Any) -> Any:
-        # Counted here so that proxy calls (our public protocol) count too.
-        self._messages.inc()
-        self._handling = message
-        return super()._handle_receive(message)
+    def on_receive(self, message: Any) -> Any:
+        self.ctx.metrics.count_message(self.name)
+        if isinstance(message, Ping):
+            return "pong"
+        if isinstance(message, Deferred):
+            if not self._mailbox.begin(message.seq, self.actor_urn):
+                return None  # we were replaced (hung, abandoned): our successor has it
+            self._handling = message
+            result = self._invoke(message.method, message.args, message.kwargs)
+            self._handling = None
+            return result
+        if isinstance(message, Call):
+            return self._invoke(message.method, message.args, message.kwargs)
+        if isinstance(message, Tick):
+            if not self._mailbox.is_current(self.actor_urn):
+                return None
+            return self._invoke(message.method, message.args, {})
+        return super().on_receive(message)
+
+    def _invoke(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(f"{type(self).__name__}.{method} is private")
+        return getattr(self, method)(*args, **kwargs)
 
     def on_stop(self) -> None:
         self._cancel_timers()
-        self.release()
+        try:
+            self.release()
+        finally:
+            self._terminated(None)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._cancel_timers()
@@ -134,36 +143,18 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
             self.release()
         finally:
             self.ctx.metrics.actor_errors.labels(actor=self.name).inc()
-            self.ctx.report_failure(self.name, exception_value, self._take_queued_tells())
+            if self._handling is not None:
+                # Queued copies of the call that crashed us would crash the new instance too.
+                dropped = self._mailbox.drop_copies(self._handling)
+                if dropped:
+                    self.log.warning("dropped %d queued copies of the call that crashed %s", dropped, self.name)
+            reason = f"{type(exception_value).__name__}: {exception_value}" if exception_value is not None else "failed"
+            self._terminated(reason)
 
-    def _take_queued_tells(self) -> list[Any]:
-        """The fire-and-forget calls still queued behind the one that crashed us.
-
-        Pykka would drop them with the actor; the supervisor hands them to the
-        restarted instance instead, so a crash costs only the message that caused
-        it. The actor is already marked stopped, so nothing new can be queued.
-        Asks (with a caller waiting) stay, and get ActorDeadError as usual.
-        """
-        tells: list[Any] = []
-        others: list[Any] = []
-        culprit = self._handling
-        while not self.actor_inbox.empty():
-            envelope = self.actor_inbox.get()
-            if envelope.reply_to is None and _same_call(envelope.message, culprit):
-                self.log.warning("dropped a queued copy of the call that crashed %s", self.name)
-                continue  # the same poison would crash the new instance too
-            if envelope.reply_to is None and isinstance(envelope.message, ProxyCall) and len(tells) < MAX_HANDOVER:
-                tells.append(envelope.message)
-            else:
-                others.append(envelope)
-        for envelope in others:
-            self.actor_inbox.put(envelope)
-        return tells
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Ping):
-            return "pong"
-        return super().on_receive(message)
+    def _terminated(self, reason: str | None) -> None:
+        """Our last act, after release(): tell the supervisor it may start a successor."""
+        self._mailbox.forget(self.actor_urn)
+        self.ctx.on_terminated(self.name, self.actor_urn, reason)
 
     def release(self) -> None:
         """Free what the actor holds (sockets, processes, files). Must be idempotent."""
@@ -175,13 +166,3 @@ def _target_name(proxy: Any) -> str:
         return str(proxy.actor_ref.actor_class.__name__)
     except AttributeError:
         return "actor"
-
-
-def _same_call(message: Any, culprit: Any) -> bool:
-    """True when `message` is the same proxy call (method and arguments) as `culprit`."""
-    if not isinstance(message, ProxyCall) or not isinstance(culprit, ProxyCall):
-        return False
-    try:
-        return bool(message == culprit)
-    except Exception:  # noqa: BLE001 - arguments whose comparison fails are not "the same"
-        return False

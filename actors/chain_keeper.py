@@ -17,8 +17,8 @@ from chain.store import ChainStore, StoreError
 from chain.sync import Staged
 from messages.internal import TipChanged
 from messages.wire import Announce, GetBlockReply, StatsReply, WireMessage
+from net.address import Address
 
-Address = tuple[str, int]
 MAX_QUEUED_WORDS = 10_000
 
 

@@ -12,13 +12,10 @@ CONSENSUS, and within ~2 s of any sign of a longer chain.
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Callable, Sequence
 
-import pykka
-
-from actors.base import NodeActor, Ticker
+from actors.base import NodeActor
 from chain.sync import (
     Action,
     Apply,
@@ -34,8 +31,9 @@ from messages.internal import TipChanged
 from messages.wire import GetBlockReply, StatsReply
 from runtime.context import NodeContext, tell
 from runtime.interfaces import ConsensusApi, TipListener
+from runtime.timers import TimerHandle
+from net.address import Address
 
-Address = tuple[str, int]
 FAST_TICK_SECONDS = 0.005  # during a round: retransmission timers are this precise
 ASK_TIMEOUT = 5.0  # below the supervisor's 10 s liveness timeout
 GAUGE_LIMIT = 2**53  # gauges are floats: a claimed height is clamped before it is shown
@@ -47,8 +45,8 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         super().__init__(ctx, name)
         self.clock = clock
         self.engine = SyncEngine(SyncSettings(difficulty=ctx.config.difficulty))
-        self._fast: Ticker | None = None
-        self._wakeup: threading.Timer | None = None  # while idle: one tick when a debounced round is due
+        self._fast: TimerHandle | None = None
+        self._wakeup: TimerHandle | None = None  # while idle: one tick when a debounced round is due
         self._round_started = 0.0
         # For the dashboard: each peer's latest claimed height (a claim, not a fact), bounded.
         self.claims_seen: dict[Address, tuple[int | None, float]] = {}
@@ -166,17 +164,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         due = self.engine.wakeup_due()
         if due is None or self._wakeup is not None or self._fast is not None:
             return
-        proxy = self.actor_ref.proxy()
-
-        def wake() -> None:
-            try:
-                proxy.tick.defer()
-            except pykka.ActorDeadError:
-                pass
-
-        self._wakeup = threading.Timer(max(0.0, due - self.clock()) + 0.01, wake)
-        self._wakeup.daemon = True
-        self._wakeup.start()
+        self._wakeup = self.after(max(0.0, due - self.clock()) + 0.01, "tick")
 
     def _update_gauges(self) -> None:
         status = self.engine.status(self.clock())
@@ -186,7 +174,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
 
     def _start_fast_tick(self) -> None:
         if self._fast is None:
-            self._fast = Ticker(FAST_TICK_SECONDS, self.actor_ref.proxy().tick.defer, "ConsensusRunner-tick").start()
+            self._fast = self.every(FAST_TICK_SECONDS, "tick")
 
     def _stop_fast_tick(self) -> None:
         if self._fast is not None:

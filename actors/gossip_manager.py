@@ -24,9 +24,8 @@ from runtime.context import NodeContext, tell
 from runtime.interfaces import GossipApi
 from net.ratelimit import TokenBuckets
 from messages.wire import MAX_NAME_CHARS, Gossip, GossipReply, Stats, WireMessage
-from net.address import ip_literal, is_printable_text, valid_port
+from net.address import Address, ip_literal, is_printable_text, valid_port
 
-Address = tuple[str, int]
 MAX_PEERS = 1024
 MAX_SEEN_IDS = 10_000
 SEEN_ID_TTL = 120.0

@@ -37,7 +37,8 @@ from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, TipListener
 from actors.miner import WorkUnit, usable_words
 from mining.protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
-from mining.worker import MAX_NONCE_CHARS, MAX_TAG_CHARS
+from chain.block import MAX_NONCE_CHARS
+from mining.worker import MAX_TAG_CHARS
 from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
 from messages.internal import TipChanged
 

@@ -37,12 +37,11 @@ from messages.wire import (
     encode,
     type_name,
 )
+from net.address import Address
 
-Address = tuple[str, int]
 RECV_BUFFER = 65536
 READ_TIMEOUT = 0.2  # how often the reader checks it should stop
 HELD_RETRY = 0.02  # how often datagrams held for a restarting actor are retried
-BIND_RETRY_SECONDS = 5.0
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 READ_BATCH = 64
 
@@ -143,24 +142,21 @@ class NetworkIO(NodeActor, DatagramApi):
         self.log.info("listening on udp %s:%d", *self.address)
 
     def _bind(self) -> socket.socket:
-        """Bind the configured port, retrying briefly: after a restart the old socket may still be closing."""
+        """Bind the configured port. No retry: a predecessor closes its socket before
+        the supervisor hears it ended (Terminated after release), so the port is free."""
         cfg = self.ctx.config
-        deadline = time.monotonic() + BIND_RETRY_SECONDS
-        while True:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
-                sock.bind((cfg.bind_host, cfg.port))
-                # Non-blocking: the reader waits in select() (with a timeout so it can
-                # stop) and then drains every datagram already queued without waiting.
-                sock.setblocking(False)
-                return sock
-            except OSError:
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+            sock.bind((cfg.bind_host, cfg.port))
+            # Non-blocking: the reader waits in select() (with a timeout so it can
+            # stop) and then drains every datagram already queued without waiting.
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def release(self) -> None:
         self._stopping.set()

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-Address = tuple[str, int]
+from net.address import Address
+
 # A round trip this much above twice the fastest seen means the peer's queue is
 # filling (not jitter: links jitter by tens of milliseconds).
 QUEUE_SLACK = 0.05

@@ -9,13 +9,13 @@ claimed top until a block is one we hold, so no answer is taken on trust.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-Address = tuple[str, int]
-_HASH = re.compile(r"[0-9a-f]{64}\Z")
+from chain.block import HASH_RE
+from net.address import Address
+
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def rank_candidates(claims: Iterable[tuple[Address, int, str | None]], our_heigh
     for peer, height, block_hash in claims:
         if isinstance(height, bool) or not isinstance(height, int) or height <= 0:
             continue
-        if not isinstance(block_hash, str) or not _HASH.match(block_hash):
+        if not isinstance(block_hash, str) or not HASH_RE.match(block_hash):
             continue
         if difficulty > 0 and not block_hash.endswith("0" * difficulty):
             continue

@@ -55,8 +55,8 @@ from chain.block import Block, compute_hash, meets_difficulty
 from chain.fetch import Requests
 from chain.selection import Candidate, rank_candidates
 from messages.wire import MAX_HEIGHT, GetBlock, Stats
+from net.address import Address
 
-Address = tuple[str, int]
 log = logging.getLogger("node.sync")
 
 

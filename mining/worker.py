@@ -46,12 +46,12 @@ import signal
 import time
 from multiprocessing.connection import Connection
 
+from chain.block import MAX_NONCE_CHARS  # the one limit, from the chain rules
 from mining.kernel import COUNTER_LIMIT, HASHLIB, Kernel, counter_text, select_kernel
 
 OUTER_DIGITS = 8
 SUFFIX_DIGITS = 3
 BATCH = 16**SUFFIX_DIGITS  # hashes per outer value
-MAX_NONCE_CHARS = 40
 LAST_SUFFIX_OFFSET = 64 - 9 - SUFFIX_DIGITS  # suffix + 9 padding bytes still fit one block
 MAX_PAD = 63 - LAST_SUFFIX_OFFSET  # 11
 MAX_TAG_CHARS = MAX_NONCE_CHARS - OUTER_DIGITS - SUFFIX_DIGITS - MAX_PAD  # 18

@@ -49,3 +49,11 @@ def ip_literal(host: object) -> str | None:
 def valid_port(port: object) -> bool:
     """An int in 1..65535 (bool is not a port)."""
     return isinstance(port, int) and not isinstance(port, bool) and MIN_PORT <= port <= MAX_PORT
+
+
+Address = tuple[str, int]  # the one address type of the node: (host, port)
+
+
+def format_address(address: Address) -> str:
+    """`host:port`, as addresses appear in logs and in the ops endpoints."""
+    return f"{address[0]}:{address[1]}"

@@ -123,8 +123,9 @@ def _crash(node: "Node", actor: str) -> tuple[Response, int]:
     ChainKeeper, ConsensusRunner, ...) gets NodeActor.crash told to it, so the
     exception is raised inside the actor and reaches its on_failure.
     """
-    if actor not in node.supervisor.children:
-        return jsonify(error=f"no actor named {actor!r}", actors=list(node.supervisor.children)), 404
+    if node.supervisor.child(actor) is None:
+        names = [entry["name"] for entry in node.supervisor.actor_entries()]
+        return jsonify(error=f"no actor named {actor!r}", actors=names), 404
     registry = node.ctx.registry
     ref = registry.ref(actor)
     proxy = registry.proxy(actor)

@@ -129,8 +129,6 @@ class NodeInspector:
         answers = self.ask_many(calls)
 
         for entry in actors:
-            if isinstance(entry.get("messages"), float) and entry["messages"].is_integer():
-                entry["messages"] = int(entry["messages"])  # a counter's value; JSON readers expect a count
             if entry["name"].startswith(MINER_PREFIX):
                 for key in MINER_KEYS:
                     entry.setdefault(key, None)
@@ -144,9 +142,10 @@ class NodeInspector:
 
         doc: dict[str, Any] = {
             "status": supervision["status"],
-            "reason": _status_reason(supervision),
+            "reason": supervision["reason"],
             "node": self._node_info(),
             "actors": actors,
+            "supervision": supervision["supervision"],
         }
         if with_chain:
             chain = answers["chain"]
@@ -186,17 +185,17 @@ class NodeInspector:
         return [entry["name"] for entry in self.node.supervisor.health()["actors"]]
 
     def init_metrics(self) -> None:
-        """Give every per-actor and per-miner series a value before anything happens.
+        """Give every per-miner series a value before anything happens.
 
         A labelled series only exists once `.labels()` is called; without this a
-        dashboard would see no `node_actor_restarts_total{actor="ChainKeeper"}` until
-        ChainKeeper's first restart, and `rate()`/`increase()` would miss it.
+        dashboard would see no `node_actor_errors_total{actor="ChainKeeper"}` until
+        ChainKeeper's first error, and `rate()`/`increase()` would miss it. The
+        other per-actor series come from the supervisor at scrape time
+        (runtime/metrics.py, SupervisionCollector).
         """
         metrics = self.node.ctx.metrics
         for name in self.actor_names():
-            for family in (metrics.actor_messages, metrics.actor_errors, metrics.actor_restarts,
-                           metrics.actor_up, metrics.actor_queue_depth, metrics.actor_last_restart):
-                family.labels(actor=name)
+            metrics.actor_errors.labels(actor=name)
             if name.startswith(MINER_PREFIX):
                 miner = name[len(MINER_PREFIX):]
                 for family in (metrics.miner_hashrate, metrics.miner_hashes,
@@ -206,14 +205,8 @@ class NodeInspector:
     def refresh_metrics(self, health: dict[str, Any]) -> None:
         """Set the gauges that are only true at scrape time from a /health snapshot."""
         metrics = self.node.ctx.metrics
-        metrics.supervisor_gave_up.set(1 if health["status"] == "down" else 0)
         for entry in health["actors"]:
             name = entry["name"]
-            metrics.actor_up.labels(actor=name).set(1 if entry["alive"] else 0)
-            if entry.get("queue_depth") is not None:
-                metrics.actor_queue_depth.labels(actor=name).set(entry["queue_depth"])
-            if entry.get("last_restart") is not None:
-                metrics.actor_last_restart.labels(actor=name).set(entry["last_restart"])
             if name.startswith(MINER_PREFIX):
                 miner = name[len(MINER_PREFIX):]
                 _set_if_number(metrics.miner_hashrate.labels(miner=miner), entry.get("hashrate"))
@@ -228,21 +221,12 @@ class NodeInspector:
     def _node_info(self) -> dict[str, Any]:
         cfg = self.node.config
         return {"name": cfg.name, "udp": f"{cfg.host}:{cfg.port}", "difficulty": cfg.difficulty,
-                "miners": cfg.miners, "fault_injection": cfg.enable_fault_injection}
+                "miners": self.node.miner_count, "fault_injection": cfg.enable_fault_injection}
 
 
 def _details_call(name: str) -> Call:
     """Ask the actor called `name` for its extra /health fields."""
     return Call(lambda registry: registry.actor(name), lambda actor: actor.health_details())
-
-
-def _status_reason(supervision: dict[str, Any]) -> str | None:
-    if supervision.get("gave_up"):
-        return str(supervision["gave_up"])
-    down = [a["name"] for a in supervision["actors"] if not a["alive"]]
-    if down:
-        return "restarting: " + ", ".join(down)
-    return None
 
 
 def _set_if_number(gauge: Any, value: Any) -> None:

@@ -1,4 +1,4 @@
-"""`python run_node.py status`: a running node's actors, chain and peers, in a terminal.
+"""`python run_node.py status`: a running node's actors, supervision tree, chain and peers, in a terminal.
 
 Reads the node's `GET /health` (so it works against any node whose ops HTTP port
 is reachable) and prints tables. The exit code lets scripts act on it:
@@ -118,6 +118,10 @@ def render(doc: dict[str, Any]) -> str:
         ])
     out.append(table(["ACTOR", "ALIVE", "RESTARTS", "MESSAGES", "QUEUE", "PID", "HASHRATE", "LAST ERROR"], rows))
     out.append("")
+    if isinstance(doc.get("supervision"), dict):
+        out.append("supervision:")
+        out.extend(render_tree(doc["supervision"]))
+        out.append("")
     peers = doc.get("peers")
     if peers is None:
         out.append("peers: unavailable")
@@ -130,6 +134,29 @@ def render(doc: dict[str, Any]) -> str:
             [[str(p.get("name")), f"{p.get('host')}:{p.get('port')}", f"{p.get('last_seen_age', 0):.1f}s ago"] for p in peers],
         ))
     return "\n".join(out)
+
+
+def render_tree(node: dict[str, Any], prefix: str = "", last: bool = True, root: bool = True) -> list[str]:
+    """The /health `supervision` tree, one line per supervisor or actor, drawn with branches."""
+    state = str(node.get("state", "?"))
+    if node.get("restart_in") is not None:
+        state += f" (restart in {node['restart_in']:.0f}s)"
+    parts = [str(node.get("name", "?"))]
+    if node.get("kind") == "supervisor":
+        intensity = node.get("intensity") or {}
+        parts.append(f"[{node.get('strategy', '?')}, {_cell(intensity.get('max_restarts'))} restarts in "
+                     f"{_cell(intensity.get('period'))}s]")
+    parts += [state, f"restarts {_cell(node.get('restarts'))}"]
+    error = node.get("reason") or node.get("last_error")
+    if error and state != "running":
+        parts.append(f"- {_shorten(str(error), ERROR_WIDTH * 2)}")
+    branch = "" if root else ("└── " if last else "├── ")
+    lines = [prefix + branch + "  ".join(parts)]
+    children = node.get("children") or []
+    inner = prefix if root else prefix + ("    " if last else "│   ")
+    for i, child in enumerate(children):
+        lines.extend(render_tree(child, inner, i == len(children) - 1, root=False))
+    return lines
 
 
 @click.command(help="Show a running node's actors, chain and peers (from its GET /health).\n\n"

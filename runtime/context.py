@@ -26,7 +26,9 @@ from runtime.interfaces import (
     TipListener,
     TipListenerProxy,
 )
+from runtime.mailbox import Mailbox, SupervisedProxy
 from runtime.metrics import NodeMetrics
+from runtime.timers import TimerService
 
 P = TypeVar("P")
 
@@ -39,12 +41,25 @@ class Registry:
     implements an interface of `runtime/interfaces.py`. Names are the ops
     contract (`/health`, `/admin/crash/{actor}`) and are used only there and in
     tests, through `ref(name)` and `proxy(name)`.
+
+    Each name also has a `Mailbox` for the life of the node (runtime/mailbox.py):
+    proxies from here send through it, so fire-and-forget calls queued for an
+    instance that crashes are handed to the next one.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
-        self._proxies: dict[str, pykka.ActorProxy[Any]] = {}
+        self._proxies: dict[str, Any] = {}
+        self._mailboxes: dict[str, Mailbox] = {}
+
+    def mailbox(self, name: str) -> Mailbox:
+        """The mailbox of `name` (created on first use, kept across restarts)."""
+        with self._lock:
+            box = self._mailboxes.get(name)
+            if box is None:
+                box = self._mailboxes[name] = Mailbox(name)
+            return box
 
     def set(self, name: str, ref: pykka.ActorRef[Any] | None) -> None:
         with self._lock:
@@ -71,10 +86,10 @@ class Registry:
             return proxy
         if ref is None or not ref.is_alive():
             return None
-        try:
-            proxy = ref.proxy()
-        except pykka.ActorDeadError:
-            return None
+        box = self.mailbox(name)
+        if box.ref is None:  # registered by hand (tests): the mailbox follows the registry
+            box.attach(ref)
+        proxy = SupervisedProxy(box, ref)
         with self._lock:
             if self._refs.get(name) is ref:
                 self._proxies[name] = proxy
@@ -130,10 +145,12 @@ def tell(proxy: P | None, send: Callable[[P], Any]) -> bool:
 
 @dataclass
 class NodeContext:
-    """Config, registry, metrics and the failure callback the supervisor installs."""
+    """Config, registry, metrics, the timer service and the termination callback the supervisor installs."""
 
     config: NodeConfig
     registry: Registry = field(default_factory=Registry)
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
-    # (actor name, exception, fire-and-forget calls still queued for it)
-    report_failure: Callable[[str, BaseException, list[Any]], None] = lambda name, exc, queued: None
+    timers: TimerService = field(default_factory=TimerService)
+    # Called by an actor once it has released what it held, as its last act:
+    # (actor name, its URN, why it ended; None for a requested stop). The supervisor installs it.
+    on_terminated: Callable[[str, str, str | None], None] = lambda name, urn, reason: None

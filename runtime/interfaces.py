@@ -20,13 +20,12 @@ import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
 from messages.internal import TipChanged
+from net.address import Address
 
 if TYPE_CHECKING:  # types only: the codec and chain rules import nothing from here
     from chain.block import Block
     from chain.sync import Staged
     from messages.wire import GetBlockReply, Gossip, GossipReply, StatsReply, WireMessage
-
-Address = tuple[str, int]
 
 
 class NodeActorApi:

@@ -6,7 +6,53 @@ URN or pid, which change at every restart.
 """
 from __future__ import annotations
 
+import threading
+from collections import Counter as Tally
+from typing import Any, Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# What the supervisor reports for the per-actor series: one dict per actor with
+# `name`, `alive`, `restarts`, `last_restart` (epoch s or None), `queue_depth`
+# (or None), and whether the whole tree gave up.
+SupervisionSource = Callable[[], tuple[list[dict[str, Any]], bool]]
+
+
+class SupervisionCollector(Collector):
+    """The per-actor series, read from the supervisor and the message tally at scrape time.
+
+    A custom Collector (not gauges set now and then, nor a metric's private value)
+    so /metrics and /health always show the same numbers, and every actor has
+    its series from the start.
+    """
+
+    def __init__(self, metrics: "NodeMetrics") -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # labels are only known at scrape time; nothing to check up front
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._metrics.supervision_source
+        actors, gave_up = source() if source is not None else ([], False)
+        messages = CounterMetricFamily("node_actor_messages", "Messages handled, per actor", labels=["actor"])
+        up = GaugeMetricFamily("node_actor_up", "1 when the actor is alive and answers pings", labels=["actor"])
+        restarts = CounterMetricFamily("node_actor_restarts", "Restarts by the supervisor, per actor", labels=["actor"])
+        depth = GaugeMetricFamily("node_actor_queue_depth", "Messages waiting in the actor's inbox", labels=["actor"])
+        last = GaugeMetricFamily("node_actor_last_restart_timestamp_seconds",
+                                 "Wall-clock time of the actor's last restart (0: never)", labels=["actor"])
+        for entry in actors:
+            name = [entry["name"]]
+            messages.add_metric(name, self._metrics.messages(entry["name"]))
+            up.add_metric(name, 1 if entry["alive"] else 0)
+            restarts.add_metric(name, entry["restarts"])
+            depth.add_metric(name, entry.get("queue_depth") or 0)
+            last.add_metric(name, entry.get("last_restart") or 0)
+        yield from (messages, up, restarts, depth, last)
+        yield GaugeMetricFamily("node_supervisor_gave_up",
+                                "1 once the supervisor has given up (restart intensity exceeded)", value=1 if gave_up else 0)
 
 
 class NodeMetrics:
@@ -19,10 +65,7 @@ class NodeMetrics:
         self.datagrams_out = Counter("node_datagrams_sent_total", "Datagrams sent, by message type", ["type"], registry=r)
         self.malformed = Counter("node_malformed_datagrams_total", "Datagrams dropped as malformed, by reason", ["reason"], registry=r)
         self.dropped = Counter("node_datagrams_dropped_total", "Valid datagrams dropped, by reason", ["reason"], registry=r)
-        self.actor_messages = Counter("node_actor_messages_total", "Messages handled, per actor", ["actor"], registry=r)
         self.actor_errors = Counter("node_actor_errors_total", "Unhandled errors, per actor", ["actor"], registry=r)
-        self.actor_restarts = Counter("node_actor_restarts_total", "Restarts by the supervisor, per actor", ["actor"], registry=r)
-        self.actor_up = Gauge("node_actor_up", "1 when the actor is alive and answers pings", ["actor"], registry=r)
         self.chain_height = Gauge("node_chain_height", "Number of blocks in our chain", registry=r)
         self.chain_reorgs = Counter("node_chain_reorgs_total", "Times our chain was replaced above a fork point", registry=r)
         self.blocks_rejected = Counter("node_blocks_rejected_total", "Blocks refused, by where they came from", ["source"], registry=r)
@@ -35,12 +78,23 @@ class NodeMetrics:
         self.sync_rounds = Counter("node_consensus_rounds_total", "Consensus rounds run", registry=r)
         self.sync_seconds = Counter("node_sync_seconds_total", "Time spent downloading chains", registry=r)
         # Read at scrape time by the ops HTTP server (ops/snapshot.py), which also
-        # gives every per-actor / per-miner series a value before its first event.
-        self.actor_queue_depth = Gauge("node_actor_queue_depth", "Messages waiting in the actor's inbox", ["actor"], registry=r)
-        self.actor_last_restart = Gauge("node_actor_last_restart_timestamp_seconds", "Wall-clock time of the actor's last restart (0: never)", ["actor"], registry=r)
-        self.supervisor_gave_up = Gauge("node_supervisor_gave_up", "1 once the supervisor has given up (restart intensity exceeded)", registry=r)
+        # gives every per-miner series a value before its first event.
         self.miner_worker_cpu = Gauge("node_miner_worker_cpu_percent", "CPU use of each miner's worker process (100 = one core)", ["miner"], registry=r)
         self.miner_worker_rss = Gauge("node_miner_worker_resident_memory_bytes", "Resident memory of each miner's worker process", ["miner"], registry=r)
         self.process_cpu_percent = Gauge("node_process_cpu_percent", "CPU use of the node process since the previous reading (100 = one core)", registry=r)
+        # Per-actor series from the supervisor (installed by it) and our own tally.
+        self.supervision_source: SupervisionSource | None = None
+        self._tally: Tally[str] = Tally()
+        self._tally_lock = threading.Lock()
+        r.register(SupervisionCollector(self))
         # The standard process_* series (CPU seconds, RSS, open fds, start time) of this process.
         ProcessCollector(registry=r)
+
+    def count_message(self, actor: str) -> None:
+        """One message handled by `actor` (called from the actor's own thread)."""
+        with self._tally_lock:
+            self._tally[actor] += 1
+
+    def messages(self, actor: str) -> int:
+        with self._tally_lock:
+            return self._tally[actor]

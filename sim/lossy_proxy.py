@@ -16,8 +16,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from net.address import Address
 
-Address = tuple[str, int]
 MAX_CLIENTS = 256
 
 

@@ -26,8 +26,8 @@ from messages.wire import (
     decode,
     encode,
 )
+from net.address import Address
 
-Address = tuple[str, int]
 
 
 class ScriptedPeer:

@@ -5,16 +5,22 @@ on a real node process, as a chaos drill would.
 """
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sim.chains import make_chain
-from tests.helpers import UdpClient, free_tcp_port, free_udp_port, wait_for, wire_block
+from supervisor import SupervisorPolicy
+from tests.helpers import UdpClient, free_tcp_port, free_udp_port, node_config, wait_for, wire_block
 from tests.ops.ops_helpers import http, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,22 +94,77 @@ def test_crash_endpoint_drill_on_a_node_process(tmp_path):
     assert proc.returncode == 0
 
 
-def test_passing_the_restart_intensity_limit_stops_the_node_non_zero(tmp_path):
-    client = UdpClient()
-    proc, port, http_port = _start_ready(tmp_path, client)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
+def test_passing_the_core_restart_intensity_ends_run_node_with_exit_1(tmp_path, monkeypatch, caplog):
+    """run_node (the CLI's body, in-process) with a small core budget: exit 1 and a CRITICAL line."""
+    import node as node_module
+    from run_node import run_node
+
+    monkeypatch.setattr(node_module, "NODE_POLICY", SupervisorPolicy(max_restarts=3, period=60.0, backoff_base=0.02,
+                                                                     backoff_max=0.05, watch_interval=0.05))
+    http_port = free_tcp_port()
+    config = node_config(tmp_path, http_port=http_port, enable_fault_injection=True)
+    stop = threading.Event()
+
+    def crash_loop():
+        while not stop.is_set():
             try:
                 http(http_port, "/admin/crash/GossipManager", method="POST", timeout=1.0)
             except OSError:
-                pass  # the HTTP server is going away with the node
+                pass  # not listening yet, or going away with the node
             time.sleep(0.05)
-        _, err = proc.communicate(timeout=20)
+
+    crasher = threading.Thread(target=crash_loop, daemon=True)
+    crasher.start()
+    started = time.monotonic()
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with caplog.at_level(logging.INFO):
+            code = run_node(config)
     finally:
-        client.close()
+        stop.set()
+        crasher.join(timeout=5)
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert code == 1
+    assert time.monotonic() - started < 20
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert any("restart intensity exceeded" in m and "GossipManager" in m for m in critical), critical
+
+
+def _marked_processes(mark: str) -> list[psutil.Process]:
+    """Every live process started with POW_TEST_MARK=mark in its environment (the node and its workers)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("POW_TEST_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("actor", ["MinerActor-0", "NetworkIO"])
+def test_sigterm_right_after_a_crash_exits_0_and_leaves_no_process(tmp_path, actor):
+    port, http_port = free_udp_port(), free_tcp_port()
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "run_node.py", "--host", "127.0.0.1", "--port", str(port), "--name", "term", "--difficulty", "40",
+         "--miners", "1", "--data-dir", str(tmp_path / "d"), "--http-port", str(http_port), "--enable-fault-injection"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "POW_TEST_MARK": mark},
+    )
+    try:
+        wait_http_ready(http_port)
+        wait_for(lambda: entry(http(http_port, "/health").json(), "MinerActor-0").get("pid"), timeout=20)
+        assert len(_marked_processes(mark)) >= 2  # the node and its worker
+        assert http(http_port, f"/admin/crash/{actor}", method="POST").status == 202
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
-    assert "restart intensity exceeded" in err
-    assert "CRITICAL" in err
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert elapsed < 15
+    wait_for(lambda: not _marked_processes(mark), timeout=3)

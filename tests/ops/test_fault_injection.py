@@ -61,7 +61,7 @@ def test_crash_of_an_unknown_actor_is_404_and_get_is_405(make_node):
 def _with_miner(monkeypatch, actor_class):
     real_specs = node_module.child_specs
     monkeypatch.setattr(node_module, "child_specs",
-                        lambda config: real_specs(config) + [ChildSpec("MinerActor-0", lambda ctx, name: actor_class.start(ctx, name))])
+                        lambda config, *policies: real_specs(config, *policies) + [ChildSpec("MinerActor-0", lambda ctx, name: actor_class.start(ctx, name))])
 
 
 def test_crash_of_a_miner_kills_its_worker(make_node, monkeypatch):

@@ -212,7 +212,7 @@ def test_a_taken_port_fails_the_start_and_stops_the_actors(make_node):
 def node_with_fake_miner(make_node, monkeypatch):
     real_specs = node_module.child_specs
     monkeypatch.setattr(node_module, "child_specs",
-                        lambda config: real_specs(config) + [ChildSpec("MinerActor-0", lambda ctx, name: FakeMiner.start(ctx, name))])
+                        lambda config, *policies: real_specs(config, *policies) + [ChildSpec("MinerActor-0", lambda ctx, name: FakeMiner.start(ctx, name))])
     return make_node(http_port=free_tcp_port(), enable_fault_injection=True)
 
 

@@ -63,12 +63,16 @@ def test_status_of_a_degraded_node_shows_the_table_and_exits_1(make_node):
     row = next(line for line in result.stdout.splitlines() if line.startswith("GossipManager "))
     assert row.split()[1] == "NO" and "RuntimeError" in row
     assert result.stderr.strip().splitlines() == ["degraded: restarting: GossipManager"]
+    tree = result.stdout[result.stdout.index("supervision:"):].split("\n\n")[0].splitlines()
+    assert tree[1].startswith("node  [one_for_one, ")
+    assert any(line.startswith("├── GossipManager  restarting  restarts 0") for line in tree)
+    assert tree[-2].startswith("└── sync  [one_for_one, ") and tree[-1].startswith("    └── ConsensusRunner  running")
 
 
 def test_status_of_a_node_whose_supervisor_gave_up_exits_3(make_node):
     give_up_at_once = SupervisorPolicy(max_restarts=0, watch_interval=0.05, ping_timeout=2.0)
     node = make_node(policy=give_up_at_once, http_port=free_tcp_port())
-    node.ctx.registry.proxy("ConsensusRunner").crash.defer("test")
+    node.ctx.registry.proxy("GossipManager").crash.defer("test")  # a core actor: its supervisor is the root
     wait_for(lambda: http_get(node.config.http_port, "/health").status == 503, timeout=5)
     result = status("--http-port", str(node.config.http_port))
     assert result.returncode == 3
