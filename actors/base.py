@@ -31,6 +31,8 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
 
     # Abandoned (hung) actors must not keep the process alive at exit.
     use_daemon_thread = True
+    # Reached through a runtime.mailbox.SupervisedProxy (plain Call/Deferred messages).
+    takes_mailbox_calls = True
 
     def __init__(self, ctx: NodeContext, name: str) -> None:
         super().__init__()

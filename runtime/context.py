@@ -86,10 +86,16 @@ class Registry:
             return proxy
         if ref is None or not ref.is_alive():
             return None
-        box = self.mailbox(name)
-        if box.ref is None:  # registered by hand (tests): the mailbox follows the registry
-            box.attach(ref)
-        proxy = SupervisedProxy(box, ref)
+        if getattr(ref.actor_class, "takes_mailbox_calls", False):
+            box = self.mailbox(name)
+            if box.ref is None:  # registered by hand (tests): the mailbox follows the registry
+                box.attach(ref)
+            proxy = SupervisedProxy(box, ref)
+        else:  # a plain Pykka actor (tests): a plain Pykka proxy
+            try:
+                proxy = ref.proxy()
+            except pykka.ActorDeadError:
+                return None
         with self._lock:
             if self._refs.get(name) is ref:
                 self._proxies[name] = proxy

@@ -39,7 +39,7 @@ def test_auto_miner_count(monkeypatch, logical, physical, affinity, expected):
 
 def test_cli_leaves_auto_to_the_miners_supervisor(monkeypatch):
     seen = {}
-    monkeypatch.setattr(run_node, "run_node", lambda config: seen.setdefault("config", config) and 0)
+    monkeypatch.setattr(run_node, "run_node", lambda config, *args, **kwargs: seen.setdefault("config", config) and 0)
     result = CliRunner().invoke(run_node.cli, ["--miners", "auto", "--http-port", "0"])
     assert result.exit_code == 0, result.output
     assert seen["config"].miners == "auto"
