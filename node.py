@@ -46,9 +46,18 @@ def child_specs(config: NodeConfig, sync_policy: SupervisorPolicy = SYNC_POLICY,
     return specs
 
 
+RAY_CPUS_TIMEOUT = 60.0  # how long sizing waits for the Ray cluster's first CPU reading
+
+
 def miner_count(config: NodeConfig) -> int:
-    """`--miners`: a number, or `auto` resolved here with psutil (mining/pool_size.py)."""
+    """`--miners`: a number, or `auto` resolved here (mining/pool_size.py): one per core
+    with psutil, or with `--ray-address` one per CPU of the Ray cluster (0 while it
+    can't be reached: its miners come when it does)."""
     if config.miners == "auto":
+        if config.ray_address:
+            from mining.pool_size import ray_cluster_cpus
+
+            return ray_cluster_cpus(config.ray_address, timeout=RAY_CPUS_TIMEOUT) or 0
         from mining.pool_size import auto_miner_count
 
         return auto_miner_count()
@@ -56,7 +65,7 @@ def miner_count(config: NodeConfig) -> int:
 
 
 def miner_specs(config: NodeConfig) -> list[ChildSpec]:
-    """Local miners (one worker process each), then the gateway for external miners."""
+    """Miners (one worker each: a local process, or a Ray actor), then the gateway for external miners."""
     specs: list[ChildSpec] = []
     count = miner_count(config)
     if count > 0:
@@ -114,6 +123,10 @@ class Node:
             self.http = None
         self.supervisor.stop(exit_code)
         self._release_data_dir()
+        if self.config.ray_address:
+            from mining.pool_size import stop_ray_cluster_watchers
+
+            stop_ray_cluster_watchers()
 
     def _release_data_dir(self) -> None:
         if self.data_dir is not None:

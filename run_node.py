@@ -20,6 +20,7 @@ from config import NodeConfig
 
 DEFAULT_PORT = 8999
 DEFAULT_HTTP_PORT = 8998
+RAY_PROBE_TIMEOUT = 60.0  # how long `--miners auto --ray-address` waits for the cluster's CPU count
 
 
 class PeerAddress(click.ParamType):
@@ -37,7 +38,7 @@ class PeerAddress(click.ParamType):
 
 
 class MinerCount(click.ParamType):
-    """`auto` (one per core, psutil) or a non-negative number."""
+    """`auto` (AUTO_MINERS: one per core, or per CPU of the Ray cluster) or a non-negative number."""
 
     name = "auto|N"
 
@@ -146,18 +147,26 @@ def _check_options_before_subcommand(ctx: click.Context) -> None:
 @click.option("--enable-fault-injection", is_flag=True, help="Allow POST /admin/crash/{actor} (tests, chaos drills).")
 @click.option("--miner-listen", type=click.IntRange(0, 65535), default=0, help="TCP port for external miners (0: off).")
 @click.option("--miner-token", default=None, help="Shared token external miners must present.")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="Run the miner workers on this Ray cluster ('auto', HOST:PORT, ray://HOST:PORT) instead of local processes.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str, int], ...], name: str | None,
         difficulty: int, miners: int | str, data_dir: Path | None, http_port: int, http_host: str,
-        enable_fault_injection: bool, miner_listen: int, miner_token: str | None, verbose: bool) -> None:
+        enable_fault_injection: bool, miner_listen: int, miner_token: str | None, ray_address: str | None,
+        verbose: bool) -> None:
     """A peer of the proof-of-work network: joins, syncs, validates, mines, serves."""
     if ctx.invoked_subcommand is not None:
         _check_options_before_subcommand(ctx)
         return
     if miner_listen and not miner_token:
         raise click.UsageError("--miner-listen needs --miner-token (external miners must authenticate)")
+    if ray_address is not None and (not ray_address.strip() or any(c.isspace() for c in ray_address)):
+        raise click.BadParameter(f"{ray_address!r} is not a Ray address ('auto', HOST:PORT, ray://HOST:PORT)",
+                                 param_hint="--ray-address")
     setup_logging(verbose)
+    if miners == "auto" and ray_address is not None:
+        check_ray_cluster(ray_address)
     config = NodeConfig(
         host=host or detect_host(),
         bind_host=host or "0.0.0.0",
@@ -172,8 +181,20 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
         enable_fault_injection=enable_fault_injection,
         miner_listen=miner_listen,
         miner_token=miner_token,
+        ray_address=ray_address,
     )
     sys.exit(run_node(config, verbose))
+
+
+def check_ray_cluster(ray_address: str) -> None:
+    """`--miners auto --ray-address`: the cluster's CPU count must be readable, else one line and exit 1.
+
+    The reading is kept (mining/pool_size.py) for the miners supervisor to size its pool.
+    """
+    from mining.pool_size import ray_cluster_cpus, ray_cluster_problem
+
+    if ray_cluster_cpus(ray_address, timeout=RAY_PROBE_TIMEOUT) is None:
+        raise click.ClickException(f"--miners auto: {ray_cluster_problem(ray_address)}")
 
 
 def run_node(config: NodeConfig, verbose: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""MinerActor: drives one worker OS process that runs the hash loop.
+"""MinerActor: drives one worker that runs the hash loop (a local process, or a Ray actor).
 
 The actor is the worker's supervisor-facing half. It builds work (the block's
 fixed prefix, hashed once by the worker, plus a nonce tag of its own), sends it
@@ -19,13 +19,17 @@ Why it is shaped like this:
   counts a MinerActor restart, and the new instance starts a new worker.
 * Work is rebuilt on every tip change and every REFRESH_INTERVAL seconds, so the
   timestamp stays current and NEW_WORDs that arrived meanwhile get in.
+* Where the worker runs is a backend (mining/worker_backends.py): a local process,
+  or with `--ray-address` a Ray actor reached through a local bridge process. Both
+  look the same from here (a child process and two pipes), so a Ray worker's death
+  is a WorkerDied and a supervisor restart like a local one. A cluster that can't
+  be reached is not a crash: the miner stays up, reports itself degraded with the
+  reason, and retries with exponential backoff (no restart storm that would end
+  the node).
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
 import secrets
-import signal
 import threading
 import time
 from collections import deque
@@ -40,7 +44,7 @@ from actors.base import NodeActor
 from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, TipListener
 from mining.kernel import warn_if_not_native
-from mining.worker import run_worker
+from mining.worker_backends import ProcessWorker, RayWorker, WorkerBackend
 from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
 from messages.internal import TipChanged
 
@@ -51,10 +55,10 @@ REFRESH_INTERVAL = 2.0  # seconds between work rebuilds without a tip change (ti
 CHECK_INTERVAL = 0.25  # how often the worker process is checked for death (the pipe's EOF is usually first)
 RATE_WINDOW = 3.0  # seconds of hash reports the hash rate is averaged over
 KEPT_WORK = 4  # recent work units a found nonce may still belong to
-STOP_TIMEOUT = 2.0  # terminate -> wait this long -> kill
 STALL_TIMEOUT = 10.0  # a worker with work reports every 0.1 s; this much silence means it is stuck (e.g. SIGSTOP)
-
-_MP = multiprocessing.get_context("spawn")
+CONNECT_TIMEOUT = 90.0  # a Ray bridge that neither starts its worker nor says why in this long is given up on
+RETRY_FIRST = 1.0  # backoff for an unreachable Ray cluster: 1 s, doubling...
+RETRY_MAX = 30.0  # ...up to this
 
 
 class WorkerDied(RuntimeError):
@@ -73,14 +77,17 @@ class WorkUnit:
     timestamp: int
 
 
-# Messages from the reader thread to the actor (told, never asked).
+# Messages from the reader thread to the actor (told, never asked). Each names the
+# worker it came from: reports of a worker already replaced are ignored.
 @dataclass(frozen=True, slots=True)
 class _Hashes:
+    worker: WorkerBackend
     count: int
 
 
 @dataclass(frozen=True, slots=True)
 class _Found:
+    worker: WorkerBackend
     work_id: int
     nonce: str
     hash: str
@@ -88,18 +95,29 @@ class _Found:
 
 @dataclass(frozen=True, slots=True)
 class _WorkerIdle:
+    worker: WorkerBackend
     work_id: int
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class _Kernel:
+    worker: WorkerBackend
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class _WorkerExited:
-    pid: int
+    worker: WorkerBackend
+
+
+@dataclass(frozen=True, slots=True)
+class _RayEvent:
+    """A Ray bridge's own report: ray_started / ray_pending / ray_unavailable / ray_died."""
+
+    worker: WorkerBackend
+    kind: str
+    args: tuple[Any, ...]
 
 
 def usable_words(words: list[str], default: str) -> tuple[str, ...]:
@@ -124,19 +142,19 @@ def usable_words(words: list[str], default: str) -> tuple[str, ...]:
 
 
 class MinerActor(NodeActor, TipListener):
-    """One miner: owns one worker process; public protocol below."""
+    """One miner: owns one worker (local process or Ray actor); public protocol below."""
 
     def __init__(self, ctx: NodeContext, name: str, index: int) -> None:
         super().__init__(ctx, name)
         self.index = index
         self.default_message = f"pow-node miner {index}"[:MAX_MESSAGE_CHARS]
         self._label = str(index)
-        self._hashrate_gauge = ctx.metrics.miner_hashrate.labels(miner=self._label)
-        self._hashes_counter = ctx.metrics.miner_hashes.labels(miner=self._label)
-        self._process: Any = None  # multiprocessing.Process (spawn context)
+        self._ray_address: str | None = getattr(ctx.config, "ray_address", None)
+        self._backend = "ray" if self._ray_address else "process"
+        self._hashrate_gauge = ctx.metrics.miner_hashrate.labels(miner=self._label, backend=self._backend)
+        self._hashes_counter = ctx.metrics.miner_hashes.labels(miner=self._label, backend=self._backend)
+        self._worker: WorkerBackend | None = None
         self._ps: psutil.Process | None = None
-        self._to_worker: Connection | None = None
-        self._from_worker: Connection | None = None
         self._reader: threading.Thread | None = None
         self._stopping = threading.Event()
         self._released = False
@@ -147,6 +165,12 @@ class MinerActor(NodeActor, TipListener):
         self._blocks_found = 0
         self._samples: deque[tuple[float, int]] = deque()
         self._last_heard = time.monotonic()  # last report from the worker (or when it got work)
+        self._worker_started = time.monotonic()
+        self._death_reason: str | None = None  # what a Ray bridge said before it exited
+        self._degraded: str | None = None  # why this miner can't mine now (an unreachable cluster)
+        self._pending: str | None = None  # the worker waits to be placed
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_FIRST
         self._kernel: str | None = None  # the hash kernel the worker reported
 
     # ---------------------------------------------------------- lifecycle
@@ -162,30 +186,36 @@ class MinerActor(NodeActor, TipListener):
             self._cancel_timers()
             self.release()
             raise
-        self.log.info("worker pid %d started", self._process.pid)
 
     def _start_worker(self) -> None:
-        warn_if_not_native(self.log)  # once per node process
-        work_r, work_w = _MP.Pipe(duplex=False)
-        report_r, report_w = _MP.Pipe(duplex=False)
-        process = _MP.Process(target=run_worker, args=(work_r, report_w), name=f"pow-miner-{self.index}", daemon=True)
-        process.start()
-        # Our copies of the child's ends must go: the reader's EOF then means "worker gone".
-        work_r.close()
-        report_w.close()
-        self._process, self._to_worker, self._from_worker = process, work_w, report_r
-        self._samples.append((time.monotonic(), 0))
-        try:
-            self._ps = psutil.Process(process.pid)
-            self._ps.cpu_percent(None)  # the first reading is always 0.0: prime it now
-        except psutil.Error:
-            self._ps = None
-        ref = self.actor_ref
+        warn_if_not_native(self.log)  # once per node process (a Ray worker reports its own kernel)
+        if self._ray_address:
+            worker: WorkerBackend = RayWorker(self.index, self._ray_address)
+            self.log.info("Ray bridge pid %d started for cluster %s", worker.child_pid, self._ray_address)
+        else:
+            worker = ProcessWorker(self.index)
+            self.log.info("worker pid %d started", worker.pid)
+        self._worker = worker
+        self._worker_started = self._last_heard = time.monotonic()
+        self._samples.append((time.monotonic(), self._hashes_total))
+        self._watch_pid(worker.local_pid)
+        assert worker.from_worker is not None
         self._reader = threading.Thread(
-            target=_read_reports, args=(report_r, ref, process.pid, self._stopping),
+            target=_read_reports, args=(worker.from_worker, self.actor_ref, worker, self._stopping),
             name=f"{self.name}-reader", daemon=True,
         )
         self._reader.start()
+
+    def _watch_pid(self, pid: int | None) -> None:
+        """One psutil.Process per worker (the first cpu_percent() is always 0.0: prime it now)."""
+        self._ps = None
+        if pid is None:
+            return
+        try:
+            self._ps = psutil.Process(pid)
+            self._ps.cpu_percent(None)
+        except psutil.Error:
+            self._ps = None
 
     def release(self) -> None:
         """Stop the worker: ask, terminate, wait, kill. Idempotent."""
@@ -193,31 +223,18 @@ class MinerActor(NodeActor, TipListener):
             return
         self._released = True
         self._stopping.set()
-        process, self._process = self._process, None
-        if self._to_worker is not None:
-            try:
-                self._to_worker.send(("stop",))
-            except (OSError, ValueError):
-                pass
-        if process is not None:
-            process.join(0.2)
-            if process.is_alive():
-                process.terminate()
-                process.join(STOP_TIMEOUT)
-            if process.is_alive():
-                process.kill()
-                process.join(STOP_TIMEOUT)
-        for conn in (self._to_worker, self._from_worker):
-            if conn is not None:
-                try:
-                    conn.close()
-                except OSError:
-                    pass
-        self._to_worker = None
+        self._stop_worker()
+        self._hashrate_gauge.set(0)
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
         reader, self._reader = self._reader, None
         if reader is not None and reader is not threading.current_thread():
             reader.join(1.0)
-        self._hashrate_gauge.set(0)
+        self._ps = None
+        self._current = None
 
     # ---------------------------------------------------------- public protocol
 
@@ -230,6 +247,8 @@ class MinerActor(NodeActor, TipListener):
 
     def refresh_work(self) -> None:
         """Rebuild work from ChainKeeper's tip: a fresh timestamp and the current words."""
+        if self._worker is None or not self._worker.ready:
+            return  # nothing to search with yet; work is sent once the worker is up
         tip = self._ask_chain(lambda chain: chain.tip())
         if tip is None:
             return  # ChainKeeper is down or busy; its TipChanged after a restart will bring work
@@ -237,32 +256,43 @@ class MinerActor(NodeActor, TipListener):
         self._new_work(height, top)
 
     def check_worker(self) -> None:
-        """Raise WorkerDied if the worker has exited or stopped reporting (ticker; backs up the pipe's EOF)."""
-        process = self._process
-        if process is None or self._stopping.is_set():
+        """Raise WorkerDied if the worker has exited or stopped reporting (ticker; backs up the pipe's EOF).
+
+        Also starts a new Ray bridge when a retry after an unreachable cluster is due.
+        """
+        if self._stopping.is_set():
             return
-        if process.exitcode is not None:
-            raise WorkerDied(f"worker pid {process.pid} exited with code {process.exitcode}")
-        silent = time.monotonic() - self._last_heard
+        worker = self._worker
+        now = time.monotonic()
+        if worker is None:
+            if self._retry_at is not None and now >= self._retry_at:
+                self._retry_at = None
+                self._start_worker()
+            return
+        if worker.exitcode is not None:
+            raise WorkerDied(self._death_reason or f"worker pid {worker.child_pid} exited with code {worker.exitcode}")
+        if not worker.ready:
+            if self._pending is None and now - self._worker_started > CONNECT_TIMEOUT:
+                self._cluster_unavailable(f"no answer from the Ray cluster at {self._ray_address} in {CONNECT_TIMEOUT:.0f}s")
+            return
+        silent = now - self._last_heard
         if self._current is not None and silent > STALL_TIMEOUT:
-            process.kill()  # SIGKILL works on a stopped process; terminate would wait for SIGCONT
-            raise WorkerDied(f"worker pid {process.pid} stalled: no report for {silent:.1f}s")
+            worker.hard_kill()  # SIGKILL works on a stopped process; terminate would wait for SIGCONT
+            if worker.kind == "ray":
+                worker.kill()
+            raise WorkerDied(f"worker pid {worker.pid} stalled: no report for {silent:.1f}s")
 
     def kill_worker(self) -> int | None:
         """SIGKILL our worker (fault injection); the death is then handled as a real one."""
-        process = self._process
-        if process is None or process.pid is None:
-            return None
-        try:
-            os.kill(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.log.warning("worker pid %d killed (fault injection)", process.pid)
-        return process.pid
+        worker = self._worker
+        pid = worker.kill() if worker is not None else None
+        if pid is not None:
+            self.log.warning("worker pid %d killed (fault injection)", pid)
+        return pid
 
     def health_details(self) -> dict[str, Any]:
-        """The miner's part of /health: worker pid, hash rate, worker CPU and memory."""
-        process = self._process
+        """The miner's part of /health: backend, where the worker runs, pid, hash rate, CPU and memory."""
+        worker = self._worker
         cpu_percent: float | None = None
         rss_bytes: int | None = None
         if self._ps is not None:
@@ -271,8 +301,13 @@ class MinerActor(NodeActor, TipListener):
                 rss_bytes = self._ps.memory_info().rss
             except psutil.Error:
                 pass
-        return {
-            "pid": process.pid if process is not None else None,
+        details: dict[str, Any] = {"backend": self._backend}
+        if self._backend == "ray":
+            details.update({"ray_node": None, "ray_node_id": None, "ray_address": self._ray_address})
+        if worker is not None:
+            details.update(worker.details())
+        details.update({
+            "pid": worker.pid if worker is not None else None,
             "kernel": self._kernel,
             "hashrate": round(self._hashrate(), 1),
             "cpu_percent": cpu_percent,
@@ -280,11 +315,25 @@ class MinerActor(NodeActor, TipListener):
             "hashes_total": self._hashes_total,
             "blocks_found": self._blocks_found,
             "height": self._current.height if self._current is not None else None,
-        }
+            "state": self._state(),
+            "degraded": self._degraded or self._pending,
+        })
+        return details
+
+    def _state(self) -> str:
+        worker = self._worker
+        if worker is None:
+            return "waiting for the Ray cluster" if self._degraded else "stopped"
+        if not worker.ready:
+            return "waiting for a CPU in the Ray cluster" if self._pending else "connecting"
+        return "mining" if self._current is not None else "idle"
 
     # ---------------------------------------------------------- worker reports
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, (_Hashes, _Found, _WorkerIdle, _WorkerExited, _RayEvent, _Kernel)):
+            if message.worker is not self._worker:
+                return None  # from a worker already stopped or replaced
         if isinstance(message, (_Hashes, _Found, _WorkerIdle)):
             self._last_heard = time.monotonic()
         if isinstance(message, _Hashes):
@@ -292,7 +341,7 @@ class MinerActor(NodeActor, TipListener):
             return None
         if isinstance(message, _Kernel):
             if message.name != self._kernel:
-                self.log.info("worker pid %s hashes with the %s kernel", self._process.pid if self._process else "?", message.name)
+                self.log.info("worker pid %s hashes with the %s kernel", message.worker.pid or "?", message.name)
             self._kernel = message.name
             return None
         if isinstance(message, _Found):
@@ -304,15 +353,48 @@ class MinerActor(NodeActor, TipListener):
                 self._current = None
                 self.refresh_work()
             return None
+        if isinstance(message, _RayEvent):
+            self._on_ray_event(message)
+            return None
         if isinstance(message, _WorkerExited):
             if self._stopping.is_set():
                 return None
-            code = None
-            if self._process is not None:
-                self._process.join(0.5)  # reap it: the exit code (e.g. -9) says how it died
-                code = self._process.exitcode
-            raise WorkerDied(f"worker pid {message.pid} exited (code {code})")
+            worker = message.worker
+            code = worker.reap(0.5)  # the exit code (e.g. -9) says how it died
+            raise WorkerDied(self._death_reason or f"worker pid {worker.pid} exited (code {code})")
         return super().on_receive(message)
+
+    def _on_ray_event(self, event: _RayEvent) -> None:
+        worker = event.worker
+        if event.kind == "ray_started" and isinstance(worker, RayWorker):
+            pid, node_id, node_ip, same_node = event.args
+            worker.started(int(pid), str(node_id), str(node_ip), bool(same_node))
+            self._watch_pid(worker.local_pid)
+            self._last_heard = time.monotonic()
+            if self._degraded or self._pending:
+                self.log.info("Ray cluster at %s reachable again", self._ray_address)
+            self._degraded = self._pending = None
+            self._retry_delay = RETRY_FIRST
+            self.log.info("Ray worker pid %d started on node %s (%s)", pid, node_ip, str(node_id)[:12])
+            self.refresh_work()
+        elif event.kind == "ray_pending":
+            self._pending = str(event.args[0])
+            self.log.warning("%s", self._pending)
+        elif event.kind == "ray_unavailable":
+            self._cluster_unavailable(str(event.args[0]))
+        elif event.kind == "ray_died":
+            self._death_reason = str(event.args[0])  # the bridge exits next: WorkerDied with this reason
+
+    def _cluster_unavailable(self, reason: str) -> None:
+        """No cluster to mine on: stay up, degraded with the reason, retry with backoff."""
+        delay = self._retry_delay
+        self._retry_delay = min(RETRY_MAX, delay * 2)
+        self._degraded = f"{reason}; retrying in {delay:.0f}s"
+        self._pending = None
+        self.log.warning("mining degraded: %s", self._degraded)
+        self._stop_worker()
+        self._hashrate_gauge.set(0)
+        self._retry_at = time.monotonic() + delay
 
     def _on_hashes(self, count: int) -> None:
         self._hashes_total += count
@@ -361,6 +443,8 @@ class MinerActor(NodeActor, TipListener):
     # ---------------------------------------------------------- work
 
     def _new_work(self, height: int, prev_hash: str | None) -> None:
+        if self._worker is None or not self._worker.ready:
+            return  # no worker to search yet (a Ray worker being placed, a cluster away)
         words = self._ask_chain(lambda chain: chain.pending_words(4 * MAX_MESSAGES))
         messages = usable_words(words or [], self.default_message)
         timestamp = int(time.time())
@@ -381,10 +465,11 @@ class MinerActor(NodeActor, TipListener):
         self._current = work
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        if self._to_worker is None:
+        worker = self._worker
+        if worker is None or worker.to_worker is None:
             raise WorkerDied("no worker pipe")
         try:
-            self._to_worker.send(message)
+            worker.to_worker.send(message)
         except (OSError, ValueError) as exc:  # BrokenPipeError: the worker is gone
             raise WorkerDied(f"worker pipe broken: {exc}") from exc
 
@@ -393,7 +478,7 @@ class MinerActor(NodeActor, TipListener):
         return self.ask(self.ctx.registry.chain(), call, timeout=ASK_TIMEOUT)
 
 
-def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], pid: int, stopping: threading.Event) -> None:
+def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], worker: WorkerBackend, stopping: threading.Event) -> None:
     """Reader thread: forward the worker's reports to the actor; report EOF as a death."""
     while True:
         try:
@@ -403,17 +488,19 @@ def _read_reports(conn: Connection, ref: pykka.ActorRef[Any], pid: int, stopping
         try:
             kind = message[0]
             if kind == "hashes":
-                ref.tell(_Hashes(int(message[1])))
+                ref.tell(_Hashes(worker, int(message[1])))
             elif kind == "found":
-                ref.tell(_Found(int(message[1]), str(message[2]), str(message[3])))
+                ref.tell(_Found(worker, int(message[1]), str(message[2]), str(message[3])))
             elif kind == "kernel":
-                ref.tell(_Kernel(str(message[1])))
+                ref.tell(_Kernel(worker, str(message[1])))
             elif kind in ("exhausted", "bad_work"):
-                ref.tell(_WorkerIdle(int(message[1]), kind if kind == "exhausted" else str(message[2])))
+                ref.tell(_WorkerIdle(worker, int(message[1]), kind if kind == "exhausted" else str(message[2])))
+            elif kind in ("ray_started", "ray_pending", "ray_unavailable", "ray_died"):
+                ref.tell(_RayEvent(worker, kind, tuple(message[1:])))
         except pykka.ActorDeadError:
             return
     if not stopping.is_set():
         try:
-            ref.tell(_WorkerExited(pid))
+            ref.tell(_WorkerExited(worker))
         except pykka.ActorDeadError:
             pass

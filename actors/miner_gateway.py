@@ -157,7 +157,7 @@ class MinerGateway(NodeActor, TipListener):
         self._template: _Template | None = None
         self._work_id = 0
         self._next_client_id = 1
-        self._rate_gauge = ctx.metrics.miner_hashrate.labels(miner="external")
+        self._rate_gauge = ctx.metrics.miner_hashrate.labels(miner="external", backend="gateway")
         self.stats = {"submitted": 0, "accepted": 0, "rejected": 0, "auth_refused": 0, "garbage_lines": 0, "connections": 0}
 
     # ---------------------------------------------------------- lifecycle

@@ -43,6 +43,7 @@ the process.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -124,7 +125,8 @@ def run_worker(inbox: Connection, outbox: Connection, report_interval: float = R
     """The worker process's main loop; returns when told to stop or the parent is gone."""
     # Ctrl-C in a terminal signals the whole process group; the parent decides when
     # workers stop (it terminates them), so a worker ignores SIGINT.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threading.current_thread() is threading.main_thread():  # a Ray worker runs this in a thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     kernel = select_kernel()
     search: Search | None = None
     hashed = 0

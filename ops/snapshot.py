@@ -31,7 +31,7 @@ ASK_TIMEOUT = 0.5
 MINER_PREFIX = "MinerActor-"
 # Keys a MinerActor's entry always has in /health (None while its worker is unknown),
 # so scripts can read them without checking first.
-MINER_KEYS = ("pid", "kernel", "hashrate", "cpu_percent", "rss_bytes")
+MINER_KEYS = ("pid", "kernel", "hashrate", "cpu_percent", "rss_bytes", "backend")
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,13 @@ class NodeInspector:
             elif entry["alive"]:
                 entry["details_error"] = details.error
 
+        status, reason = supervision["status"], supervision["reason"]
+        degraded = [f"{a['name']}: {a['degraded']}" for a in actors if a.get("degraded")]
+        if degraded and status == "ok":
+            status, reason = "degraded", "; ".join(degraded)
         doc: dict[str, Any] = {
-            "status": supervision["status"],
-            "reason": supervision["reason"],
+            "status": status,
+            "reason": reason,
             "node": self._node_info(),
             "actors": actors,
             "supervision": supervision["supervision"],
@@ -198,9 +202,10 @@ class NodeInspector:
             metrics.actor_errors.labels(actor=name)
             if name.startswith(MINER_PREFIX):
                 miner = name[len(MINER_PREFIX):]
+                backend = "ray" if getattr(self.node.config, "ray_address", None) else "process"
                 for family in (metrics.miner_hashrate, metrics.miner_hashes,
                                metrics.miner_worker_cpu, metrics.miner_worker_rss):
-                    family.labels(miner=miner)
+                    family.labels(miner=miner, backend=backend)
 
     def refresh_metrics(self, health: dict[str, Any]) -> None:
         """Set the gauges that are only true at scrape time from a /health snapshot."""
@@ -209,9 +214,12 @@ class NodeInspector:
             name = entry["name"]
             if name.startswith(MINER_PREFIX):
                 miner = name[len(MINER_PREFIX):]
-                _set_if_number(metrics.miner_hashrate.labels(miner=miner), entry.get("hashrate"))
-                _set_if_number(metrics.miner_worker_cpu.labels(miner=miner), entry.get("cpu_percent"))
-                _set_if_number(metrics.miner_worker_rss.labels(miner=miner), entry.get("rss_bytes"))
+                backend = entry.get("backend")
+                if backend not in ("process", "ray"):
+                    continue  # details not available now (restarting): its series keep their last values
+                _set_if_number(metrics.miner_hashrate.labels(miner=miner, backend=backend), entry.get("hashrate"))
+                _set_if_number(metrics.miner_worker_cpu.labels(miner=miner, backend=backend), entry.get("cpu_percent"))
+                _set_if_number(metrics.miner_worker_rss.labels(miner=miner, backend=backend), entry.get("rss_bytes"))
         if health.get("peers") is not None:
             metrics.peers.set(len(health["peers"]))
         _set_if_number(metrics.process_cpu_percent, health["process"].get("cpu_percent"))

@@ -70,8 +70,8 @@ class NodeMetrics:
         self.chain_reorgs = Counter("node_chain_reorgs_total", "Times our chain was replaced above a fork point", registry=r)
         self.blocks_rejected = Counter("node_blocks_rejected_total", "Blocks refused, by where they came from", ["source"], registry=r)
         self.peers = Gauge("node_peers", "Peers in the peer table", registry=r)
-        self.miner_hashrate = Gauge("node_miner_hashrate_hashes_per_second", "Hash rate per miner", ["miner"], registry=r)
-        self.miner_hashes = Counter("node_miner_hashes_total", "Hashes computed per miner", ["miner"], registry=r)
+        self.miner_hashrate = Gauge("node_miner_hashrate_hashes_per_second", "Hash rate per miner", ["miner", "backend"], registry=r)
+        self.miner_hashes = Counter("node_miner_hashes_total", "Hashes computed per miner", ["miner", "backend"], registry=r)
         self.blocks_mined = Counter("node_blocks_mined_total", "Blocks our miners found and stored", registry=r)
         self.sync_target = Gauge("node_sync_target_height", "Height of the chain being synced (0 when idle)", registry=r)
         self.sync_fetched = Gauge("node_sync_fetched_blocks", "Blocks of the current sync received so far", registry=r)
@@ -79,8 +79,8 @@ class NodeMetrics:
         self.sync_seconds = Counter("node_sync_seconds_total", "Time spent downloading chains", registry=r)
         # Read at scrape time by the ops HTTP server (ops/snapshot.py), which also
         # gives every per-miner series a value before its first event.
-        self.miner_worker_cpu = Gauge("node_miner_worker_cpu_percent", "CPU use of each miner's worker process (100 = one core)", ["miner"], registry=r)
-        self.miner_worker_rss = Gauge("node_miner_worker_resident_memory_bytes", "Resident memory of each miner's worker process", ["miner"], registry=r)
+        self.miner_worker_cpu = Gauge("node_miner_worker_cpu_percent", "CPU use of each miner's worker process (100 = one core)", ["miner", "backend"], registry=r)
+        self.miner_worker_rss = Gauge("node_miner_worker_resident_memory_bytes", "Resident memory of each miner's worker process", ["miner", "backend"], registry=r)
         self.process_cpu_percent = Gauge("node_process_cpu_percent", "CPU use of the node process since the previous reading (100 = one core)", registry=r)
         # Per-actor series from the supervisor (installed by it) and our own tally.
         self.supervision_source: SupervisionSource | None = None

@@ -67,7 +67,7 @@ def test_worker_killed_with_sigkill_is_replaced(make_node):
     first = wait_for(lambda: (d := details(node)) and d["hashrate"] > 0 and d)
     assert set(first) >= {"pid", "hashrate", "cpu_percent", "rss_bytes", "hashes_total", "blocks_found"}
     assert first["rss_bytes"] > 0 and isinstance(first["cpu_percent"], float)
-    assert node.ctx.metrics.miner_hashrate.labels(miner="0")._value.get() > 0
+    assert node.ctx.metrics.miner_hashrate.labels(miner="0", backend="process")._value.get() > 0
     old_pid = first["pid"]
     assert psutil.Process(old_pid).ppid() == os.getpid()  # a worker process of ours, not a thread
 

@@ -30,9 +30,10 @@ def test_health_and_metrics_show_each_miner_worker(make_node):
         assert psutil.Process(pid).ppid() == psutil.Process().pid  # our own worker processes
     for miner in miners:
         assert miner["rss_bytes"] > 0 and miner["cpu_percent"] is not None
+        assert miner["backend"] == "process" and "ray_node" not in miner
     metrics = http(port, "/metrics").text
     for index in ("0", "1"):
-        line = next(l for l in metrics.splitlines() if l.startswith(f'node_miner_hashrate_hashes_per_second{{miner="{index}"}}'))
+        line = next(l for l in metrics.splitlines() if l.startswith(f'node_miner_hashrate_hashes_per_second{{backend="process",miner="{index}"}}'))
         assert float(line.split()[-1]) > 0
         assert f'node_actor_restarts_total{{actor="MinerActor-{index}"}} 0.0' in metrics
     assert "MinerActor-1" in http(port, "/").text

@@ -1,0 +1,209 @@
+"""A node mining on a real local Ray head: run by tests/ray/test_ray_miners.py inside a
+private network namespace that has only loopback (and a private pid namespace, so
+nothing of Ray outlives it). Not a test module itself: it asserts and exits non-zero
+with the reason, and prints one JSON line of what it measured.
+
+Steps: start a Ray head with 2 CPUs and token authentication; check every listening
+socket is on loopback; run `run_node.py --miners auto --ray-address ...`; expect 2
+miners with backend ray mining valid blocks; SIGKILL one Ray worker and see it
+replaced (new pid, restart counted) and mining go on; stop the cluster and see
+mining degraded with the reason; start the cluster again and see mining resume;
+stop the node and see no Ray worker left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from chain.block import Block, check_chain  # noqa: E402
+
+DIFFICULTY = 4
+RAY_BIN = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def miners(health: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in health["actors"] if a["name"].startswith("MinerActor-")]
+
+
+def all_mining(port: int, count: int) -> list[dict[str, Any]] | None:
+    found = miners(get_json(port, "/health"))
+    ok = len(found) == count and all(m["alive"] and m.get("pid") and (m.get("hashrate") or 0) > 0 for m in found)
+    return found if ok else None
+
+
+def chain(port: int) -> list[Block]:
+    doc = get_json(port, "/chain?from=0&limit=1000")
+    return [Block(b["height"], b["minedBy"], tuple(b["messages"]), b["nonce"], b["timestamp"], b["hash"]) for b in doc]
+
+
+def listening_sockets() -> list[str]:
+    out = subprocess.run(["ss", "-Htlnu"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[4] for line in out.splitlines() if line.strip()]
+
+
+def ray_workers() -> list[int]:
+    """Pids of our Ray miner workers (Ray names its worker processes ray::<Class>)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::MinerWorker"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    env = dict(os.environ, HOME=str(work / "home"), RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONUNBUFFERED="1")
+    (work / "home").mkdir()
+    gcs_port = free_port()
+    address = f"127.0.0.1:{gcs_port}"
+    head = [RAY_BIN, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={work / 'ray'}"]
+    measured: dict[str, Any] = {}
+    node: subprocess.Popen[bytes] | None = None
+    log = open(work / "node.log", "wb")
+    try:
+        t0 = time.monotonic()
+        subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+        measured["head_start_s"] = round(time.monotonic() - t0, 1)
+        sockets = listening_sockets()
+        assert sockets and all(s.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for s in sockets), sockets
+
+        http_port = free_port()
+        node = subprocess.Popen(
+            [sys.executable, str(ROOT / "run_node.py"), "--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
+             "--name", "ray-test", "--difficulty", str(DIFFICULTY), "--miners", "auto", "--ray-address", address,
+             "--data-dir", str(work / "data"), "--http-port", str(http_port), "--enable-fault-injection"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        first = wait_for("2 miners hashing on Ray", lambda: all_mining(http_port, 2), 90)
+        measured["miners_up_s"] = round(time.monotonic() - t0, 1)
+        for miner in first:
+            assert miner["backend"] == "ray", miner
+            assert miner["ray_node"] == "127.0.0.1" and miner["ray_node_id"], miner
+            assert miner["restarts"] == 0
+        assert set(ray_workers()) == {m["pid"] for m in first}, (ray_workers(), first)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+        assert 'node_miner_hashes_total{backend="ray",miner="1"}' in metrics
+
+        blocks = wait_for("3 mined blocks", lambda: b if len(b := chain(http_port)) >= 3 else None, 60)
+        check_chain(blocks, DIFFICULTY)
+        assert all(b.mined_by == "ray-test" for b in blocks)
+
+        victim = first[0]
+        killed_at = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def replaced() -> dict[str, Any] | None:
+            m = miners(get_json(http_port, "/health"))[0]
+            return m if m["restarts"] == 1 and m["alive"] else None
+
+        after = wait_for("the killed miner restarted", replaced, 30)
+        measured["death_noticed_s"] = round(time.monotonic() - killed_at, 2)
+        assert "Ray worker lost" in (after["last_error"] or ""), after
+        again = wait_for("2 miners hashing again", lambda: all_mining(http_port, 2), 60)
+        measured["replaced_s"] = round(time.monotonic() - killed_at, 1)
+        assert again[0]["pid"] != victim["pid"] and again[0]["backend"] == "ray", again[0]
+        assert again[1]["restarts"] == 0
+        height = len(chain(http_port))
+        more = wait_for("2 more blocks after the restart", lambda: b if len(b := chain(http_port)) >= height + 2 else None, 60)
+        check_chain(more, DIFFICULTY)
+
+        # The whole cluster goes away: mining degrades with the reason and is retried.
+        subprocess.run([RAY_BIN, "stop", "--force"], env=env, capture_output=True, timeout=60)
+
+        def degraded() -> dict[str, Any] | None:
+            health = get_json(http_port, "/health")
+            return health if health["status"] == "degraded" and "Ray cluster" in (health["reason"] or "") else None
+
+        measured["cluster_stopped_at_s"] = round(time.monotonic() - t0, 1)
+        down = wait_for("mining degraded with the reason", degraded, 60)
+        measured["degraded_at_s"] = round(time.monotonic() - t0, 1)
+        measured["degraded_reason"] = down["reason"][:200]
+        subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+        back_at = time.monotonic()
+        wait_for("mining resumed on the new cluster", lambda: all_mining(http_port, 2), 90)
+        measured["resumed_s"] = round(time.monotonic() - back_at, 1)
+        assert get_json(http_port, "/health")["status"] == "ok"
+
+        measured["resumed_at_s"] = round(time.monotonic() - t0, 1)
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(30) == 0, "node did not exit cleanly"
+        measured["node_stopped_at_s"] = round(time.monotonic() - t0, 1)
+        wait_for("no Ray miner worker left", lambda: not ray_workers(), 30)
+        measured["total_s"] = round(time.monotonic() - t0, 1)
+        print(json.dumps(measured))
+    except BaseException:
+        log.flush()
+        sys.stderr.write((work / "node.log").read_text(errors="replace")[-6000:])
+        raise
+    finally:
+        if node is not None and node.poll() is None:
+            node.kill()
+        t1 = time.monotonic()
+        subprocess.run([RAY_BIN, "stop", "--force"], env=env, capture_output=True, timeout=60)
+        sys.stderr.write(f"final ray stop took {time.monotonic() - t1:.1f}s\n")
+        log.close()
+        if os.environ.get("RAY_SCENARIO_KEEP_LOG"):
+            shutil.copy(work / "node.log", os.environ["RAY_SCENARIO_KEEP_LOG"])
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def init_then_main() -> None:
+    """As pid 1 of a new pid namespace, reap every orphan (Ray's processes become ours)
+    while a child runs the scenario: unreaped zombies would look alive to `ray stop`."""
+    if os.getpid() != 1:
+        main()
+        return
+    child = subprocess.Popen([sys.executable, __file__])
+    while True:
+        pid, status = os.wait()
+        if pid == child.pid:
+            sys.exit(os.waitstatus_to_exitcode(status))
+
+
+if __name__ == "__main__":
+    init_then_main()

@@ -1,0 +1,117 @@
+"""Without `--ray-address` nothing of Ray is imported or started; with an unreachable
+cluster mining degrades with the reason instead of crashing. No Ray cluster needed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mining.ray_backend import MinerWorker, QueueInbox, QueueOutbox
+from mining.worker import run_worker
+from chain.block import hash_prefix
+from tests.helpers import free_tcp_port, free_udp_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs the real CLI in a fresh interpreter; once its miner hashes, records what is
+# imported and which processes run, then asks the node to stop (SIGTERM).
+PROBE = r'''
+import json, os, signal, sys, threading, time, urllib.request
+import psutil
+out, http_port = sys.argv[1], int(sys.argv[2])
+
+def probe():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=2).read())
+            miner = next(a for a in doc["actors"] if a["name"] == "MinerActor-0")
+            if miner.get("hashrate"):
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    children = psutil.Process().children(recursive=True)
+    json.dump({"miner": miner, "modules": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
+               "children": [" ".join(c.cmdline()) for c in children]}, open(out, "w"))
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=probe, daemon=True).start()
+sys.argv = ["run_node.py"] + sys.argv[3:]
+import run_node
+run_node.cli()
+'''
+
+
+def test_no_ray_address_imports_and_starts_nothing_of_ray(tmp_path):
+    out = tmp_path / "probe.json"
+    http_port = free_tcp_port()
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), str(http_port), "--host", "127.0.0.1", "--port", str(free_udp_port()),
+         "--miners", "1", "--difficulty", "30", "--data-dir", str(tmp_path / "data"), "--http-port", str(http_port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["miner"]["backend"] == "process" and seen["miner"]["hashrate"] > 0
+    assert seen["modules"] == []
+    assert seen["children"] and not any("ray" in cmd.split("/")[-1].lower() for cmd in seen["children"]), seen["children"]
+
+
+def test_unreachable_cluster_degrades_mining_and_is_retried(make_node):
+    address = f"127.0.0.1:{free_tcp_port()}"  # nobody listens there
+    node = make_node(miners=1, difficulty=30, ray_address=address, http_port=free_tcp_port())
+    from tests.ops.ops_helpers import http
+
+    def degraded():
+        doc = http(node.config.http_port, "/health").json()
+        return doc if doc["status"] == "degraded" and doc["reason"] and "retrying in 2s" in doc["reason"] else None
+
+    doc = wait_for(degraded, timeout=30, interval=0.2)  # "2s": a second attempt failed too (backoff doubles)
+    assert "MinerActor-0" in doc["reason"] and f"can't connect to the Ray cluster at {address}" in doc["reason"]
+    miner = next(a for a in doc["actors"] if a["name"] == "MinerActor-0")
+    assert miner["alive"] and miner["restarts"] == 0  # degraded, not crash-looping
+    assert miner["backend"] == "ray" and miner["pid"] is None and miner["ray_node"] is None
+    assert miner["state"] == "waiting for the Ray cluster"
+
+
+def test_miners_auto_with_an_unreachable_cluster_is_a_one_line_error(tmp_path):
+    import run_node
+
+    address = f"127.0.0.1:{free_tcp_port()}"
+    result = CliRunner().invoke(run_node.cli, ["--miners", "auto", "--ray-address", address, "--http-port", "0",
+                                               "--data-dir", str(tmp_path / "d"), "--host", "127.0.0.1"])
+    assert result.exit_code == 1
+    assert "--miners auto: can't connect to the Ray cluster" in result.output
+    assert "Traceback" not in result.output
+    from mining.pool_size import stop_ray_cluster_watchers
+
+    stop_ray_cluster_watchers()
+
+
+def test_ray_worker_runs_the_same_search_loop_over_queues():
+    """The Ray actor's run() drives mining.worker.run_worker itself (tested here without Ray)."""
+    worker = MinerWorker()
+    prefix = hash_prefix(None, "me", ("hi",), 1_700_000_000)
+    worker.push(("work", 7, prefix, 3, "0-1234abcd"))
+    reports = worker.run()
+    found = next(r for r in reports if r[0] == "found")
+    assert found[1] == 7
+    import hashlib
+
+    assert hashlib.sha256(prefix + found[2].encode()).hexdigest() == found[3] and found[3].endswith("000")
+    worker.push(("stop",))
+    rest = list(reports)  # the stream ends once the loop has stopped
+    assert all(r[0] == "hashes" for r in rest)
+
+
+def test_queue_inbox_close_ends_the_loop():
+    inbox, outbox = QueueInbox(), QueueOutbox()
+    inbox.close()
+    started = time.monotonic()
+    run_worker(inbox, outbox)  # returns on EOF like a worker whose parent went away
+    assert time.monotonic() - started < 5
