@@ -202,7 +202,7 @@ class NodeInspector:
             metrics.actor_errors.labels(actor=name)
             if name.startswith(MINER_PREFIX):
                 miner = name[len(MINER_PREFIX):]
-                backend = "ray" if getattr(self.node.config, "ray_address", None) else "process"
+                backend = self._miner_backend()
                 for family in (metrics.miner_hashrate, metrics.miner_hashes,
                                metrics.miner_worker_cpu, metrics.miner_worker_rss):
                     family.labels(miner=miner, backend=backend)
@@ -214,9 +214,7 @@ class NodeInspector:
             name = entry["name"]
             if name.startswith(MINER_PREFIX):
                 miner = name[len(MINER_PREFIX):]
-                backend = entry.get("backend")
-                if backend not in ("process", "ray"):
-                    continue  # details not available now (restarting): its series keep their last values
+                backend = entry.get("backend") or self._miner_backend()
                 _set_if_number(metrics.miner_hashrate.labels(miner=miner, backend=backend), entry.get("hashrate"))
                 _set_if_number(metrics.miner_worker_cpu.labels(miner=miner, backend=backend), entry.get("cpu_percent"))
                 _set_if_number(metrics.miner_worker_rss.labels(miner=miner, backend=backend), entry.get("rss_bytes"))
@@ -225,6 +223,10 @@ class NodeInspector:
         _set_if_number(metrics.process_cpu_percent, health["process"].get("cpu_percent"))
 
     # ---------------------------------------------------------- internals
+
+    def _miner_backend(self) -> str:
+        """Where this node's miners hash: `process` (local) or `ray` (--ray-address)."""
+        return "ray" if self.node.config.ray_address else "process"
 
     def _node_info(self) -> dict[str, Any]:
         cfg = self.node.config

@@ -223,8 +223,8 @@ def test_miner_details_appear_in_health_metrics_and_page(node_with_fake_miner):
     assert miner["pid"] == os.getpid() and miner["hashrate"] == FakeMiner.HASHRATE
     assert miner["cpu_percent"] == 12.5 and miner["rss_bytes"] == 4096
     samples = metric_samples(http(port, "/metrics").text)
-    assert samples[("node_miner_hashrate_hashes_per_second", (("miner", "0"),))] == FakeMiner.HASHRATE
-    assert samples[("node_miner_worker_cpu_percent", (("miner", "0"),))] == 12.5
+    assert samples[("node_miner_hashrate_hashes_per_second", (("backend", "process"), ("miner", "0")))] == FakeMiner.HASHRATE
+    assert samples[("node_miner_worker_cpu_percent", (("backend", "process"), ("miner", "0")))] == 12.5
     assert samples[("node_actor_restarts_total", (("actor", "MinerActor-0"),))] == 0
     overview = http(port, "/api/overview").json()
     assert overview["mining"]["total"] == FakeMiner.HASHRATE and overview["mining"]["local_workers"] == 1
