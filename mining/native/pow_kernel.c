@@ -35,6 +35,12 @@
 #define POW_HAVE_X86 0
 #endif
 
+#if defined(__GNUC__)
+#define POW_ALIGN16 __attribute__((aligned(16)))
+#else
+#define POW_ALIGN16
+#endif
+
 #define COUNTER_DIGITS 11
 #define COUNTER_LIMIT (1ULL << (4 * COUNTER_DIGITS)) /* 16**11 */
 
@@ -45,7 +51,7 @@ static const uint32_t IV[8] = {
 };
 
 /* Round constants: first 32 bits of the fractional parts of the cube roots of the first 64 primes. */
-static const uint32_t K[64] __attribute__((aligned(16))) = {
+static const uint32_t K[64] POW_ALIGN16 = {
     0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u, 0x923f82a4u, 0xab1c5ed5u,
     0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u, 0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u,
     0xe49b69c1u, 0xefbe4786u, 0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
