@@ -19,7 +19,7 @@ from mining.worker import (
     run_worker,
 )
 from chain.block import compute_hash, hash_prefix
-from mining.kernel import digest_meets
+from mining.kernel import KERNEL_ENV, available_kernels, digest_meets
 
 MP = multiprocessing.get_context("spawn")
 
@@ -105,7 +105,9 @@ def _recv_until(conn, kind, timeout):
     return None
 
 
-def test_worker_switches_to_new_work_within_100ms_and_stops():
+@pytest.mark.parametrize("kernel", available_kernels())
+def test_worker_switches_to_new_work_within_100ms_and_stops(kernel, monkeypatch):
+    monkeypatch.setenv(KERNEL_ENV, kernel)  # the spawned worker inherits it
     work_r, work_w = MP.Pipe(duplex=False)
     report_r, report_w = MP.Pipe(duplex=False)
     process = MP.Process(target=run_worker, args=(work_r, report_w), daemon=True)
@@ -113,6 +115,7 @@ def test_worker_switches_to_new_work_within_100ms_and_stops():
     work_r.close()
     report_w.close()
     try:
+        assert report_r.poll(30.0) and report_r.recv() == ("kernel", kernel)  # its first report
         prev = "cd" * 32
         prefix = hash_prefix(prev, "node", ["word"], 1_700_000_000)
         work_w.send(("work", 1, prefix, 40, "0-aaaa"))  # never found: the worker is busy
