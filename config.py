@@ -33,8 +33,11 @@ class NodeConfig:
     # Address peers should use for us, when it differs from the bound port (a
     # proxy or NAT in front of the node); None means `port`.
     advertise_port: int | None = None
-    # Reply budgets (see net/ratelimit.py): bytes/s and burst per destination,
-    # for all destinations together, and GOSSIP_REPLYs per claimed originator.
+    # Reply budgets (see net/ratelimit.py), keyed by destination IP and charged real
+    # bytes: until an IP is validated at most `amplification_factor` times what it
+    # sent us; bytes/s and burst per IP, for all destinations together, and for
+    # GOSSIP_REPLYs per claimed originator IP.
+    amplification_factor: float = 3.0
     reply_rate_bytes: float = 2_000_000
     reply_burst_bytes: float = 1_000_000
     total_reply_rate_bytes: float = 32_000_000

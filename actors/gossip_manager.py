@@ -1,9 +1,19 @@
-"""GossipManager: membership. Keeps the bounded peer table and seen-id set.
+"""GossipManager: membership, as Bitcoin Core's address manager does it.
 
-Answers GOSSIP to the originator named inside the message, forwards a new id
-once to at most 3 random tracked peers (never back to the originator), sends the
-keep-alive and drops peers that have been silent too long. Both tables are
-bounded (a cap and a TTL) so a flood of fake gossipers can't exhaust memory.
+Two bounded tables (DESIGN.md, PROTOCOL.md "Membership"):
+
+* **tried**: peers that answered a GOSSIP we sent them (a GOSSIP_REPLY from that
+  host within PROBE_WINDOW of our GOSSIP to that address): a node really is there.
+  Only tried peers (and the well-known ones) are forwarded gossip, sent ANNOUNCEs
+  and asked for STATS by consensus.
+* **new**: addresses only heard of (a GOSSIP's claimed originator, an unsolicited
+  GOSSIP_REPLY, the last snapshot). Each is greeted with our GOSSIP and a STATS
+  (rate-limited) and probed at every keep-alive; answering moves it to tried.
+
+A flood of forged originators only churns the new table: it can never evict a
+tried or a well-known peer. The new table evicts its longest-silent entry when
+full; a full tried table refuses promotions until an entry goes silent for the
+peer timeout. Every table (seen ids, heard-from, probes) is capped.
 """
 from __future__ import annotations
 
@@ -26,7 +36,9 @@ from net.ratelimit import TokenBuckets
 from messages.wire import MAX_NAME_CHARS, Gossip, GossipReply, Stats, WireMessage
 from net.address import Address, ip_literal, is_printable_text, valid_port
 
-MAX_PEERS = 1024
+MAX_TRIED = 256
+MAX_NEW = 1024
+MAX_PEERS = MAX_TRIED + MAX_NEW
 MAX_SEEN_IDS = 10_000
 SEEN_ID_TTL = 120.0
 FORWARD_FANOUT = 3
@@ -37,12 +49,15 @@ WELL_KNOWN_GRACE = 10.0  # seconds a well-known peer has to answer before we war
 # gossips every 30 s), and a flood of fresh ids can't make us spray our peers.
 FORWARD_RATE = 300.0
 FORWARD_BURST = 600.0
-RESOLVE_TIMEOUT = 2.0
-# Catch-up on first sight: a newly learned peer gets our GOSSIP (some peers learn
-# us only from one) and a STATS (a longer chain there starts a round at once).
-# Bounded for the whole node, since a flood of forged gossip names new "peers".
+# Catch-up on first sight, and the probe of a newly heard-of address: our GOSSIP
+# (some peers learn us only from one; its GOSSIP_REPLY moves the address to tried)
+# and a STATS (a longer chain there starts a round at once; its STATS_REPLY
+# validates the address for reply budgets). Bounded for the whole node, since a
+# flood of forged gossip names new "peers"; the rest wait for the keep-alive.
 GREET_RATE = 20.0
 GREET_BURST = 40.0
+PROBE_WINDOW = 10.0  # a GOSSIP_REPLY this soon after our GOSSIP to that address promotes it
+RESOLVE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -50,6 +65,7 @@ class PeerInfo:
     name: str
     last_seen: float
     first_seen: float
+    probed_at: float | None = None  # when we last sent it a GOSSIP
 
 
 def resolve_all(peers: Sequence[tuple[str, int]], timeout: float = RESOLVE_TIMEOUT) -> list[Address | None]:
@@ -93,25 +109,35 @@ class GossipManager(NodeActor, GossipApi):
         super().__init__(ctx, name)
         self.clock = clock
         self.rng = rng or random.Random()
-        self.peers: OrderedDict[Address, PeerInfo] = OrderedDict()  # oldest-seen first
-        # The same addresses in a list (with positions) for O(1) random picks:
+        self.tried: OrderedDict[Address, PeerInfo] = OrderedDict()  # oldest-seen first
+        self.new: OrderedDict[Address, PeerInfo] = OrderedDict()  # oldest-seen first
+        # The tried addresses in a list (with positions) for O(1) random picks:
         # forwarding must not cost O(peers) per gossip under a flood.
-        self._peer_list: list[Address] = []
-        self._peer_pos: dict[Address, int] = {}
+        self._tried_list: list[Address] = []
+        self._tried_pos: dict[Address, int] = {}
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self._greetings = TokenBuckets(GREET_RATE, GREET_BURST, max_keys=1)
+        self._keepalive: Gossip | None = None  # our current GOSSIP (probes reuse it: no new id to spread)
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
+        self._well_known_probed: dict[Address, float] = {}
         self._unresolved: list[tuple[str, int]] = []
-        self._heard_from: set[Address] = set()  # well-known peers that have answered
+        self._resolver: threading.Thread | None = None
+        self._heard_from: set[Address] = set()  # well-known peers that have answered (bounded by --peer)
         self._warned_silent: set[Address] = set()
+
+    @property
+    def peers(self) -> dict[Address, PeerInfo]:
+        """Both tables, tried first (for counting and tests)."""
+        return {**self.tried, **self.new}
 
     def on_start(self) -> None:
         cfg = self.ctx.config
         self._unresolved = list(cfg.peers)
-        self._resolve_well_known(warn=True)
+        # At start the well-known names are resolved here (bounded by RESOLVE_TIMEOUT),
+        # before any datagram is handled; retries run on a helper thread.
+        self._on_resolved(list(self._unresolved), resolve_all(self._unresolved), warn=True)
         self._load_peers()
-        self._heard_from.clear()  # restored peers must answer again to count as heard
         if self.ctx.config.peers:
             self.every(WELL_KNOWN_GRACE, "check_well_known")
         self.every(cfg.gossip_interval, "keep_alive")
@@ -125,31 +151,60 @@ class GossipManager(NodeActor, GossipApi):
     # ---------------------------------------------------------- protocol
 
     def keep_alive(self) -> None:
-        """GOSSIP with a fresh id to the well-known peers and every tracked peer; expire old entries."""
+        """GOSSIP with a fresh id to the well-known peers and both tables (a probe for the new one)."""
+        now = self.clock()
         self.expire()
         if self._unresolved:
-            self._resolve_well_known(warn=False)  # DNS may be back
+            self._resolve_in_background()  # DNS may be back
         cfg = self.ctx.config
         gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
-        self._remember_id(gossip.id)
-        targets = dict.fromkeys(self.well_known)
-        targets.update(dict.fromkeys(self.peers))
-        for addr in targets:
+        self._keepalive = gossip
+        self._remember_id(gossip.id, now)
+        for addr in self.well_known:
+            self._well_known_probed[addr] = now
             self._send(gossip, addr)
+        for table in (self.tried, self.new):
+            for addr, info in table.items():
+                if addr not in self._well_known_probed:
+                    info.probed_at = now
+                    self._send(gossip, addr)
         self._save_peers()
 
-    def _resolve_well_known(self, warn: bool) -> None:
-        """Resolve the well-known peers not resolved yet; warn (once, at start) for failures."""
-        pending, self._unresolved = self._unresolved, []
-        for (host, port), addr in zip(pending, resolve_all(pending)):
+    def _resolve_in_background(self) -> None:
+        """Retry the unresolved well-known names on a helper thread; the answer comes back as a message."""
+        if self._resolver is not None and self._resolver.is_alive():
+            return
+        pending = list(self._unresolved)
+        proxy = self.actor_ref.proxy()
+
+        def run() -> None:
+            try:
+                proxy.on_resolved.defer(pending, resolve_all(pending))
+            except Exception:  # noqa: BLE001 - the actor is gone: nothing to tell
+                pass
+
+        self._resolver = threading.Thread(target=run, name=f"{self.name}-resolve", daemon=True)
+        self._resolver.start()
+
+    def on_resolved(self, pending: list[tuple[str, int]], results: list[Address | None]) -> None:
+        self._on_resolved(pending, results, warn=False)
+
+    def _on_resolved(self, pending: list[tuple[str, int]], results: list[Address | None], warn: bool) -> None:
+        """Record resolved well-known peers; warn (once, at start) for failures."""
+        still: list[tuple[str, int]] = []
+        for (host, port), addr in zip(pending, results):
             if addr is None:
-                self._unresolved.append((host, port))
+                still.append((host, port))
                 if warn:
                     self.log.warning("well-known peer %s:%d cannot be resolved; running without it, retrying every keep-alive", host, port)
             elif addr not in self.well_known:
                 self.well_known.append(addr)
                 if not warn:
                     self.log.info("well-known peer %s:%d resolved to %s:%d", host, port, *addr)
+                    if self._keepalive is not None:
+                        self._well_known_probed[addr] = self.clock()
+                        self._send(self._keepalive, addr)
+        self._unresolved = [p for p in self._unresolved if p not in pending or p in still]
 
     def check_well_known(self) -> None:
         """One warning per well-known peer that has not answered yet; we keep trying."""
@@ -164,67 +219,85 @@ class GossipManager(NodeActor, GossipApi):
             return
         self._remember_id(gossip.id, now)
         originator = (gossip.host, gossip.port)
-        if originator == self._own_address() or gossip.port == 0:
+        if originator == self._own_address():
             return
         cfg = self.ctx.config
         self._send(GossipReply(cfg.host, cfg.public_port, cfg.name), originator)
-        for addr in self._random_peers(FORWARD_FANOUT, exclude=(originator, source)):
+        for addr in self._random_tried(FORWARD_FANOUT, exclude=(originator, source)):
             if not self._forwards.allow(None, 1, now):
                 self.ctx.metrics.dropped.labels(reason="gossip_forward_limited").inc()
                 break
             self._send(gossip, addr)
-        self._touch(originator, gossip.name, now)
+        self._heard_of(originator, gossip.name, now, probe=True)
 
     def on_gossip_reply(self, reply: GossipReply, source: Address) -> None:
-        if reply.port == 0:
+        now = self.clock()
+        addr = (reply.host, reply.port)
+        if addr == self._own_address():
             return
-        self._touch((reply.host, reply.port), reply.name, self.clock())
+        if addr in self.well_known and source[0] == reply.host:
+            self._heard_from.add(addr)
+        info = self.tried.get(addr)
+        if info is not None:
+            self._refresh_tried(addr, info, reply.name, now)
+            return
+        entry = self.new.get(addr)
+        probes = [t for t in (self._well_known_probed.get(addr), entry.probed_at if entry else None) if t is not None]
+        probed = max(probes) if probes else None
+        if source[0] == reply.host and probed is not None and now - probed <= PROBE_WINDOW:
+            self._promote(addr, reply.name, now)
+        else:
+            self._heard_of(addr, reply.name, now, probe=True)
 
     def broadcast(self, message: WireMessage) -> None:
-        """Send `message` to every tracked peer (and the well-known ones)."""
-        targets = dict.fromkeys(self.well_known)
-        targets.update(dict.fromkeys(self.peers))
-        for addr in targets:
+        """Send `message` (an ANNOUNCE) to the well-known and the tried peers."""
+        for addr in self._trusted_targets():
             self._send(message, addr)
 
     def peer_addresses(self) -> list[Address]:
-        """Peers to ask in a consensus round: tracked peers and the well-known ones."""
+        """Peers to ask in a consensus round: the well-known and the tried ones (validated addresses only)."""
         self.expire()
-        # Well-known peers first, then the most recently heard from: a caller that
-        # can only ask some (consensus asks at most 64) asks the likeliest alive.
-        targets = dict.fromkeys(self.well_known)
-        targets.update(dict.fromkeys(reversed(self.peers)))
-        return list(targets)
+        return self._trusted_targets()
 
     def peer_table(self) -> list[dict[str, Any]]:
-        """For ops: each peer with its name and seconds since last heard from."""
+        """For ops: each peer with its table (tried/new), name and seconds since last heard from."""
         now = self.clock()
         return [
-            {"host": host, "port": port, "name": info.name, "last_seen_age": round(now - info.last_seen, 3)}
-            for (host, port), info in self.peers.items()
+            {"host": host, "port": port, "name": info.name, "last_seen_age": round(now - info.last_seen, 3), "table": table}
+            for table, entries in (("tried", self.tried), ("new", self.new))
+            for (host, port), info in entries.items()
         ]
 
     def expire(self) -> None:
         """Drop peers silent for longer than the peer timeout and gossip ids past their TTL."""
         now = self.clock()
         timeout = self.ctx.config.peer_timeout
-        while self.peers:
-            addr, info = next(iter(self.peers.items()))
-            if now - info.last_seen <= timeout:
-                break
-            self._forget(addr)
-            self.log.info("dropped silent peer %s:%d (%s)", addr[0], addr[1], info.name)
+        for table in (self.tried, self.new):
+            while table:
+                addr, info = next(iter(table.items()))
+                if now - info.last_seen <= timeout:
+                    break
+                self._forget(addr)
+                if table is self.tried:
+                    self.log.info("dropped silent peer %s:%d (%s)", addr[0], addr[1], info.name)
         while self.seen_ids:
             gossip_id, seen_at = next(iter(self.seen_ids.items()))
             if now - seen_at <= SEEN_ID_TTL:
                 break
             del self.seen_ids[gossip_id]
-        self.ctx.metrics.peers.set(len(self.peers))
+        self._update_gauge()
 
     # ---------------------------------------------------------- internals
 
     def _own_address(self) -> Address:
         return (self.ctx.config.host, self.ctx.config.public_port)
+
+    def _trusted_targets(self) -> list[Address]:
+        # Well-known peers first, then the most recently heard from: a caller that
+        # can only ask some (consensus asks at most 64) asks the likeliest alive.
+        targets = dict.fromkeys(self.well_known)
+        targets.update(dict.fromkeys(reversed(self.tried)))
+        return list(targets)
 
     def _remember_id(self, gossip_id: str, now: float | None = None) -> None:
         self.seen_ids[gossip_id] = self.clock() if now is None else now
@@ -232,40 +305,66 @@ class GossipManager(NodeActor, GossipApi):
         while len(self.seen_ids) > MAX_SEEN_IDS:
             self.seen_ids.popitem(last=False)
 
-    def _greet(self, addr: Address, now: float) -> None:
-        """A peer seen for the first time: our GOSSIP and a STATS, so either side that is behind catches up."""
+    def _heard_of(self, addr: Address, name: str, now: float, probe: bool) -> None:
+        """An address we only heard of: refresh it where it is, or add it to the new table."""
+        if addr == self._own_address():
+            return
+        info = self.tried.get(addr)
+        if info is not None:
+            self._refresh_tried(addr, info, name, now)
+            return
+        info = self.new.pop(addr, None)
+        fresh = info is None
+        if info is None:
+            info = PeerInfo(name=name, last_seen=now, first_seen=now)
+            self.log.debug("heard of %s:%d (%s)", addr[0], addr[1], name)
+        info.last_seen, info.name = now, name
+        self.new[addr] = info  # most recently seen last
+        while len(self.new) > MAX_NEW:
+            self.new.popitem(last=False)  # the longest-silent address we only heard of
+            self.ctx.metrics.dropped.labels(reason="peer_new_table_full").inc()
+        if fresh and probe and addr not in self._well_known_probed:
+            self._greet(addr, info, now)
+        self._update_gauge()
+
+    def _greet(self, addr: Address, info: PeerInfo, now: float) -> None:
+        """An address seen for the first time: our GOSSIP and a STATS, so either side that is behind catches up."""
         if not self._greetings.allow(None, 1, now):
             self.ctx.metrics.dropped.labels(reason="greeting_limited").inc()
             return
         cfg = self.ctx.config
         gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
         self._remember_id(gossip.id, now)
+        info.probed_at = now
         self._send(gossip, addr)
         self._send(Stats(), addr)
 
-    def _touch(self, addr: Address, name: str, now: float, greet: bool = True) -> None:
-        if addr == self._own_address():
-            return
-        self._heard_from.add(addr)
-        info = self.peers.pop(addr, None)
-        if info is None:
-            info = PeerInfo(name=name, last_seen=now, first_seen=now)
-            self._peer_pos[addr] = len(self._peer_list)
-            self._peer_list.append(addr)
-            self.log.debug("new peer %s:%d (%s)", addr[0], addr[1], name)
-            if greet:
-                self._greet(addr, now)
+    def _refresh_tried(self, addr: Address, info: PeerInfo, name: str, now: float) -> None:
         info.last_seen, info.name = now, name
-        self.peers[addr] = info  # most recently seen last
-        while len(self.peers) > MAX_PEERS:
-            self._forget(next(iter(self.peers)))  # evict the longest-silent peer
-        self.ctx.metrics.peers.set(len(self.peers))
+        self.tried.move_to_end(addr)
+
+    def _promote(self, addr: Address, name: str, now: float) -> None:
+        """Move an address that answered our GOSSIP into the tried table, if there is room."""
+        if len(self.tried) >= MAX_TRIED:
+            self.ctx.metrics.dropped.labels(reason="peer_tried_table_full").inc()
+            self._heard_of(addr, name, now, probe=False)
+            return
+        info = self.new.pop(addr, None) or PeerInfo(name=name, last_seen=now, first_seen=now)
+        info.last_seen, info.name = now, name
+        self.tried[addr] = info
+        self._tried_pos[addr] = len(self._tried_list)
+        self._tried_list.append(addr)
+        self.log.debug("new peer %s:%d (%s) answered: tried", addr[0], addr[1], name)
+        self._update_gauge()
+
+    def _update_gauge(self) -> None:
+        self.ctx.metrics.peers.set(len(self.tried) + len(self.new))
 
     def _peers_file(self) -> Path:
         return Path(self.ctx.config.data_dir) / PEERS_FILENAME
 
     def _save_peers(self) -> None:
-        """Snapshot the peer table (atomically), so a restart doesn't forget the network."""
+        """Snapshot both tables (atomically), so a restart doesn't forget the network."""
         snapshot = [{"host": h, "port": p, "name": info.name} for (h, p), info in self.peers.items()]
         path = self._peers_file()
         try:
@@ -277,38 +376,40 @@ class GossipManager(NodeActor, GossipApi):
             self.log.warning("could not save the peer table: %s", exc)
 
     def _load_peers(self) -> None:
-        """Peers from the last snapshot; each must be heard from again within the peer timeout."""
+        """Peers from the last snapshot, into the new table: each must answer again to be tried."""
         try:
             snapshot = json.loads(self._peers_file().read_text())
         except (OSError, ValueError):
             return
         now = self.clock()
         skipped = 0
-        for entry in snapshot[:MAX_PEERS] if isinstance(snapshot, list) else []:
+        for entry in snapshot[:MAX_NEW] if isinstance(snapshot, list) else []:
             peer = _snapshot_peer(entry)
             if peer is None:
                 skipped += 1
                 continue
-            self._touch(peer[0], peer[1], now, greet=False)
+            self._heard_of(peer[0], peer[1], now, probe=False)
         if skipped:
             self.log.warning("ignored %d invalid entries in %s", skipped, self._peers_file())
-        if self.peers:
-            self.log.info("restored %d peers from the last snapshot", len(self.peers))
+        if self.new:
+            self.log.info("restored %d peers from the last snapshot", len(self.new))
 
     def _forget(self, addr: Address) -> None:
-        del self.peers[addr]
-        pos = self._peer_pos.pop(addr)
-        last = self._peer_list.pop()
+        if self.new.pop(addr, None) is not None:
+            return
+        del self.tried[addr]
+        pos = self._tried_pos.pop(addr)
+        last = self._tried_list.pop()
         if last != addr:
-            self._peer_list[pos] = last
-            self._peer_pos[last] = pos
+            self._tried_list[pos] = last
+            self._tried_pos[last] = pos
 
-    def _random_peers(self, count: int, exclude: tuple[Address, ...]) -> list[Address]:
-        """Up to `count` distinct random tracked peers, none in `exclude`, in O(count)."""
-        eligible = len(self._peer_list) - sum(1 for a in set(exclude) if a in self._peer_pos)
+    def _random_tried(self, count: int, exclude: tuple[Address, ...]) -> list[Address]:
+        """Up to `count` distinct random tried peers, none in `exclude`, in O(count)."""
+        eligible = len(self._tried_list) - sum(1 for a in set(exclude) if a in self._tried_pos)
         chosen: list[Address] = []
         while len(chosen) < min(count, eligible):
-            addr = self._peer_list[self.rng.randrange(len(self._peer_list))]
+            addr = self._tried_list[self.rng.randrange(len(self._tried_list))]
             if addr not in exclude and addr not in chosen:
                 chosen.append(addr)
         return chosen

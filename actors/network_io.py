@@ -20,7 +20,7 @@ from actors.base import NodeActor
 from runtime.context import NodeContext, Registry, tell
 from runtime.interfaces import DatagramApi
 from net.address import valid_port
-from net.ratelimit import TokenBuckets
+from net.ratelimit import AntiAmplification, TokenBuckets
 from messages.wire import (
     Announce,
     Consensus,
@@ -45,10 +45,13 @@ HELD_RETRY = 0.02  # how often datagrams held for a restarting actor are retried
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 READ_BATCH = 64
 
-# What each request will cost us in reply bytes, charged before any work is done
-# (an upper estimate: a maximal block is larger, a typical one smaller).
-REPLY_COST = {"STATS": 110, "GET_BLOCK": 400, "GOSSIP": 90}
-GOSSIP_TOTAL_PER_SECOND = 200
+# Requests that make us reply, and the smallest reply each can cause: a request is
+# dropped on arrival (before any actor works on it) when its destination can't be
+# sent even that much. Replies are charged their real size when sent (see send_many).
+MIN_REPLY_BYTES = {"STATS": 45, "GET_BLOCK": 45, "GOSSIP": 45}
+REPLY_KINDS = frozenset({"STATS_REPLY", "GET_BLOCK_REPLY", "GOSSIP_REPLY"})
+PROBE_KINDS = frozenset({"STATS", "GOSSIP"})  # an answer to one of these validates the address
+GOSSIP_TOTAL_PER_SECOND = 200  # GOSSIPs handled per second from all claimed originators together
 GOSSIP_TOTAL_BURST = 1000
 MAX_ACTOR_QUEUE = 2000
 MAX_HELD = 1000  # actor messages kept while their actor restarts ...
@@ -128,11 +131,15 @@ class NetworkIO(NodeActor, DatagramApi):
         cfg = ctx.config
         # Owned by the reader thread only.
         self._held: list[tuple[float, Route, list[tuple[Any, ...]]]] = []
+        # Reply budgets, all keyed by destination IP and charged real bytes. Shared by
+        # the reader thread (credits, early drops) and the actor (charges): one lock.
+        self._budget_lock = threading.Lock()
+        self._amplification = AntiAmplification(factor=cfg.amplification_factor)
         self._reply_buckets = TokenBuckets(cfg.reply_rate_bytes, cfg.reply_burst_bytes)
         self._total_replies = TokenBuckets(cfg.total_reply_rate_bytes, cfg.total_reply_rate_bytes / 4, max_keys=1)
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
-        # GOSSIP from many claimed originators at once: bounded all together too.
-        self._gossip_total = TokenBuckets(GOSSIP_TOTAL_PER_SECOND * REPLY_COST["GOSSIP"], GOSSIP_TOTAL_BURST * REPLY_COST["GOSSIP"], max_keys=1)
+        # GOSSIP from many claimed originators at once: bounded all together too (a count).
+        self._gossip_total = TokenBuckets(GOSSIP_TOTAL_PER_SECOND, GOSSIP_TOTAL_BURST, max_keys=1)
 
     def on_start(self) -> None:
         self.sock = self._bind()
@@ -175,28 +182,54 @@ class NetworkIO(NodeActor, DatagramApi):
 
     def send_many(self, messages: list[tuple[WireMessage, Address]]) -> None:
         """Send a batch in one actor message (the sync sends windows of requests)."""
+        now = time.monotonic()
         for message, addr in messages:
             try:
                 data, kind = encode(message), type_name(message)
             except Exception as exc:  # noqa: BLE001 - a message we can't encode is dropped, never fatal
                 self._send_failed("unencodable", message, addr, exc)
                 continue
-            self.send_raw(data, addr, kind)
+            if kind in REPLY_KINDS and _sendable(addr):
+                refused = self._charge_reply(kind, addr[0], len(data), now)
+                if refused:
+                    self.ctx.metrics.dropped.labels(reason=refused).inc()
+                    continue
+            if self.send_raw(data, addr, kind) and kind in PROBE_KINDS:
+                with self._budget_lock:
+                    self._amplification.probe_sent(addr[0], now)
 
-    def send_raw(self, data: bytes, addr: Address, kind: str) -> None:
+    def _charge_reply(self, kind: str, ip: str, nbytes: int, now: float) -> str | None:
+        """Charge a reply its real size to its destination IP; the drop reason if it is over budget."""
+        with self._budget_lock:
+            if not self._amplification.spend(ip, nbytes, now):
+                return "amplification_limit"
+            if kind == "GOSSIP_REPLY" and not self._gossip_buckets.allow(ip, nbytes, now):
+                return "rate_limited"
+            if not self._reply_buckets.allow(ip, nbytes, now) or not self._total_replies.allow(None, nbytes, now):
+                return "rate_limited"
+        return None
+
+    def validated_addresses(self) -> int:
+        """How many IPs are validated now (answered a STATS or GOSSIP we sent)."""
+        with self._budget_lock:
+            return self._amplification.validated_count()
+
+    def send_raw(self, data: bytes, addr: Address, kind: str) -> bool:
+        """Send bytes as they are (no budget: callers of replies use send/send_many). True if sent."""
         if self.sock is None:
-            return
+            return False
         if not _sendable(addr):
             # Only IPv4 literals reach sendto(): a name would be resolved here, in the
             # actor that owns the socket, and odd text raises TypeError/UnicodeError.
             self._send_failed("bad_address", kind, addr, None)
-            return
+            return False
         try:
             self.sock.sendto(data, addr)
         except Exception as exc:  # noqa: BLE001 - OSError mostly; anything else must not kill the socket's owner
             self._send_failed("send_error", kind, addr, exc)
-            return
+            return False
         self.ctx.metrics.datagrams_out.labels(type=kind).inc()
+        return True
 
     def _send_failed(self, reason: str, what: object, addr: object, exc: BaseException | None) -> None:
         self.ctx.metrics.dropped.labels(reason=reason).inc()
@@ -247,21 +280,33 @@ class NetworkIO(NodeActor, DatagramApi):
                 continue
             kind = type_name(message)
             metrics.datagrams_in.labels(type=kind).inc()
-            if kind in REPLY_COST and not self._reply_allowed(message, kind, addr[:2], now):
-                metrics.dropped.labels(reason="rate_limited").inc()
-                continue
+            if kind in MIN_REPLY_BYTES:
+                refused = self._request_refused(message, kind, len(data), addr[0], now)
+                if refused:
+                    metrics.dropped.labels(reason=refused).inc()
+                    continue
+            elif isinstance(message, (StatsReply, GossipReply)):
+                with self._budget_lock:
+                    self._amplification.answered(addr[0], now)
             batches.setdefault(ROUTES[type(message)], []).append(_arguments(message, addr[:2]))
         for route, batch in batches.items():
             self._deliver(route, batch)
 
-    def _reply_allowed(self, message: WireMessage, kind: str, source: Address, now: float) -> bool:
-        """Charge the reply this request would cause to its destination's budget."""
-        cost = REPLY_COST[kind]
-        if isinstance(message, Gossip):
-            allowed = self._gossip_buckets.allow((message.host, message.port), cost, now) and self._gossip_total.allow(None, cost, now)
-        else:
-            allowed = self._reply_buckets.allow(source, cost, now)
-        return allowed and self._total_replies.allow(None, cost, now)
+    def _request_refused(self, message: WireMessage, kind: str, nbytes: int, source_ip: str, now: float) -> str | None:
+        """Credit the reply's destination with this request's bytes (QUIC's 3x rule), and
+        drop the request at once (None: keep it) if even the smallest reply would be over budget."""
+        dest_ip = message.host if isinstance(message, Gossip) else source_ip
+        need = MIN_REPLY_BYTES[kind]
+        with self._budget_lock:
+            self._amplification.credit(dest_ip, nbytes)
+            if self._amplification.available(dest_ip, now) < need:
+                return "amplification_limit"
+            if self._reply_buckets.available(dest_ip, now) < need or self._total_replies.available(None, now) < need:
+                return "rate_limited"
+            if isinstance(message, Gossip):
+                if self._gossip_buckets.available(dest_ip, now) < need or not self._gossip_total.allow(None, 1, now):
+                    return "rate_limited"
+        return None
 
     def _deliver(self, route: Route, batch: list[tuple[Any, ...]]) -> None:
         """Hand datagrams to an actor, unless it is down or already swamped."""

@@ -5,7 +5,7 @@ import random
 
 from config import NodeConfig
 from runtime.context import NodeContext
-from actors.gossip_manager import MAX_PEERS, GossipManager
+from actors.gossip_manager import MAX_NEW, MAX_TRIED, GossipManager
 from messages.wire import Gossip, GossipReply
 
 
@@ -25,11 +25,21 @@ def make(tmp_path, now):
     return Recording(ctx, clock=lambda: now[0], rng=random.Random(7))
 
 
+def make_tried(gm, addrs):
+    """Addresses answer the keep-alive GOSSIP we send them: they move to the tried table."""
+    for host, port in addrs:
+        gm.on_gossip_reply(GossipReply(host, port, f"p{port}"), (host, port))  # heard of: new table
+    gm.keep_alive()  # probes the new table
+    for host, port in addrs:
+        gm.on_gossip_reply(GossipReply(host, port, f"p{port}"), (host, port))
+    gm.sent.clear()
+
+
 def test_new_id_replied_once_and_forwarded_to_at_most_three(tmp_path):
     now = [0.0]
     gm = make(tmp_path, now)
-    for port in range(6001, 6006):
-        gm.on_gossip_reply(GossipReply("127.0.0.1", port, f"p{port}"), ("127.0.0.1", port))
+    make_tried(gm, [("127.0.0.1", port) for port in range(6001, 6006)])
+    assert len(gm.tried) == 5
     gossip = Gossip("127.0.0.1", 6001, "id-1", "p6001")
     gm.on_gossip(gossip, ("127.0.0.1", 6002))
     replies = [a for m, a in gm.sent if isinstance(m, GossipReply)]
@@ -58,7 +68,7 @@ def test_peer_table_and_seen_ids_are_bounded(tmp_path):
     gm = make(tmp_path, now)
     for i in range(3000):
         gm.on_gossip(Gossip(f"127.{i // 250}.{i % 250}.1", 9000, f"flood-{i}", "x"), ("127.0.0.1", 1))
-    assert len(gm.peers) == MAX_PEERS
+    assert len(gm.new) == MAX_NEW and len(gm.tried) == 0
     now[0] = 1000.0
     gm.expire()
     assert len(gm.seen_ids) == 0 and len(gm.peers) == 0
@@ -77,7 +87,7 @@ def test_peer_table_survives_a_restart(make_node):
     node = make_node()
     gm = node.ctx.registry.proxy("GossipManager")
     for port in (40001, 40002):
-        gm.on_gossip_reply.defer(GossipReply("127.0.0.1", port, f"p{port}"), ("127.0.0.1", port))
+        gm.on_gossip.defer(Gossip("127.0.0.1", port, f"id{port}", f"p{port}"), ("127.0.0.1", port))
     wait_for(lambda: len(gm.peer_table().get(timeout=5)) == 2)
     gm.crash.defer("test")
     wait_for(lambda: node.health()["status"] == "ok" and node.supervisor.children["GossipManager"].restarts == 1)
@@ -97,3 +107,49 @@ def test_silent_well_known_peer_gets_exactly_one_warning(make_node, caplog, monk
     warnings = [r for r in caplog.records if "has not answered" in r.getMessage()]
     assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0].getMessage()
     assert node.health()["status"] == "ok"
+
+
+def test_forged_originators_never_evict_tried_or_well_known_peers(tmp_path):
+    """300 forged GOSSIP/s for 20 s (6,000 originators) only churn the new table."""
+    now = [0.0]
+    gm = make(tmp_path, now)
+    gm.well_known = [("127.0.0.1", 7000)]
+    make_tried(gm, [("127.0.0.1", 7000), ("127.0.0.1", 7001)])
+    assert set(gm.tried) == {("127.0.0.1", 7000), ("127.0.0.1", 7001)}
+    for i in range(6000):
+        now[0] = i / 300
+        gm.on_gossip(Gossip(f"10.{i // 250 % 250}.{i % 250}.1", 9000, f"forged-{i}", "x"), ("10.9.9.9", 1))
+        if i % 3000 == 0:  # the honest peers keep gossiping (every 30 s in real life)
+            for port in (7000, 7001):
+                gm.on_gossip(Gossip("127.0.0.1", port, f"honest-{port}-{i}", "h"), ("127.0.0.1", port))
+    assert set(gm.tried) == {("127.0.0.1", 7000), ("127.0.0.1", 7001)}
+    assert len(gm.new) == MAX_NEW
+    # Consensus, ANNOUNCEs and forwards only go to validated addresses.
+    assert set(gm.peer_addresses()) == {("127.0.0.1", 7000), ("127.0.0.1", 7001)}
+    forwards = [a for m, a in gm.sent if isinstance(m, Gossip) and m.id.startswith("forged-")]
+    assert forwards and set(forwards) <= {("127.0.0.1", 7000), ("127.0.0.1", 7001)}
+    assert gm._heard_from <= set(gm.well_known)  # bounded by --peer, not by originators
+
+
+def test_unsolicited_or_forged_replies_do_not_promote(tmp_path):
+    now = [0.0]
+    gm = make(tmp_path, now)
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 8001, "x"), ("127.0.0.1", 8001))
+    assert ("127.0.0.1", 8001) in gm.new and not gm.tried  # never asked: only heard of
+    gm.keep_alive()
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 8001, "x"), ("127.0.0.9", 8001))
+    assert not gm.tried  # the answer must come from the host it names
+    now[0] = 11.0
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 8001, "x"), ("127.0.0.1", 8001))
+    assert not gm.tried  # too late after the probe
+    gm.keep_alive()
+    gm.on_gossip_reply(GossipReply("127.0.0.1", 8001, "x"), ("127.0.0.1", 8001))
+    assert ("127.0.0.1", 8001) in gm.tried
+
+
+def test_tried_table_is_bounded_and_refuses_rather_than_evicts(tmp_path):
+    now = [0.0]
+    gm = make(tmp_path, now)
+    make_tried(gm, [("127.0.0.1", 10000 + i) for i in range(MAX_TRIED + 10)])
+    assert len(gm.tried) == MAX_TRIED
+    assert ("127.0.0.1", 10000) in gm.tried  # the first ones stay

@@ -65,14 +65,14 @@ def test_gossip_reply_goes_to_the_originator_in_the_message(make_node, client):
     originator = UdpClient()
     try:
         client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": originator.address[1], "id": "g-1", "name": "orig"})
-        reply = originator.recv()
+        reply = originator.recv(expect="GOSSIP_REPLY")
         assert reply == {"type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": node.config.port, "name": node.config.name}
         # A peer seen for the first time is also greeted: our GOSSIP and a STATS (catch-up on first sight).
         greeting = sorted(originator.recv()["type"] for _ in range(2))
         assert greeting == ["GOSSIP", "STATS"]
         assert client.recv(timeout=0.3) is None  # not to the datagram's source
         client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": originator.address[1], "id": "g-1", "name": "orig"})
-        assert originator.recv(timeout=0.3) is None  # a seen id is not answered again
+        assert originator.recv(timeout=0.3, expect="GOSSIP_REPLY") is None  # a seen id is not answered again
     finally:
         originator.close()
 
