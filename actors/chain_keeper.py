@@ -7,7 +7,10 @@ chain from disk.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import sqlite3
+import time
+from collections import Counter
+from typing import Any, Callable, Sequence
 
 from actors.base import NodeActor
 from runtime.context import NodeContext, tell
@@ -15,23 +18,41 @@ from runtime.interfaces import ChainApi
 from chain.block import Block, InvalidBlock, check_block, check_chain
 from chain.store import ChainStore, StoreError
 from chain.sync import Staged
+from net.address import is_printable_text
 from messages.internal import TipChanged
 from messages.wire import Announce, GetBlockReply, StatsReply, WireMessage
 from net.address import Address
 
 MAX_QUEUED_WORDS = 10_000
+MAX_WORD_CHARS = 20
+MAX_WORDS_PER_SOURCE = 500  # one source IP's share of the NEW_WORD queue (5%)
+STORE_RETRY_FIRST = 1.0  # seconds before the first write after a storage failure ...
+STORE_RETRY_MAX = 60.0  # ... doubling up to this
+STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
 class ChainKeeper(NodeActor, ChainApi):
-    def __init__(self, ctx: NodeContext, name: str = "ChainKeeper") -> None:
+    def __init__(self, ctx: NodeContext, name: str = "ChainKeeper", clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx, name)
         self.difficulty = ctx.config.difficulty
+        self.clock = clock
         self.store: ChainStore | None = None
         self.blocks: list[Block] = []
+        # The NEW_WORD queue as it is on disk: word -> source IP (a word is queued once).
+        self._queued: dict[str, str] = {}
+        self._per_source: Counter[str] = Counter()
+        # Storage faults (a full disk): writes stop until `_retry_at`, reads go on.
+        self._failing_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = STORE_RETRY_FIRST
 
     def on_start(self) -> None:
         self.store = ChainStore(self.ctx.config.data_dir)
         self.blocks = self._load()
+        for _, word in self.store.pending_words(MAX_QUEUED_WORDS):
+            if word not in self._queued:
+                self._queued[word] = "stored"
+                self._per_source["stored"] += 1
         self.ctx.metrics.chain_height.set(len(self.blocks))
         self.log.info("chain loaded: %d blocks", len(self.blocks))
         self._notify_tip()
@@ -95,8 +116,16 @@ class ChainKeeper(NodeActor, ChainApi):
         return [word for _, word in self.store.pending_words(limit)]
 
     def word_count(self) -> int:
-        assert self.store is not None
-        return self.store.word_count()
+        return len(self._queued)
+
+    def storage_state(self) -> dict[str, Any]:
+        """For ops: whether writes are stopped by a storage fault, since when, next retry."""
+        now = self.clock()
+        return {
+            "writable": self._failing_since is None,
+            "failing_for": None if self._failing_since is None else round(now - self._failing_since, 1),
+            "retry_in": None if self._failing_since is None else round(max(0.0, self._retry_at - now), 1),
+        }
 
     # ---------------------------------------------------------- network requests (defer)
 
@@ -116,16 +145,41 @@ class ChainKeeper(NodeActor, ChainApi):
         blocks = self.blocks
         self._send_many([(GetBlockReply(blocks[h] if 0 <= h < len(blocks) else None), addr) for h, addr in requests])
 
-    def on_new_word(self, word: str) -> None:
+    def on_new_word(self, word: str, source: str = "local") -> None:
+        self.on_new_words([(word, source)])
+
+    def on_new_words(self, words: list[tuple[str, str]]) -> None:
+        """NEW_WORDs (word, source IP) that arrived together: checked, then queued in one transaction.
+
+        Duplicates of a queued word are dropped; each source may hold at most
+        MAX_WORDS_PER_SOURCE of the MAX_QUEUED_WORDS, so one sender can't fill the queue.
+        """
         assert self.store is not None
-        if not word or len(word) > 20:
-            self.ctx.metrics.dropped.labels(reason="bad_word").inc()
+        dropped = self.ctx.metrics.dropped
+        accepted: dict[str, str] = {}
+        taken: Counter[str] = Counter()
+        for word, source in words:
+            if not isinstance(word, str) or not 0 < len(word) <= MAX_WORD_CHARS or not is_printable_text(word):
+                reason = "bad_word"
+            elif word in self._queued or word in accepted:
+                reason = "duplicate_word"
+            elif len(self._queued) + len(accepted) >= MAX_QUEUED_WORDS:
+                reason = "word_queue_full"
+            elif self._per_source[source] + taken[source] >= MAX_WORDS_PER_SOURCE:
+                reason = "word_share_exceeded"
+            else:
+                accepted[word] = source
+                taken[source] += 1
+                continue
+            dropped.labels(reason=reason).inc()
+        if not accepted:
             return
-        if self.store.word_count() >= MAX_QUEUED_WORDS:
-            self.ctx.metrics.dropped.labels(reason="word_queue_full").inc()
+        if not self._storage_try(lambda store: store.add_words(list(accepted))):
+            dropped.labels(reason="store_unavailable").inc(len(accepted))
             return
-        self.store.add_word(word)
-        self.log.debug("queued word %r", word)
+        self._queued.update(accepted)
+        self._per_source.update(taken)
+        self.log.debug("queued %d words", len(accepted))
 
     def on_announce(self, block: Block, addr: Address) -> None:
         """A peer's new top block: extend our chain if it links, else tell consensus."""
@@ -142,8 +196,8 @@ class ChainKeeper(NodeActor, ChainApi):
                 if block.height > 0 and exc.reason.startswith("hash does not match"):
                     self._tell_unlinked(block, addr)
                 return
-            self._write(height, [block])
-            self.log.info("block %d from %s accepted by announce", block.height, addr)
+            if self._write(height, [block]):
+                self.log.info("block %d from %s accepted by announce", block.height, addr)
             return
         if block.height > height:
             self._tell_unlinked(block, addr)
@@ -162,7 +216,8 @@ class ChainKeeper(NodeActor, ChainApi):
             self.ctx.metrics.blocks_rejected.labels(source="miner").inc()
             self.log.warning("mined block %d refused: %s", block.height, exc.reason)
             return False
-        self._write(height, [block])  # durable first...
+        if not self._write(height, [block]):  # durable first...
+            return False
         self.ctx.metrics.blocks_mined.inc()
         tell(self.ctx.registry.gossip(), lambda gossip: gossip.broadcast.defer(Announce(block)))  # ...then announced
         self.log.info("mined block %d %s", block.height, block.hash[:16])
@@ -185,7 +240,8 @@ class ChainKeeper(NodeActor, ChainApi):
             self.log.warning("synced segment from %d refused: %s", fork_height, exc.reason)
             return False
         replaced = len(self.blocks) - fork_height
-        self._write(fork_height, segment)
+        if not self._write(fork_height, segment):
+            return False
         if replaced > 0:
             self.ctx.metrics.chain_reorgs.inc()
             self.log.warning("reorg: replaced %d blocks above height %d", replaced, fork_height)
@@ -196,8 +252,8 @@ class ChainKeeper(NodeActor, ChainApi):
 
     def stage_blocks(self, blocks: Sequence[Block], reset: bool = False) -> None:
         """Keep linked blocks of a chain being synced (one transaction): a crash keeps them."""
-        assert self.store is not None
-        self.store.stage(blocks, reset=reset)
+        if not self._storage_try(lambda store: store.stage(blocks, reset=reset)):
+            self.ctx.metrics.dropped.labels(reason="store_unavailable").inc()
 
     def staging_summary(self) -> Staged | None:
         """The staged run (lowest block, top height and hash), for a sync to resume from."""
@@ -230,7 +286,8 @@ class ChainKeeper(NodeActor, ChainApi):
             return False
         replaced = len(self.blocks) - first
         try:
-            self.store.switch_to_staged(first, top)
+            if not self._storage_try(lambda store: store.switch_to_staged(first, top)):
+                return False
         except StoreError as exc:
             self.log.warning("staged chain from %d refused: %s", first, exc)
             return False
@@ -244,20 +301,56 @@ class ChainKeeper(NodeActor, ChainApi):
 
     # ---------------------------------------------------------- internals
 
-    def _write(self, height: int, blocks: Sequence[Block]) -> None:
-        assert self.store is not None
-        self.store.replace_from(height, blocks)
+    def _write(self, height: int, blocks: Sequence[Block]) -> bool:
+        """Store blocks from `height` up, then take them in memory. False (nothing changed) on a storage fault."""
+        if not self._storage_try(lambda store: store.replace_from(height, blocks)):
+            self.ctx.metrics.dropped.labels(reason="store_unavailable").inc()
+            return False
         self.blocks[height:] = blocks
         self._after_write(blocks)
+        return True
 
     def _after_write(self, blocks: Sequence[Block]) -> None:
-        assert self.store is not None
-        if self.store.word_count():
-            words = [m for block in blocks for m in block.messages]
-            if words:
-                self.store.remove_words(words)
+        words = list(dict.fromkeys(m for block in blocks for m in block.messages if m in self._queued))
+        if words:
+            self._storage_try(lambda store: store.remove_words(words))
+            for word in words:
+                source = self._queued.pop(word)
+                self._per_source[source] -= 1
+                if self._per_source[source] <= 0:
+                    del self._per_source[source]
         self.ctx.metrics.chain_height.set(len(self.blocks))
         self._notify_tip()
+
+    def _storage_try(self, write: Callable[[ChainStore], None]) -> bool:
+        """Run one write unless writes are stopped; a storage error stops them (one ERROR line), with backoff.
+
+        What is stored keeps being served (STATS, GET_BLOCK come from memory); the
+        first write after the backoff is the retry, and its success says so.
+        """
+        assert self.store is not None
+        now = self.clock()
+        if self._failing_since is not None and now < self._retry_at:
+            return False
+        try:
+            write(self.store)
+        except StoreError:
+            raise  # a wrong-shaped write is a bug, not a fault of the disk
+        except STORAGE_ERRORS as exc:
+            if self._failing_since is None:
+                self._failing_since = now
+                self._backoff = STORE_RETRY_FIRST
+                self.log.error("storage write failed (%s: %s): writes stopped, still serving the %d stored blocks; "
+                               "retrying with backoff up to %.0fs", type(exc).__name__, exc, len(self.blocks), STORE_RETRY_MAX)
+            else:
+                self._backoff = min(STORE_RETRY_MAX, self._backoff * 2)
+                self.log.debug("storage write still failing (%s); next try in %.0fs", exc, self._backoff)
+            self._retry_at = now + self._backoff
+            return False
+        if self._failing_since is not None:
+            self.log.warning("storage writable again after %.0fs", now - self._failing_since)
+            self._failing_since = None
+        return True
 
     def _notify_tip(self) -> None:
         height, top = self.tip()

@@ -53,6 +53,9 @@ REPLY_KINDS = frozenset({"STATS_REPLY", "GET_BLOCK_REPLY", "GOSSIP_REPLY"})
 PROBE_KINDS = frozenset({"STATS", "GOSSIP"})  # an answer to one of these validates the address
 GOSSIP_TOTAL_PER_SECOND = 200  # GOSSIPs handled per second from all claimed originators together
 GOSSIP_TOTAL_BURST = 1000
+# NEW_WORD: per source IP and in all (words per second, burst), checked on arrival.
+WORDS_PER_SOURCE_RATE, WORDS_PER_SOURCE_BURST = 20.0, 100.0
+WORDS_TOTAL_RATE, WORDS_TOTAL_BURST = 500.0, 2000.0
 MAX_ACTOR_QUEUE = 2000
 MAX_HELD = 1000  # actor messages kept while their actor restarts ...
 HOLD_SECONDS = 3.0  # ... for at most this long  # messages; past this a flood is shed at the socket
@@ -81,7 +84,7 @@ ROUTES: dict[type, Route] = {
     Stats: Route("ChainKeeper", Registry.chain, lambda chain, batch: chain.on_stats_batch.defer(batch)),
     GetBlock: Route("ChainKeeper", Registry.chain, lambda chain, batch: chain.on_get_block_batch.defer(batch)),
     Announce: Route("ChainKeeper", Registry.chain, _each(lambda chain: chain.on_announce)),
-    NewWord: Route("ChainKeeper", Registry.chain, _each(lambda chain: chain.on_new_word)),
+    NewWord: Route("ChainKeeper", Registry.chain, lambda chain, batch: chain.on_new_words.defer(batch)),
     Gossip: Route("GossipManager", Registry.gossip, _each(lambda gossip: gossip.on_gossip)),
     GossipReply: Route("GossipManager", Registry.gossip, _each(lambda gossip: gossip.on_gossip_reply)),
     StatsReply: Route("ConsensusRunner", Registry.consensus, _each(lambda consensus: consensus.on_stats_reply)),
@@ -115,7 +118,7 @@ def _arguments(message: WireMessage, addr: Address) -> tuple[Any, ...]:
     if isinstance(message, Announce):
         return (message.block, addr)
     if isinstance(message, NewWord):
-        return (message.word,)
+        return (message.word, addr[0])
     if isinstance(message, Consensus):
         return ()
     return (message, addr)
@@ -140,6 +143,9 @@ class NetworkIO(NodeActor, DatagramApi):
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
         # GOSSIP from many claimed originators at once: bounded all together too (a count).
         self._gossip_total = TokenBuckets(GOSSIP_TOTAL_PER_SECOND, GOSSIP_TOTAL_BURST, max_keys=1)
+        # Reader thread only.
+        self._word_buckets = TokenBuckets(WORDS_PER_SOURCE_RATE, WORDS_PER_SOURCE_BURST)
+        self._words_total = TokenBuckets(WORDS_TOTAL_RATE, WORDS_TOTAL_BURST, max_keys=1)
 
     def on_start(self) -> None:
         self.sock = self._bind()
@@ -288,6 +294,10 @@ class NetworkIO(NodeActor, DatagramApi):
             elif isinstance(message, (StatsReply, GossipReply)):
                 with self._budget_lock:
                     self._amplification.answered(addr[0], now)
+            elif isinstance(message, NewWord):
+                if not self._word_buckets.allow(addr[0], 1, now) or not self._words_total.allow(None, 1, now):
+                    metrics.dropped.labels(reason="word_rate_limited").inc()
+                    continue
             batches.setdefault(ROUTES[type(message)], []).append(_arguments(message, addr[:2]))
         for route, batch in batches.items():
             self._deliver(route, batch)

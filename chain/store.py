@@ -7,12 +7,17 @@ power cut), and a reorg either happens whole or not at all.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from chain.block import Block
+from chain.wal_check import check_wal
+
+log = logging.getLogger("node.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -78,6 +83,7 @@ class ChainStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / DB_FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._report_damaged_wal()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -85,6 +91,20 @@ class ChainStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _report_damaged_wal(self) -> None:
+        """Before SQLite replays the WAL (and silently skips damaged frames): say so, keep a copy."""
+        report = check_wal(self.path)
+        if report.problem is None:
+            return
+        wal = self.path.with_name(self.path.name + "-wal")
+        kept = wal.with_name(f"{wal.name}.damaged-{int(time.time())}")
+        try:
+            shutil.copy2(wal, kept)
+        except OSError as exc:
+            kept = Path(f"(not copied: {exc})")
+        log.error("write-ahead log %s is damaged: %s; %d writes (frames) will not be loaded; a copy is kept at %s",
+                  wal, report.problem, report.ignored, kept)
 
     # -------------------------------------------------------------- chain
 
@@ -227,8 +247,13 @@ class ChainStore:
     # -------------------------------------------------------------- NEW_WORD queue
 
     def add_word(self, word: str) -> None:
+        self.add_words([word])
+
+    def add_words(self, words: Sequence[str]) -> None:
+        """Queue several words in one transaction (a flood of NEW_WORDs costs one fsync per batch)."""
+        now = time.time()
         with self._transaction():
-            self._db.execute("INSERT INTO words (word, added) VALUES (?, ?)", (word, time.time()))
+            self._db.executemany("INSERT INTO words (word, added) VALUES (?, ?)", [(word, now) for word in words])
 
     def pending_words(self, limit: int) -> list[tuple[int, str]]:
         """The oldest `limit` words not yet mined, as (id, word)."""

@@ -78,6 +78,10 @@ class ChainApi:
     def on_new_word(self, word: str) -> None:
         raise NotImplementedError
 
+    def on_new_words(self, words: list[tuple[str, str]]) -> None:
+        """(word, source IP) pairs that arrived together."""
+        raise NotImplementedError
+
     def on_announce(self, block: Block, addr: Address) -> None:
         raise NotImplementedError
 
@@ -171,6 +175,7 @@ class ChainProxy(ActorMemberMixin, pykka.ActorProxy[ChainApi]):
     on_stats_batch = proxy_method(ChainApi.on_stats_batch)
     on_get_block_batch = proxy_method(ChainApi.on_get_block_batch)
     on_new_word = proxy_method(ChainApi.on_new_word)
+    on_new_words = proxy_method(ChainApi.on_new_words)
     on_announce = proxy_method(ChainApi.on_announce)
     add_mined_block = proxy_method(ChainApi.add_mined_block)
     apply_segment = proxy_method(ChainApi.apply_segment)
