@@ -29,6 +29,10 @@ def fmt_percent(value: Any) -> str:
 
 
 def fmt_time(timestamp: Any) -> str:
+    """A UTC date, or "out of range" for a timestamp no calendar holds (a block may say 2**63-1)."""
     if not isinstance(timestamp, (int, float)) or timestamp <= 0:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return "out of range"

@@ -1,8 +1,8 @@
 """The ops HTTP server: /health, /metrics, /chain, /peers, POST /admin/crash/{actor}; the dashboard and explorer (ops/status_page.py).
 
-A Flask app served by waitress on a background thread, beside the actors: no
-hand-written HTTP parsing, a small fixed pool of request threads, and a clean
-stop. It listens on `config.http_host` (127.0.0.1 by default: the endpoints show
+A Flask app served by hypercorn on a background thread, beside the actors
+(ops/serving.py: no hand-written HTTP parsing, slow and idle clients cost no
+thread, bodies over 64 KiB refused before they are read, a clean public-API stop). It listens on `config.http_host` (127.0.0.1 by default: the endpoints show
 internals and, with `--enable-fault-injection`, can crash actors, so nothing is
 exposed beyond the machine unless the operator asks).
 
@@ -16,18 +16,15 @@ Nothing here waits long on an actor: see ops/snapshot.py.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 import pykka
 from flask import Flask, Response, jsonify, request
 from prometheus_client import make_wsgi_app
-from waitress import wasyncore
-from waitress.server import BaseWSGIServer, create_server
-from waitress.trigger import trigger as WakeTrigger
 from werkzeug.exceptions import HTTPException
 
 from ops import status_page
+from ops.serving import BackgroundServer
 from ops.snapshot import MINER_PREFIX, NodeInspector
 
 if TYPE_CHECKING:  # node imports ops lazily; no import cycle at run time
@@ -37,8 +34,6 @@ log = logging.getLogger("node.ops.http")
 
 MAX_CHAIN_LIMIT = 100
 DEFAULT_CHAIN_LIMIT = 20
-REQUEST_THREADS = 4
-STOP_TIMEOUT = 5.0
 KILL_WORKER_TIMEOUT = 2.0
 
 
@@ -152,16 +147,13 @@ def _crash(node: "Node", actor: str) -> tuple[Response, int]:
 
 
 class OpsHttpServer:
-    """Serves the ops endpoints of `node` on a background thread until `stop()`."""
+    """Serves the ops endpoints of `node` on a background thread until `stop()` (see ops/serving.py)."""
 
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.inspector = NodeInspector(node)
         self.app = create_app(node, self.inspector)
-        self._map: dict[int, Any] = {}
-        self._server: Any = None
-        self._wake: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
         self.addresses: list[tuple[str, int]] = []
 
     @property
@@ -173,55 +165,24 @@ class OpsHttpServer:
         """Bind now (so a taken port fails here, loudly) and serve on a daemon thread."""
         cfg = self.node.config
         self.inspector.init_metrics()
+        server = BackgroundServer(self.app, cfg.http_host, cfg.http_port, name=f"ops-http-{cfg.http_port}")
         try:
-            self._server = create_server(
-                self.app,
-                map=self._map,
-                host=cfg.http_host,
-                port=cfg.http_port,
-                threads=REQUEST_THREADS,
-                ident="pow-node",
-                channel_timeout=30,
-                connection_limit=64,
-            )
+            self.addresses = [server.start()]
         except OSError as exc:  # port taken, address not ours: say which
-            wasyncore.close_all(self._map)
             raise OSError(exc.errno, f"ops HTTP cannot listen on {cfg.http_host}:{cfg.http_port}: "
                                      f"{exc.strerror or exc}") from exc
-        # Our own wake-up pipe in the server's socket map: stop() runs the shutdown
-        # inside the serving thread through it, so no socket is closed under that
-        # thread's feet.
-        self._wake = WakeTrigger(self._map)
-        self.addresses = [
-            (d.effective_host, int(d.effective_port)) for d in self._map.values() if isinstance(d, BaseWSGIServer)
-        ]
-        self._thread = threading.Thread(target=self._serve, name=f"ops-http-{cfg.http_port}", daemon=True)
-        self._thread.start()
+        self._server = server
         log.info("ops HTTP on %s", ", ".join(f"http://{h}:{p}/" for h, p in self.addresses))
         return self
 
-    def _serve(self) -> None:
-        try:
-            self._server.run()
-        except Exception:  # noqa: BLE001 - logged; the node itself keeps running
-            log.exception("ops HTTP server stopped with an error")
-
     def stop(self) -> None:
-        """Close the listening socket and every connection, wait for the request threads.
+        """Close the listening socket and every connection, wait for the serving thread.
 
         The port is free again when this returns (the listening socket has
         SO_REUSEADDR, so connections in TIME_WAIT don't block a new bind).
         """
-        server, thread = self._server, self._thread
+        server, self._server = self._server, None
         if server is None:
             return
-        self._server = None
-        if thread is not None and thread.is_alive():
-            self._wake.pull_trigger(lambda: wasyncore.close_all(self._map))
-            thread.join(STOP_TIMEOUT)
-            if thread.is_alive():
-                log.warning("ops HTTP thread did not stop within %.1fs", STOP_TIMEOUT)
-        else:
-            wasyncore.close_all(self._map)
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_TIMEOUT)
+        server.stop()
         log.info("ops HTTP stopped")

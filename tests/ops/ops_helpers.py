@@ -37,9 +37,14 @@ def http(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> Htt
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return HttpResult(response.status, dict(response.headers), response.read(), time.monotonic() - started)
+            return HttpResult(response.status, _headers(response.headers), response.read(), time.monotonic() - started)
     except urllib.error.HTTPError as exc:
-        return HttpResult(exc.code, dict(exc.headers), exc.read(), time.monotonic() - started)
+        return HttpResult(exc.code, _headers(exc.headers), exc.read(), time.monotonic() - started)
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    """Header names are case-insensitive: keyed here as "Content-Type" whatever the server sent."""
+    return {name.title(): value for name, value in headers.items()}
 
 
 def wait_http_ready(port: int, timeout: float = 15.0) -> HttpResult:

@@ -1,0 +1,105 @@
+"""The ops HTTP server against slow, idle and oversized clients (issue 11)."""
+from __future__ import annotations
+
+import socket
+import time
+
+from tests.helpers import free_tcp_port
+from tests.ops.ops_helpers import http
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return sock
+
+
+def test_health_answers_while_120_slow_and_100_idle_clients_hold_connections(make_node):
+    node = make_node(http_port=free_tcp_port())
+    port = node.config.http_port
+    slow, idle = [], []
+    try:
+        for i in range(120):  # a slowloris: a request line and half a header, then a byte now and then
+            sock = _connect(port)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow.append(sock)
+        idle = [_connect(port) for _ in range(100)]
+        for _ in range(3):
+            for sock in slow:
+                sock.sendall(b"a")
+            result = http(port, "/health", timeout=10)
+            assert result.status == 200 and result.seconds < 3.0, result.seconds
+            time.sleep(0.3)
+    finally:
+        for sock in slow + idle:
+            sock.close()
+
+
+def test_a_50_mb_body_is_refused_before_it_is_read(make_node):
+    node = make_node(http_port=free_tcp_port(), enable_fault_injection=True)
+    sock = _connect(node.config.http_port)
+    try:
+        # Only the headers are sent: an answer proves the server did not wait for the body.
+        sock.sendall(b"POST /admin/crash/ChainKeeper HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 52428800\r\n\r\n")
+        sock.settimeout(5)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 413"), response[:80]
+    finally:
+        sock.close()
+    assert node.health()["actors"][0]["restarts"] == 0  # the crash endpoint never ran
+    assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(make_node):
+    node = make_node(http_port=free_tcp_port(), enable_fault_injection=True)
+    sock = _connect(node.config.http_port)
+    sent = 0
+    try:
+        sock.sendall(b"POST /admin/crash/ChainKeeper HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        try:
+            for _ in range(200):  # up to 12.5 MiB, if the server kept reading
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # the server closed the connection: what we want
+    finally:
+        sock.close()
+    assert sent < 8 * 1024 * 1024  # socket buffers hold a few MiB at most; the body was not consumed
+    assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+
+
+def test_stop_frees_the_port_through_the_public_api(make_node):
+    import ops.http_server as http_server
+    import ops.serving as serving
+
+    for module in (http_server, serving):
+        assert "waitress" not in open(module.__file__).read()
+    port = free_tcp_port()
+    node = make_node(http_port=port)
+    assert http(port, "/health").status == 200
+    node.http.stop()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # free again
+
+
+def test_pages_render_any_stored_text_safely(make_node):
+    """Extreme but valid blocks (timestamp 2**63-1, markup and odd Unicode in minedBy and messages)."""
+    from sim.chains import make_chain, mine_block
+
+    node = make_node(http_port=free_tcp_port())
+    chain = make_chain(2, 2)
+    chain.append(mine_block(chain[-1], 2, mined_by="<script>alert(1)</script>\u202e\U0001f600",
+                            messages=("<b>x</b>", "\u0000\u0007", "\ufeff"), timestamp=2**63 - 1))
+    assert node.ctx.registry.proxy("ChainKeeper").apply_segment(0, chain).get(timeout=5)
+    for path in ("/", "/block/2", f"/block/{chain[-1].hash}", "/chain?from=0&limit=3", "/health"):
+        result = http(node.config.http_port, path)
+        assert result.status == 200, (path, result.status)
+        if result.headers["Content-Type"].startswith("text/html"):
+            assert b"<script>alert(1)" not in result.body, path  # escaped
+        else:
+            result.json()
