@@ -8,8 +8,8 @@ limited to MAX_HEADER_BYTES; and it stops through its documented `shutdown_trigg
 Flask runs through a2wsgi's WSGI-to-ASGI adapter on a small thread pool.
 
 `RequestGuard` (ASGI middleware) refuses a request whose declared body is over
-MAX_BODY_BYTES with 413 *before reading any of it* (and cuts off a chunked body at
-the limit), and answers 503 when MAX_IN_FLIGHT requests are already being served.
+MAX_BODY_BYTES with 413 *before reading any of it*, reads any other body whole
+(at most MAX_BODY_BYTES: a chunked one past that is refused) before the app runs, and answers 503 when MAX_IN_FLIGHT requests are already being served.
 Open connections are not capped by count (hypercorn has no public hook for that):
 each costs one file descriptor and a coroutine, never a thread, and goes after
 READ_TIMEOUT seconds of silence.
@@ -41,10 +41,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the limit: the connection is dropped."""
-
-
 class RequestGuard:
     """ASGI middleware: body limit (checked on the declared length first) and an in-flight cap."""
 
@@ -73,22 +69,27 @@ class RequestGuard:
             return
         self.in_flight += 1
         try:
-            await self.app(scope, self._limited(receive), send)
+            body = await self._read_body(receive)
+            if body is None:
+                self.refused["too_large"] += 1
+                await _respond(send, 413, b"request body too large (limit %d bytes)\n" % self.max_body)
+                return
+            await self.app(scope, _replay(body, receive), send)
         finally:
             self.in_flight -= 1
 
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def limited() -> dict[str, Any]:
-            nonlocal seen
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, read before the app runs (a chunked one has no declared size); None past the limit."""
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise BodyTooLarge(f"body over {self.max_body} bytes")
-            return message
-
-        return limited
+            if message["type"] != "http.request":
+                return bytes(body)  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -97,6 +98,16 @@ def _content_length(scope: Scope) -> int | None:
         if name.lower() == b"content-length":
             return int(value) if value.isdigit() and len(value) < 19 else None
     return 0
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that gives the app the body already read, then the client's own events."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> dict[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:

@@ -54,7 +54,7 @@ def test_a_50_mb_body_is_refused_before_it_is_read(make_node):
     assert sum(a["restarts"] for a in node.health()["actors"]) == 0
 
 
-def test_a_chunked_body_is_cut_off_at_the_limit(make_node):
+def test_a_chunked_body_is_refused_at_the_limit_and_the_endpoint_never_runs(make_node):
     node = make_node(http_port=free_tcp_port(), enable_fault_injection=True)
     sock = _connect(node.config.http_port)
     sent = 0
