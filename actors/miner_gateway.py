@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import select
 import socket
 import threading
 import time
@@ -47,37 +48,75 @@ T = TypeVar("T")
 ASK_TIMEOUT = 1.0
 TIP_POLL_INTERVAL = 1.0  # a backstop: tip changes are pushed by ChainKeeper
 REFRESH_INTERVAL = 2.0  # fresh timestamp and words for everyone
-MAX_CLIENTS = 64
+MAX_CLIENTS = 64  # authenticated miners
+# Connections that have not authenticated yet have a pool of their own, so they
+# can never take an authenticated miner's place: when it is full the oldest
+# pending one is dropped for the newcomer (a real miner authenticates at once).
+MAX_PENDING = 16
+AUTH_PHASE_SECONDS = 3.0
+MAX_OUTBOX_BYTES = 64 * 1024  # queued bytes to one miner; past this it is not reading: dropped
+SOCKET_SNDBUF = 32 * 1024  # the kernel's share of a miner's unread bytes, kept small too
+# A client's claimed hashes imply how many solutions it should have found; one
+# that claims at least this many expected solutions and found under a tenth of
+# them is not counted in the hash rate (its claim is shown as "claimed").
+PLAUSIBLE_MIN_EXPECTED = 10.0
 MAX_GARBAGE = 50  # malformed lines a connection may send before it is dropped
 IDLE_TIMEOUT = 120.0  # clients report hashes every second; silence this long is a dead peer
-SEND_TIMEOUT = 2.0
 KEPT_WORK_PER_CLIENT = 4
 RATE_WINDOW = 5.0
 CLIENT_ID_SPACE = 16**5  # keeps "x<id>-<rand>" + a worker suffix within MAX_TAG_CHARS
 
 
 class _Client:
-    """One authenticated connection. Shared by its reader thread and the actor: only
-    `send` and `close` are used from both, and they lock."""
+    """One authenticated connection. Shared by its reader thread and the actor: `send`,
+    `flush` and `close` are used from both, and they lock.
+
+    The socket is non-blocking: `send` queues the line (at most MAX_OUTBOX_BYTES
+    waiting) and writes what the kernel takes now, the reader thread writes the
+    rest when the socket is writable, so a miner that never reads can't block the
+    actor; once its outbox is full it is dropped.
+    """
 
     def __init__(self, sock: socket.socket, address: tuple[str, int]) -> None:
         self.sock = sock
         self.address = address
         self.id = -1  # set by the actor
         self._lock = threading.Lock()
+        self._outbox = bytearray()
         self.closed = False
+        self.overflowed = False
 
     def send(self, message: dict[str, Any]) -> bool:
         data = encode_line(message)
         with self._lock:
             if self.closed:
                 return False
+            if len(self._outbox) + len(data) > MAX_OUTBOX_BYTES:
+                self.overflowed = True
+                self._close_locked()
+                return False
+            self._outbox += data
+            return self._flush_locked()
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._outbox) and not self.closed
+
+    def flush(self) -> bool:
+        with self._lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
+        while self._outbox and not self.closed:
             try:
-                self.sock.sendall(data)
+                sent = self.sock.send(self._outbox)
+            except (BlockingIOError, InterruptedError):
+                return True  # the rest goes when the socket is writable
             except OSError:
                 self._close_locked()
                 return False
-        return True
+            del self._outbox[:sent]
+        return not self.closed
 
     def close(self) -> None:
         with self._lock:
@@ -87,8 +126,9 @@ class _Client:
         if self.closed:
             return
         self.closed = True
+        self._outbox.clear()
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread's recv
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread's select
         except OSError:
             pass
         self.sock.close()
@@ -102,6 +142,21 @@ class _ClientState:
     works: dict[int, WorkUnit] = field(default_factory=dict)
     garbage: int = 0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
+    tags: dict[int, str] = field(default_factory=dict)  # work id -> the nonce tag it was given
+    connected_at: float = field(default_factory=time.monotonic)
+    claimed_hashes: int = 0  # everything it reported since it connected
+    solutions: int = 0  # nonces it found that meet the difficulty (accepted or stale)
+    units: int = 0  # work units given to it (a miner finds at most about one per unit)
+
+    def plausible(self, difficulty: int) -> bool:
+        """False when its claimed hashes imply far more solutions than it found.
+
+        Expected finds are the claimed hashes over 16**difficulty, at most one per
+        work unit it was given; a claim worth PLAUSIBLE_MIN_EXPECTED finds or more
+        that produced under a tenth of them is not believed.
+        """
+        expected = min(self.claimed_hashes / 16 ** max(0, difficulty), float(self.units))
+        return expected < PLAUSIBLE_MIN_EXPECTED or self.solutions * 10 >= expected
 
 
 # Thread -> actor messages.
@@ -153,6 +208,7 @@ class MinerGateway(NodeActor, TipListener):
         self._stopping = threading.Event()
         self._open_lock = threading.Lock()
         self._open: set[socket.socket] = set()  # every accepted socket, for release()
+        self._pending: dict[socket.socket, float] = {}  # not authenticated yet, oldest first
         self._clients: dict[int, _ClientState] = {}
         self._template: _Template | None = None
         self._work_id = 0
@@ -230,12 +286,18 @@ class MinerGateway(NodeActor, TipListener):
         self._update_rate()
 
     def health_details(self) -> dict[str, Any]:
-        """The gateway's part of /health: clients, their reported hash rate, outcomes."""
+        """The gateway's part of /health: clients, hash rate (believed claims), claimed rate, outcomes."""
         listener = self._listener
+        rate, claimed, doubted = self._rates()
+        with self._open_lock:
+            pending = len(self._pending)
         return {
             "address": "%s:%d" % listener.getsockname()[:2] if listener is not None else None,
             "clients": len(self._clients),
-            "hashrate": round(self._update_rate(), 1),
+            "pending": pending,
+            "hashrate": round(rate, 1),
+            "hashrate_claimed": round(claimed, 1),
+            "implausible_clients": doubted,
             **self.stats,
         }
 
@@ -303,6 +365,7 @@ class MinerGateway(NodeActor, TipListener):
             count = message.get("count")
             if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**12:
                 state.samples.append((time.monotonic(), count))
+                state.claimed_hashes += count
             else:
                 self._garbage(state, "'count' must be a non-negative int")
         elif kind == "auth":
@@ -331,6 +394,12 @@ class MinerGateway(NodeActor, TipListener):
         if work is None:
             self._result(state, work_id, False, "unknown or expired work")
             return
+        tag = state.tags.get(work_id, "")
+        if not nonce.startswith(tag):
+            # Each work unit has its own tag: a nonce without it was not searched
+            # for this unit (or was another client's find).
+            self._result(state, work_id, False, "nonce does not start with the work's tag")
+            return
         if len(nonce) > MAX_NONCE_CHARS:
             self._result(state, work_id, False, f"nonce longer than {MAX_NONCE_CHARS} characters")
             return
@@ -338,6 +407,7 @@ class MinerGateway(NodeActor, TipListener):
             block_hash = compute_hash(work.prev_hash, work.mined_by, work.messages, work.timestamp, nonce)
             block = Block(work.height, work.mined_by, work.messages, nonce, work.timestamp, block_hash)
             check_block(block, work.prev_hash, self.ctx.config.difficulty)
+            state.solutions += 1
         except UnicodeEncodeError:
             self._result(state, work_id, False, "nonce is not encodable as UTF-8")
             return
@@ -391,8 +461,12 @@ class MinerGateway(NodeActor, TipListener):
         # prefix-free among clients; the random part is fresh for every work unit.
         tag = f"x{state.client.id:x}-{secrets.randbits(24):06x}"
         state.works[work.work_id] = work
+        state.tags[work.work_id] = tag
+        state.units += 1
         while len(state.works) > KEPT_WORK_PER_CLIENT:
-            del state.works[min(state.works)]
+            oldest = min(state.works)
+            del state.works[oldest]
+            state.tags.pop(oldest, None)
         state.client.send({
             "type": "work", "work_id": work.work_id, "height": work.height,
             "prefix": template.prefix.hex(), "difficulty": self.ctx.config.difficulty,
@@ -400,16 +474,27 @@ class MinerGateway(NodeActor, TipListener):
         })
 
     def _update_rate(self) -> float:
-        """Total hashes/s the connected miners reported over the last RATE_WINDOW seconds."""
+        """Hashes/s over the last RATE_WINDOW seconds from the miners whose claims are plausible."""
+        return self._rates()[0]
+
+    def _rates(self) -> tuple[float, float, int]:
+        """(plausible hashes/s, claimed hashes/s, clients whose claim is not believed)."""
         now = time.monotonic()
-        total = 0
+        believed = claimed = 0
+        doubted = 0
+        difficulty = self.ctx.config.difficulty
         for state in self._clients.values():
             while state.samples and now - state.samples[0][0] > RATE_WINDOW:
                 state.samples.popleft()
-            total += sum(count for _, count in state.samples)
-        rate = total / RATE_WINDOW
+            reported = sum(count for _, count in state.samples)
+            claimed += reported
+            if state.plausible(difficulty):
+                believed += reported
+            else:
+                doubted += 1
+        rate = believed / RATE_WINDOW
         self._rate_gauge.set(rate)
-        return rate
+        return rate, claimed / RATE_WINDOW, doubted
 
     def _ask_chain(self, call: Callable[[ChainProxy], "pykka.Future[T]"]) -> T | None:
         """Ask ChainKeeper; None while it is down or slow."""
@@ -426,22 +511,33 @@ class MinerGateway(NodeActor, TipListener):
                 continue
             except OSError:
                 return  # closed by release()
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
+            except OSError:
+                pass
             with self._open_lock:
-                if self._stopping.is_set() or len(self._open) >= MAX_CLIENTS + 8:
+                if self._stopping.is_set() or len(self._open) - len(self._pending) >= MAX_CLIENTS + 8:
                     _shutdown(sock)
                     continue
+                if len(self._pending) >= MAX_PENDING:
+                    oldest = next(iter(self._pending))
+                    del self._pending[oldest]
+                    _shutdown(oldest)  # its thread sees the close and ends
+                    self.stats["auth_evicted"] = self.stats.get("auth_evicted", 0) + 1
                 self._open.add(sock)
+                self._pending[sock] = time.monotonic()
             threading.Thread(target=self._serve, args=(sock, address, ref), name=f"{self.name}-conn", daemon=True).start()
 
     def _serve(self, sock: socket.socket, address: tuple[str, int], ref: pykka.ActorRef[Any]) -> None:
-        """One connection: authenticate, then forward its lines to the actor until it ends."""
+        """One connection: authenticate (in the pending pool), then relay lines both ways until it ends."""
         client = _Client(sock, address)
         connected = False
         try:
-            sock.settimeout(SEND_TIMEOUT)
             reader = LineReader()
             reason, pending = self._authenticate(sock, reader)
-            sock.settimeout(SEND_TIMEOUT)
+            with self._open_lock:
+                self._pending.pop(sock, None)
+            sock.setblocking(False)  # from here on nothing waits on this socket but select()
             if reason is not None:
                 client.send({"type": "error", "error": "unauthorized"})
                 ref.tell(_AuthRefused(address, reason))
@@ -449,27 +545,37 @@ class MinerGateway(NodeActor, TipListener):
             ref.tell(_Connected(client))
             connected = True
             last_heard = time.monotonic()
-            sock.settimeout(1.0)  # recv wakes up to notice release() and idle peers
             while not self._stopping.is_set() and not client.closed:
                 for line in pending:
                     ref.tell(_parse(client, line))
-                try:
-                    data = sock.recv(65536)
-                except socket.timeout:
+                pending = []
+                # Wakes every second to notice release() and idle peers, and when the
+                # socket can take more of the outbox.
+                readable, writable, _ = select.select([sock], [sock] if client.pending() else [], [], 1.0)
+                if writable:
+                    client.flush()
+                if not readable:
                     if time.monotonic() - last_heard > IDLE_TIMEOUT:
                         return
-                    pending = []
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
                     continue
                 if not data:
                     return
                 last_heard = time.monotonic()
                 pending = [line for line in reader.feed(data) if line is None or line.strip()]
-        except (OSError, pykka.ActorDeadError):
+        except (OSError, ValueError, pykka.ActorDeadError):  # ValueError: select on a closed socket
             return
         finally:
+            if client.overflowed:
+                self.log.warning("external miner %d (%s:%d) dropped: not reading (over %d bytes queued)",
+                                 client.id, *address[:2], MAX_OUTBOX_BYTES)
             client.close()
             with self._open_lock:
                 self._open.discard(sock)
+                self._pending.pop(sock, None)
             if connected:
                 try:
                     ref.tell(_Disconnected(client))
@@ -477,11 +583,11 @@ class MinerGateway(NodeActor, TipListener):
                     pass
 
     def _authenticate(self, sock: socket.socket, reader: LineReader) -> tuple[str | None, list[bytes | None]]:
-        """Read the first line within AUTH_TIMEOUT.
+        """Read the first line within AUTH_PHASE_SECONDS.
 
         Returns (None, lines that came after it) if it carries our token, else (why not, []).
         """
-        deadline = time.monotonic() + AUTH_TIMEOUT
+        deadline = time.monotonic() + min(AUTH_TIMEOUT, AUTH_PHASE_SECONDS)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

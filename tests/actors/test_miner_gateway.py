@@ -114,7 +114,7 @@ def test_external_miner_mines_and_stale_or_bad_nonces_are_refused(make_node, cli
     work = miner.recv(expect="work")
     assert work["height"] == 0 and work["difficulty"] == 3 and len(work["tag"]) <= work["tag_max"]
 
-    miner.send({"type": "submit", "work_id": work["work_id"], "nonce": "not-a-solution"})
+    miner.send({"type": "submit", "work_id": work["work_id"], "nonce": work["tag"] + "not-a-solution"})
     result = miner.recv(expect="result")
     assert result["accepted"] is False and result["reason"].startswith("invalid")
 
@@ -147,6 +147,84 @@ def test_external_miner_mines_and_stale_or_bad_nonces_are_refused(make_node, cli
     stats = gateway_details(node)
     assert stats["accepted"] == 1 and stats["rejected"] == 3
     miner.close()
+
+
+def test_a_nonce_without_the_assigned_tag_is_refused(make_node):
+    """A valid solution found under another tag (another client's, or none) is not accepted."""
+    node, port = gateway_node(make_node, difficulty=2)
+    first, second = LineClient(port), LineClient(port)
+    try:
+        first.send({"type": "auth", "token": TOKEN})
+        second.send({"type": "auth", "token": TOKEN})
+        work_a, work_b = first.recv(expect="work"), second.recv(expect="work")
+        assert work_a["tag"] != work_b["tag"]
+        stolen = solve(work_b)  # same template, other client's tag: a valid block ...
+        first.send({"type": "submit", "work_id": work_a["work_id"], "nonce": stolen})
+        result = first.recv(expect="result")
+        assert result["accepted"] is False and "tag" in result["reason"]  # ... but not first's to submit
+        untagged = Search(0, bytes.fromhex(work_a["prefix"]), 2, "zz-")
+        while (found := untagged.batch()) is None:
+            pass
+        first.send({"type": "submit", "work_id": work_a["work_id"], "nonce": found[0]})
+        assert "tag" in first.recv(expect="result")["reason"]
+        assert chain_of(node) == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_miner_with_the_token_gets_in_while_100_unauthenticated_connections_sit_idle(make_node):
+    node, port = gateway_node(make_node)
+    idle = []
+    try:
+        for _ in range(100):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.2)
+        for attempt in range(5):
+            miner = LineClient(port)
+            miner.send({"type": "auth", "token": TOKEN})
+            welcome = miner.recv(expect="welcome", timeout=5)
+            miner.close()
+            assert welcome is not None, f"refused on attempt {attempt}"
+        assert gateway_details(node)["pending"] <= 16
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_miner_that_never_reads_is_dropped_and_the_gateway_stays_responsive(make_node):
+    node, port = gateway_node(make_node, difficulty=2)
+    deaf = socket.create_connection(("127.0.0.1", port), timeout=5)
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    deaf.sendall(json.dumps({"type": "auth", "token": TOKEN}).encode() + b"\n")
+    try:
+        wait_for(lambda: gateway_details(node)["clients"] == 1, timeout=5)
+        gateway = node.ctx.registry.proxy("MinerGateway")
+        for _ in range(3000):  # work pushes pile up in a socket nobody reads
+            gateway.refresh_work().get(timeout=5)
+            if gateway_details(node)["clients"] == 0:
+                break
+        assert gateway_details(node)["clients"] == 0  # dropped, not waited on
+        assert node.health()["status"] == "ok"
+        assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+    finally:
+        deaf.close()
+
+
+def test_an_implausible_hash_rate_claim_is_not_counted(make_node):
+    node, port = gateway_node(make_node, difficulty=8)
+    liar = LineClient(port)
+    try:
+        liar.send({"type": "auth", "token": TOKEN})
+        assert liar.recv(expect="work") is not None
+        gateway = node.ctx.registry.proxy("MinerGateway")
+        for _ in range(12):  # work units go out; the liar claims 4.5e16 hashes and finds nothing
+            liar.send({"type": "hashes", "count": 10**12})
+            gateway.refresh_work().get(timeout=5)
+        details = wait_for(lambda: (d := gateway_details(node))["implausible_clients"] == 1 and d, timeout=5)
+        assert details["hashrate"] == 0 and details["hashrate_claimed"] > 1e11
+    finally:
+        liar.close()
 
 
 def test_gateway_survives_garbage_disconnects_and_reconnects(make_node):
