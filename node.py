@@ -6,6 +6,7 @@ process without going through the command line.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from actors.chain_keeper import ChainKeeper
@@ -66,20 +67,68 @@ def miner_count(config: NodeConfig) -> int:
 
 def miner_specs(config: NodeConfig) -> list[ChildSpec]:
     """Miners (one worker each: a local process, or a Ray actor), then the gateway for external miners."""
-    specs: list[ChildSpec] = []
-    count = miner_count(config)
-    if count > 0:
-        from actors.miner import MinerActor  # imported only when mining
-
-        specs.extend(
-            ChildSpec(f"MinerActor-{i}", lambda ctx, name, i=i: MinerActor.start(ctx, name, index=i), shutdown_timeout=10.0)
-            for i in range(count)
-        )
+    specs = [miner_spec(i) for i in range(miner_count(config))]
     if config.miner_listen > 0:
         from actors.miner_gateway import MinerGateway  # imported only when serving external miners
 
         specs.append(ChildSpec("MinerGateway", lambda ctx, name: MinerGateway.start(ctx, name)))
     return specs
+
+
+def miner_spec(index: int) -> ChildSpec:
+    """MinerActor-<index>, one worker (local process or Ray actor)."""
+    from actors.miner import MinerActor  # imported only when mining
+
+    return ChildSpec(f"MinerActor-{index}", lambda ctx, name: MinerActor.start(ctx, name, index=index),
+                     shutdown_timeout=10.0)
+
+
+class RayPoolSizer:
+    """`--miners auto --ray-address`: keep one MinerActor per CPU of the Ray cluster.
+
+    Listens to the cluster watcher (mining/ray_cluster.py, a reading every few
+    seconds) and adds or removes MinerActors in the `miners` supervisor when the
+    cluster's CPU count differs from the pool (nodes joined or left, or a cluster
+    that was unreachable at start-up came up). Removal takes the highest indexes.
+    """
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self._lock = threading.Lock()
+
+    def start(self) -> "RayPoolSizer":
+        from mining.pool_size import ray_cluster_watcher
+
+        watcher = ray_cluster_watcher(self.node.config.ray_address or "")
+        watcher.add_listener(self.on_reading)
+        if watcher.reading is not None:
+            self.on_reading(watcher.reading)
+        return self
+
+    def stop(self) -> None:
+        from mining.pool_size import ray_cluster_watcher
+
+        ray_cluster_watcher(self.node.config.ray_address or "").remove_listener(self.on_reading)
+
+    def on_reading(self, reading: Any) -> None:
+        miners = self.node.supervisor.children.get("miners")
+        sub = miners.sub if miners is not None else None
+        if sub is None or sub.state != "running" or self.node.supervisor.stopped:
+            return
+        with self._lock:
+            have = sorted(int(name.rsplit("-", 1)[1]) for name in sub.children if name.startswith("MinerActor-"))
+            want = max(0, int(reading.cpus))
+            if len(have) == want:
+                return
+            log.info("Ray cluster has %d CPUs: %s miners from %d to %d", want,
+                     "adding" if want > len(have) else "removing", len(have), want)
+            if want > len(have):
+                free = (i for i in range(want + len(have)) if i not in have)
+                for _ in range(want - len(have)):
+                    sub.add_child(miner_spec(next(free)))
+            else:
+                for index in reversed(have[want:]):
+                    sub.remove_child(f"MinerActor-{index}")
 
 
 class Node:
@@ -92,6 +141,7 @@ class Node:
         self.supervisor = Supervisor(self.ctx, child_specs(config, sync_policy, miners_policy), policy or NODE_POLICY)
         self.http: Any = None
         self.data_dir: DataDir | None = None
+        self.pool_sizer: RayPoolSizer | None = None
 
     def start(self) -> "Node":
         """Check what would stop the node from working (StartupError), then start it.
@@ -115,9 +165,14 @@ class Node:
                 self.supervisor.stop(1)
                 self._release_data_dir()
                 raise
+        if self.config.ray_address and self.config.miners == "auto":
+            self.pool_sizer = RayPoolSizer(self).start()
         return self
 
     def stop(self, exit_code: int = 0) -> None:
+        if self.pool_sizer is not None:
+            self.pool_sizer.stop()
+            self.pool_sizer = None
         if self.http is not None:
             self.http.stop()
             self.http = None

@@ -134,6 +134,22 @@ class _Wake:
     pass
 
 
+@dataclass(frozen=True)
+class _AddChild:
+    """Start one more worker child (OTP's start_child), e.g. a miner for a CPU that joined."""
+
+    spec: ChildSpec
+    done: threading.Event
+
+
+@dataclass(frozen=True)
+class _RemoveChild:
+    """Stop a worker child for good and forget it (OTP's terminate_child + delete_child)."""
+
+    name: str
+    done: threading.Event
+
+
 # ---------------------------------------------------------------- child state
 
 
@@ -274,6 +290,25 @@ class Supervisor:
     def post(self, event: Any) -> None:
         self._events.put(event)
 
+    def add_child(self, spec: ChildSpec, timeout: float = 60.0) -> None:
+        """Start `spec` as a new child of this supervisor (on its loop); returns once it was tried.
+
+        A child that fails to start is handled as a crash (restarted with backoff).
+        Ignored if a child of that name exists or the supervisor is not running.
+        """
+        self._call(_AddChild(spec, threading.Event()), timeout)
+
+    def remove_child(self, name: str, timeout: float = 60.0) -> None:
+        """Stop worker child `name` (as at shutdown) and drop it from this supervisor."""
+        self._call(_RemoveChild(name, threading.Event()), timeout)
+
+    def _call(self, event: Any, timeout: float) -> None:
+        if self._loop is None or not self._loop.is_alive():
+            self.handle(event)  # no loop (tests drive step()) or already stopped
+            return
+        self.post(event)
+        event.done.wait(timeout)
+
     # ---------------------------------------------------------- health
 
     def health(self) -> dict[str, Any]:
@@ -395,6 +430,12 @@ class Supervisor:
             self._on_terminated(event)
         elif isinstance(event, _Revive):
             self._revive()
+            event.done.set()
+        elif isinstance(event, _AddChild):
+            self._add_child(event.spec)
+            event.done.set()
+        elif isinstance(event, _RemoveChild):
+            self._remove_child(event.name)
             event.done.set()
 
     def tick(self, now: float) -> None:
@@ -549,6 +590,32 @@ class Supervisor:
             if not self._start_worker(child):
                 return f"{name} failed to start: {child.last_error}"
         return None
+
+    def _add_child(self, spec: ChildSpec) -> None:
+        if spec.name in self.children or self.state != "running" or self._stop_requested.is_set():
+            return
+        child = Child(spec)
+        with self._lock:
+            self.children[spec.name] = child
+            self._order.append(spec.name)
+        if self._start_worker(child):
+            log.info("supervisor %s: %s added", self.name, spec.name)
+            return
+        child.state = "running"  # so _child_down counts it as a failure and restarts it
+        self._child_down(child, child.last_error or "start failed")
+
+    def _remove_child(self, name: str) -> None:
+        child = self.children.get(name)
+        if child is None or child.sub is not None:
+            return
+        child.due = None
+        self._stop_worker(child)
+        self.ctx.registry.mailbox(name).clear()
+        with self._lock:
+            del self.children[name]
+            self._order.remove(name)
+        self._root()._owners.pop(name, None)
+        log.info("supervisor %s: %s removed", self.name, name)
 
     def _request_revive(self) -> None:
         done = threading.Event()

@@ -4,9 +4,9 @@
 node may not call `ray.init` itself (Ray ends a driver whose cluster is gone;
 see mining/ray_backend.py), so a small child process connects and reports the
 cluster's CPU count every few seconds; this module keeps the latest reading,
-restarts the watcher with backoff when the cluster is unreachable, and calls
-back when the count changes (nodes joined or left). Ray is imported only by
-the child.
+restarts the watcher with backoff when the cluster is unreachable, logs when
+the count changes (nodes joined or left) and hands every reading to its
+listeners (the node resizes its miner pool). Ray is imported only by the child.
 """
 from __future__ import annotations
 
@@ -32,13 +32,12 @@ class ClusterReading:
 
 
 class RayClusterWatcher:
-    """Latest CPU count of the cluster at `address`; `on_change(reading)` when it changes."""
+    """Latest CPU count of the cluster at `address`; every reading goes to the listeners."""
 
-    def __init__(self, address: str, interval: float = 5.0,
-                 on_change: Callable[[ClusterReading], None] | None = None) -> None:
+    def __init__(self, address: str, interval: float = 5.0) -> None:
         self.address = address
         self.interval = interval
-        self.on_change = on_change
+        self._listeners: list[Callable[[ClusterReading], None]] = []
         self.reading: ClusterReading | None = None
         self.unavailable: str | None = None  # why the last connection attempt failed
         self._first = threading.Event()  # a reading or a failure has come in
@@ -49,6 +48,14 @@ class RayClusterWatcher:
     def start(self) -> "RayClusterWatcher":
         self._thread.start()
         return self
+
+    def add_listener(self, listener: Callable[[ClusterReading], None]) -> None:
+        """Call `listener(reading)` (on the watcher's thread) for each reading from now on."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[ClusterReading], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def wait_first(self, timeout: float) -> ClusterReading | None:
         """Block until the first reading (or failure); the reading, or None."""
@@ -85,7 +92,7 @@ class RayClusterWatcher:
                     break
                 if message[0] == "cluster":
                     delay = RETRY_FIRST
-                    self._update(ClusterReading(int(message[1]), int(message[2])))
+                    self.update(ClusterReading(int(message[1]), int(message[2])))
                 elif message[0] == "ray_unavailable":
                     self.unavailable = str(message[1])
                     log.warning("%s; retrying in %.0fs", self.unavailable, delay)
@@ -99,15 +106,16 @@ class RayClusterWatcher:
                 return
             delay = min(RETRY_MAX, delay * 2)
 
-    def _update(self, reading: ClusterReading) -> None:
+    def update(self, reading: ClusterReading) -> None:
+        """A new reading (from the watcher process; tests call it to simulate one)."""
         previous, self.reading = self.reading, reading
         self.unavailable = None
         self._first.set()
         if previous is None or previous.cpus != reading.cpus:
             log.info("Ray cluster at %s: %d CPUs on %d nodes%s", self.address, reading.cpus, reading.nodes,
                      "" if previous is None else f" (was {previous.cpus} CPUs on {previous.nodes} nodes)")
-            if previous is not None and self.on_change is not None:
-                try:
-                    self.on_change(reading)
-                except Exception:  # noqa: BLE001 - the watcher must outlive a failing callback
-                    log.exception("cluster size callback failed")
+        for listener in list(self._listeners):
+            try:
+                listener(reading)
+            except Exception:  # noqa: BLE001 - the watcher must outlive a failing listener
+                log.exception("Ray cluster listener failed")

@@ -115,3 +115,26 @@ def test_queue_inbox_close_ends_the_loop():
     started = time.monotonic()
     run_worker(inbox, outbox)  # returns on EOF like a worker whose parent went away
     assert time.monotonic() - started < 5
+
+
+def test_auto_pool_follows_the_ray_clusters_cpu_count(make_node):
+    """Readings of the cluster (simulated here) add and remove MinerActors in the miners supervisor."""
+    from mining.pool_size import ray_cluster_watcher
+    from mining.ray_cluster import ClusterReading
+
+    address = f"127.0.0.1:{free_tcp_port()}"  # unreachable: no real reading ever comes
+    node = make_node(miners="auto", ray_address=address, difficulty=30)
+    assert node.miner_count == 0  # nothing known about the cluster yet
+    watcher = ray_cluster_watcher(address)
+
+    def miners():
+        return sorted(a["name"] for a in node.health()["actors"] if a["name"].startswith("MinerActor-"))
+
+    watcher.update(ClusterReading(cpus=2, nodes=1))
+    wait_for(lambda: miners() == ["MinerActor-0", "MinerActor-1"], timeout=20)
+    watcher.update(ClusterReading(cpus=3, nodes=2))  # a node joined
+    wait_for(lambda: miners() == ["MinerActor-0", "MinerActor-1", "MinerActor-2"], timeout=20)
+    watcher.update(ClusterReading(cpus=1, nodes=1))  # two CPUs left
+    wait_for(lambda: miners() == ["MinerActor-0"], timeout=20)
+    entry = next(a for a in node.health()["actors"] if a["name"] == "MinerActor-0")
+    assert entry["alive"] and entry["restarts"] == 0
