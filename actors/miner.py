@@ -47,6 +47,7 @@ from mining.kernel import warn_if_not_native
 from mining.worker_backends import ProcessWorker, RayWorker, WorkerBackend
 from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
 from messages.internal import TipChanged
+from messages.wire import fits_in_a_reply
 
 T = TypeVar("T")
 
@@ -120,12 +121,14 @@ class _RayEvent:
     args: tuple[Any, ...]
 
 
-def usable_words(words: list[str], default: str) -> tuple[str, ...]:
+def usable_words(words: list[str], default: str, mined_by: str = "", height: int = 0) -> tuple[str, ...]:
     """Up to MAX_MESSAGES queued words a block may carry, else the default message.
 
     ChainKeeper only queues non-empty words of at most 20 characters; this also
     drops what can't be UTF-8 encoded (a lone surrogate from JSON), which would
-    otherwise make every block we build unhashable.
+    otherwise make every block we build unhashable, and stops before the block
+    would no longer fit a 1,024-byte datagram as a GET_BLOCK_REPLY (words of
+    multi-byte characters; the words left stay queued for the next block).
     """
     kept = []
     for word in words:
@@ -135,6 +138,8 @@ def usable_words(words: list[str], default: str) -> tuple[str, ...]:
             word.encode("utf-8")
         except UnicodeEncodeError:
             continue
+        if not fits_in_a_reply(height, mined_by, (*kept, word)):
+            break
         kept.append(word)
         if len(kept) == MAX_MESSAGES:
             break
@@ -446,9 +451,9 @@ class MinerActor(NodeActor, TipListener):
         if self._worker is None or not self._worker.ready:
             return  # no worker to search yet (a Ray worker being placed, a cluster away)
         words = self._ask_chain(lambda chain: chain.pending_words(4 * MAX_MESSAGES))
-        messages = usable_words(words or [], self.default_message)
-        timestamp = int(time.time())
         mined_by = self.ctx.config.name
+        messages = usable_words(words or [], self.default_message, mined_by, height)
+        timestamp = int(time.time())
         self._work_id += 1
         work = WorkUnit(self._work_id, height, prev_hash, mined_by, messages, timestamp)
         # "<index>-" is prefix-free across this node's miners (external miners' tags

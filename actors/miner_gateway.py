@@ -440,9 +440,9 @@ class MinerGateway(NodeActor, TipListener):
 
     def _new_template(self, height: int, prev_hash: str | None) -> None:
         words = self._ask_chain(lambda chain: chain.pending_words(4 * MAX_MESSAGES))
-        messages = usable_words(words or [], "pow-node external")
-        timestamp = int(time.time())
         mined_by = self.ctx.config.name
+        messages = usable_words(words or [], "pow-node external", mined_by, height)
+        timestamp = int(time.time())
         self._template = _Template(height, prev_hash, mined_by, messages, timestamp,
                                    hash_prefix(prev_hash, mined_by, messages, timestamp))
 

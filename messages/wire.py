@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from chain.block import MAX_MESSAGE_CHARS, Block, field_problem
+from chain.block import MAX_MESSAGE_CHARS, MAX_NONCE_CHARS, MAX_TIMESTAMP, Block, field_problem
 from net.address import MAX_PORT, MIN_PORT, ip_literal, is_printable_text, is_utf8_text
 
 # Every valid message is far smaller (a maximal block is ~3 KiB even with every
@@ -146,6 +146,18 @@ def encode(message: WireMessage) -> bytes:
     elif isinstance(message, NewWord):
         body["word"] = message.word
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# Several real peers read datagrams with a 1,024-byte buffer: a block we mine must
+# fit in one, as a GET_BLOCK_REPLY, whatever nonce our miners find (at most
+# MAX_NONCE_CHARS ASCII characters) and whenever it is mined.
+MAX_SENT_BLOCK_BYTES = 1024
+
+
+def fits_in_a_reply(height: int, mined_by: str, messages: tuple[str, ...]) -> bool:
+    """True when a block with these fields, any nonce and timestamp, encodes within MAX_SENT_BLOCK_BYTES."""
+    worst = Block(height, mined_by, messages, "x" * MAX_NONCE_CHARS, MAX_TIMESTAMP - 1, "0" * 64)
+    return len(encode(GetBlockReply(worst))) <= MAX_SENT_BLOCK_BYTES
 
 
 # ---------------------------------------------------------------- decoding

@@ -6,12 +6,14 @@ replies), GOSSIP (replying to the originator) and records what it received.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import socket
 import threading
 import time
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 from chain.block import Block
 from messages.wire import (
@@ -28,6 +30,10 @@ from messages.wire import (
 )
 from net.address import Address
 
+# What a scripted peer answers a GET_BLOCK for a height with: a block, None (the
+# "no such block" reply), or SILENT (no answer at all).
+SILENT = "silent"
+Serve = Callable[[int], Union[Block, None, str]]
 
 
 class ScriptedPeer:
@@ -42,10 +48,16 @@ class ScriptedPeer:
         host: str = "127.0.0.1",
         port: int = 0,
         reply_delay: float = 0.0,
+        jitter: tuple[float, float] = (0.0, 0.0),
+        serve: Serve | None = None,
     ) -> None:
         self.blocks = list(blocks)
         self.drop_rate = drop_rate
-        self.reply_delay = reply_delay  # seconds before each GET_BLOCK reply: a slow peer
+        self.reply_delay = reply_delay  # seconds before each GET_BLOCK reply, one after another: a slow peer
+        self.jitter = jitter  # a uniform delay of each GET_BLOCK reply, without slowing the others: a far peer
+        self.serve = serve  # overrides what is served (liars, silent claimers)
+        self._later: list[tuple[float, int, bytes, Address]] = []
+        self._seq = itertools.count()
         self.claim = claim
         self.name = name
         self.rng = random.Random(seed)
@@ -79,11 +91,22 @@ class ScriptedPeer:
     def send(self, message: object, addr: Address) -> None:
         self.sock.sendto(encode(message), addr)  # type: ignore[arg-type]
 
+    def _send_due(self) -> None:
+        now = time.monotonic()
+        while self._later and self._later[0][0] <= now:
+            _, _, data, addr = heapq.heappop(self._later)
+            try:
+                self.sock.sendto(data, addr)
+            except OSError:
+                pass
+        self.sock.settimeout(min(0.1, max(0.0005, self._later[0][0] - now)) if self._later else 0.1)
+
     def _serve(self) -> None:
         while not self._stop.is_set():
+            self._send_due()
             try:
                 data, addr = self.sock.recvfrom(65536)
-            except (socket.timeout, ConnectionRefusedError):
+            except (socket.timeout, ConnectionRefusedError, BlockingIOError):
                 continue
             except OSError:
                 return
@@ -102,8 +125,18 @@ class ScriptedPeer:
                     continue
                 if self.reply_delay:
                     time.sleep(self.reply_delay)
-                block = self.blocks[message.height] if message.height < len(self.blocks) else None
-                self.send(GetBlockReply(block), addr)
+                if self.serve is not None:
+                    answer = self.serve(message.height)
+                    if answer == SILENT:
+                        continue
+                    block = answer if isinstance(answer, Block) else None
+                else:
+                    block = self.blocks[message.height] if message.height < len(self.blocks) else None
+                if self.jitter[1] > 0:
+                    due = time.monotonic() + self.rng.uniform(*self.jitter)
+                    heapq.heappush(self._later, (due, next(self._seq), encode(GetBlockReply(block)), addr))
+                else:
+                    self.send(GetBlockReply(block), addr)
             elif isinstance(message, Gossip):
                 self.gossip_ids.append((message.id, addr))
                 self.send(GossipReply(self.address[0], self.address[1], self.name), (message.host, message.port))

@@ -256,3 +256,32 @@ def test_whatever_gossip_decodes_is_safe_to_send_store_and_forward(host, port, g
         text.encode("utf-8")
         assert text.isprintable()
     assert decode(encode(message)) == message
+
+
+# ---------------------------------------------------------------- real-peer quirks and the height bound (issue 10)
+
+
+def test_stats_reply_with_height_null_is_an_empty_chain():
+    from messages.wire import StatsReply, decode
+
+    assert decode(b'{"type":"STATS_REPLY","height":null,"hash":null}') == StatsReply(0, None)
+
+
+def test_get_block_reply_of_none_strings_means_no_such_block():
+    from messages.wire import GetBlockReply, decode
+
+    fields = dict.fromkeys(("height", "minedBy", "messages", "nonce", "timestamp", "hash"), "None")
+    assert decode(json.dumps({"type": "GET_BLOCK_REPLY", **fields}).encode()) == GetBlockReply(None)
+
+
+def test_heights_above_2_63_minus_1_are_refused_by_the_codec():
+    from messages.wire import MAX_HEIGHT, DecodeError, GetBlock, decode
+
+    assert decode(b'{"type":"GET_BLOCK","height":%d}' % MAX_HEIGHT) == GetBlock(MAX_HEIGHT)
+    for raw in (b'{"type":"GET_BLOCK","height":%d}' % (MAX_HEIGHT + 1),
+                b'{"type":"STATS_REPLY","height":%d,"hash":null}' % (MAX_HEIGHT + 1),
+                b'{"type":"STATS_REPLY","height":%s,"hash":null}' % (b"9" * 4000),
+                b'{"type":"ANNOUNCE","height":%s,"minedBy":"a","messages":[],"nonce":"1","timestamp":1,"hash":"%s"}' % (b"9" * 4000, b"0" * 64)):
+        with pytest.raises(DecodeError) as caught:
+            decode(raw)
+        assert caught.value.kind == "bad_field" and len(str(caught.value)) < 200

@@ -139,3 +139,17 @@ def test_worker_switches_to_new_work_within_100ms_and_stops(kernel, monkeypatch)
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def test_mined_blocks_fit_a_1024_byte_datagram_as_a_get_block_reply():
+    """Several real peers read with 1,024-byte buffers: words of multi-byte characters are held back."""
+    from chain.block import MAX_NONCE_CHARS, Block
+    from messages.wire import GetBlockReply, encode
+
+    name = "\U0001f600" * 64  # a long name of 4-byte characters
+    words = ["\U0001f680" * 20 for _ in range(10)]
+    chosen = usable_words(words, "default", name, 10**9)
+    assert 0 < len(chosen) < 10
+    block = Block(10**9, name, chosen, "9" * MAX_NONCE_CHARS, 2**63 - 1, "0" * 64)
+    assert len(encode(GetBlockReply(block))) <= 1024
+    assert usable_words(["short"] * 10, "default", "node", 5) == ("short",) * 10  # plain words all fit
