@@ -192,12 +192,12 @@ class ChainKeeper(NodeActor, ChainApi):
                 check_block(block, prev_hash, self.difficulty)
             except InvalidBlock as exc:
                 self.ctx.metrics.blocks_rejected.labels(source="announce").inc()
-                self.log.debug("announce of height %d from %s refused: %s", block.height, addr, exc.reason)
+                self.log.debug("announce of height %d from %s:%d refused: %s", block.height, *addr, exc.reason)
                 if block.height > 0 and exc.reason.startswith("hash does not match"):
                     self._tell_unlinked(block, addr)
                 return
             if self._write(height, [block]):
-                self.log.info("block %d from %s accepted by announce", block.height, addr)
+                self.log.info("block %d from %s:%d accepted by announce", block.height, *addr)
             return
         if block.height > height:
             self._tell_unlinked(block, addr)

@@ -239,7 +239,7 @@ class NetworkIO(NodeActor, DatagramApi):
 
     def _send_failed(self, reason: str, what: object, addr: object, exc: BaseException | None) -> None:
         self.ctx.metrics.dropped.labels(reason=reason).inc()
-        self.log.debug("send %s to %r dropped (%s): %r", type(what).__name__ if not isinstance(what, str) else what, addr, reason, exc)
+        self.log.debug("send %s to %s dropped (%s): %r", type(what).__name__ if not isinstance(what, str) else what, _address_text(addr), reason, exc)
 
     # ---------------------------------------------------------- reader thread
 
@@ -282,7 +282,7 @@ class NetworkIO(NodeActor, DatagramApi):
                 message = decode(data)
             except DecodeError as exc:
                 metrics.malformed.labels(reason=exc.kind).inc()
-                self.log.debug("malformed datagram from %s: %s", addr, exc)
+                self.log.debug("malformed datagram from %s: %s", _address_text(addr), exc)
                 continue
             kind = type_name(message)
             metrics.datagrams_in.labels(type=kind).inc()
@@ -344,3 +344,10 @@ class NetworkIO(NodeActor, DatagramApi):
                 self.ctx.metrics.dropped.labels(reason="actor_unavailable").inc(len(batch))
             elif not tell(route.find(self.ctx.registry), lambda proxy: route.tell(proxy, batch)):
                 self._held.append((since, route, batch))
+
+
+def _address_text(addr: object) -> str:
+    """`host:port` for the log (an address from the socket or a peer, possibly malformed)."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return repr(addr)

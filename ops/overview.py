@@ -77,7 +77,8 @@ def sync_progress(health: dict[str, Any]) -> dict[str, Any] | None:
     """Where a running sync stands: target, blocks fetched, percentage; None when not syncing.
 
     Reads the ConsensusRunner's status (`running`, `target_height`, `fetched`, and
-    `total`/`fork_height`/`rate`/`eta_seconds` when the sync engine reports them).
+    `total`/`percent`/`blocks_per_second`/`eta_seconds` when the sync engine reports
+    them; a `fork_height` is used when there is no `total`).
     """
     consensus = health.get("consensus") or {}
     if not consensus.get("running"):
@@ -86,12 +87,15 @@ def sync_progress(health: dict[str, Any]) -> dict[str, Any] | None:
     fetched = consensus.get("fetched") or 0
     chain_height = (health.get("chain") or {}).get("height") or 0
     total = consensus.get("total")  # blocks this sync has to fetch, when the engine says
-    if not isinstance(total, int):
+    if not isinstance(total, int) or total <= 0:
         # Otherwise: from the fork point if known, else from our tip (the usual catch-up).
         base = consensus.get("fork_height")
         base = base if isinstance(base, int) else chain_height
         total = target - base if isinstance(target, int) and target > base else None
-    percent = min(100.0, 100.0 * fetched / total) if total else None
+    percent = consensus.get("percent")
+    if not isinstance(percent, (int, float)) or not total:
+        percent = min(100.0, 100.0 * fetched / total) if total else None
+    rate = consensus.get("rate", consensus.get("blocks_per_second"))
     return {
         "stage": consensus.get("stage"),
         "target_height": target,
@@ -99,6 +103,6 @@ def sync_progress(health: dict[str, Any]) -> dict[str, Any] | None:
         "fetched": fetched,
         "total": total,
         "percent": percent,
-        "rate": consensus.get("rate"),
+        "rate": rate if isinstance(rate, (int, float)) and rate > 0 else None,
         "eta_seconds": consensus.get("eta_seconds"),
     }

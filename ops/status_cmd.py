@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from ops.formatting import fmt_bytes, fmt_percent, fmt_rate
+from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown, sync_progress
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
@@ -97,11 +98,23 @@ def render(doc: dict[str, Any]) -> str:
     if chain.get("height") is None:
         out.append(f"chain: unavailable ({chain.get('error', 'no answer')})")
     else:
-        out.append(f"chain: height {chain['height']}  top {chain.get('hash') or '(empty chain)'}")
-    consensus = doc.get("consensus") or {}
-    if consensus.get("running"):
-        out.append(f"sync: {consensus.get('stage')} to height {consensus.get('target_height')}, "
-                   f"{consensus.get('fetched')} fetched")
+        height = chain["height"]
+        top = f"top #{height - 1} {chain.get('hash')}" if height else "(empty chain)"
+        out.append(f"chain: {height} blocks  {top}")
+    progress = sync_progress(doc)
+    if progress is not None:
+        done = f"{progress['fetched']}/{progress['total']} blocks" if progress["total"] else f"{progress['fetched']} blocks"
+        percent = f" {progress['percent']:.1f}%" if progress["percent"] is not None else ""
+        rate = f", {progress['rate']:.0f} blocks/s" if isinstance(progress.get("rate"), (int, float)) else ""
+        eta = f", ETA {fmt_duration(progress['eta_seconds'])}" if isinstance(progress.get("eta_seconds"), (int, float)) else ""
+        out.append(f"sync: {progress['stage']} to {progress['target_height']} blocks:{percent} ({done}{rate}{eta})")
+    mining = hashrate_breakdown(doc)
+    if mining["local_workers"] or mining["ray_workers"] or mining["external_clients"] or mining["total"]:
+        expected = expected_block_seconds(mining["total"], int(node.get("difficulty") or 0))
+        when = f"a block every ~{fmt_duration(expected)}" if expected else "no hashes yet"
+        out.append(f"mining: {fmt_rate(mining['total'])} total (local {fmt_rate(mining['local'])}, "
+                   f"external {fmt_rate(mining['external'])}" + (f", Ray {fmt_rate(mining['ray'])}" if mining["ray_workers"] else "")
+                   + f"); {when}")
     out.append("")
     rows = []
     for actor in doc["actors"]:

@@ -54,3 +54,10 @@ def test_a_mining_node_logs_its_hash_rate(make_node, caplog):
         line = wait_for(hashing_line, timeout=30, interval=0.5)
     assert "a block expected every ~" in line and "at difficulty 30" in line
     assert any(r.getMessage() == line for r in caplog.records)
+
+
+def test_sync_progress_prefers_what_the_sync_engine_reports():
+    doc = _health(consensus={"running": True, "stage": "fetch", "target_height": 5000, "fetched": 900, "total": 3600,
+                             "percent": 25.0, "blocks_per_second": 300.0, "eta_seconds": 9.0}, height=1400)
+    progress = sync_progress(doc)
+    assert (progress["total"], progress["percent"], progress["rate"], progress["eta_seconds"]) == (3600, 25.0, 300.0, 9.0)

@@ -27,7 +27,7 @@ def test_status_of_a_live_node_prints_every_actor_and_exits_0(make_node):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "status OK" in lines[0] and node.config.name in lines[0]
-    assert any(line.startswith("chain: height 0") for line in lines)
+    assert any(line.startswith("chain: 0 blocks  (empty chain)") for line in lines)
     assert any(line.split()[:2] == ["ACTOR", "ALIVE"] for line in lines)
     for actor in ACTORS:
         row = next(line for line in lines if line.startswith(actor + " "))
@@ -92,3 +92,22 @@ def test_status_of_something_that_is_not_a_node_exits_4():
         server.server_close()
     assert result.returncode == 4
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_status_shows_blocks_top_index_sync_percentage_and_total_hash_rate():
+    from ops.status_cmd import render
+
+    doc = {
+        "status": "ok", "node": {"name": "n", "udp": "127.0.0.1:1", "difficulty": 8}, "process": {},
+        "chain": {"height": 100, "hash": "ab" * 32},
+        "consensus": {"running": True, "stage": "fetch", "target_height": 1100, "fetched": 250},
+        "actors": [{"name": "MinerActor-0", "alive": True, "restarts": 0, "hashrate": 6e6},
+                   {"name": "MinerGateway", "alive": True, "restarts": 0, "hashrate": 2e6, "clients": 1}],
+        "peers": [],
+    }
+    lines = render(doc).splitlines()
+    assert f"chain: 100 blocks  top #99 {'ab' * 32}" in lines
+    assert "sync: fetch to 1100 blocks: 25.0% (250/1000 blocks)" in lines
+    mining = next(line for line in lines if line.startswith("mining:"))
+    assert mining.startswith("mining: 8.00 MH/s total (local 6.00 MH/s, external 2.00 MH/s)")
+    assert "a block every ~8m 57s" in mining
