@@ -16,7 +16,7 @@ from actors.network_io import NetworkIO
 from chain.datadir import DataDir
 from config import NodeConfig
 from runtime.context import NodeContext
-from runtime.startup import check_udp_port
+from runtime.startup import check_http_port, check_udp_port
 from supervisor import ChildSpec, Spec, Supervisor, SupervisorPolicy, SupervisorSpec
 
 log = logging.getLogger("node")
@@ -152,6 +152,8 @@ class Node:
         self.data_dir = DataDir.open(self.config.data_dir, self.config.difficulty)
         try:
             check_udp_port(self.config.bind_host, self.config.port, self.config.host)
+            if self.config.http_port:
+                check_http_port(self.config.http_host, self.config.http_port)
             self.supervisor.start()
         except BaseException:
             self._release_data_dir()

@@ -295,9 +295,9 @@ _DASHBOARD = """<!doctype html>
     <div class="sub" id="process-detail"></div></div>
 </section>
 <section class="charts">
-  <figure><figcaption>Hash rate, last hour</figcaption><svg id="chart-hashrate" viewBox="0 0 320 110" role="img" aria-label="hash rate over the last hour"></svg></figure>
-  <figure><figcaption>Block interval, last hour</figcaption><svg id="chart-interval" viewBox="0 0 320 110" role="img" aria-label="time between blocks over the last hour"></svg></figure>
-  <figure><figcaption>Peers, last hour</figcaption><svg id="chart-peers" viewBox="0 0 320 110" role="img" aria-label="peer count over the last hour"></svg></figure>
+  <figure><figcaption>Hash rate</figcaption><svg id="chart-hashrate" viewBox="0 0 320 110" role="img" aria-label="hash rate over the last hour"></svg></figure>
+  <figure><figcaption>Time between blocks</figcaption><svg id="chart-interval" viewBox="0 0 320 110" role="img" aria-label="time between blocks over the last hour"></svg></figure>
+  <figure><figcaption>Peers</figcaption><svg id="chart-peers" viewBox="0 0 320 110" role="img" aria-label="peer count over the last hour"></svg></figure>
 </section>
 <section class="columns">
   <div class="panel wide"><h2>Latest blocks</h2>

@@ -48,3 +48,27 @@ def check_udp_port(bind_host: str, port: int, advertised_host: str | None = None
         raise StartupError(f"cannot bind UDP {bind_host}:{port}: {exc.strerror or exc}") from None
     finally:
         sock.close()
+
+
+def check_http_port(host: str, port: int) -> None:
+    """Bind (and release) the ops HTTP port, as the server will (SO_REUSEADDR), to fail with a clear reason."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise StartupError(f"cannot open a TCP socket: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+    except socket.gaierror as exc:
+        raise StartupError(f"--http-host {host} is not an address: {exc.strerror or exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"ops HTTP port {port} is in use on {host} (is another node running?): "
+                               f"pick another --http-port, or 0 to turn it off") from None
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT):
+            raise StartupError(f"--http-host {host} is not an address of this machine") from None
+        raise StartupError(f"ops HTTP cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()

@@ -141,8 +141,10 @@
   function renderPeers(o) {
     const peers = o.peers || [];
     setText("peer-count", o.peers_error ? "?" : String(peers.length));
-    const highest = peers.reduce((best, p) => (typeof p.claimed_height === "number" && p.claimed_height > best ? p.claimed_height : best), -1);
-    let detail = o.peers_error ? o.peers_error : highest >= 0 ? "highest claim " + fmtNumber(highest) + " blocks" : "";
+    const claims = peers.filter((p) => typeof p.claimed_height === "number");
+    const best = claims.reduce((b, p) => (b === null || p.claimed_height > b.claimed_height ? p : b), null);
+    let detail = o.peers_error ? o.peers_error : "";
+    if (!detail && best) detail = "highest claim " + fmtNumber(best.claimed_height) + " blocks" + (typeof best.claim_age === "number" ? ", " + fmtDuration(best.claim_age) + " ago" : "");
     if (!peers.length && !o.peers_error) detail = (o.node.peers_configured || []).length ? "waiting for " + o.node.peers_configured.join(", ") : "none: started without --peer";
     setText("peer-detail", detail);
     $("card-peers").classList.toggle("problem", Boolean(o.peers_error));
@@ -150,7 +152,13 @@
       const tr = document.createElement("tr");
       cell(tr, p.name || "");
       cell(tr, p.address, "hash");
-      cell(tr, typeof p.claimed_height === "number" ? fmtNumber(p.claimed_height) : "–", "num");
+      const claim = cell(tr, typeof p.claimed_height === "number" ? fmtNumber(p.claimed_height) : "–", "num");
+      if (typeof p.claim_age === "number") {
+        const age = document.createElement("span");
+        age.className = "muted";
+        age.textContent = " " + fmtDuration(p.claim_age) + " ago";
+        claim.appendChild(age);
+      }
       cell(tr, typeof p.last_seen_age === "number" ? fmtDuration(p.last_seen_age) + " ago" : "–");
       return tr;
     });
@@ -258,7 +266,9 @@
   function drawChart(id, points, now, fmt, dots) {
     const svg = $(id);
     const W = 320, H = 110, L = 4, R = 316, T = 14, B = 96;
-    const span = 3600;
+    // The last hour, or since the first sample when the node is younger (at least 5 minutes).
+    const first = points.length ? points[0][0] : now;
+    const span = Math.min(3600, Math.max(300, now - first));
     const parts = [svgEl("line", { x1: L, y1: B, x2: R, y2: B, class: "axis" })];
     const values = points.map((p) => p[1]).filter((v) => typeof v === "number" && isFinite(v));
     const max = values.length ? Math.max(...values) : 0;
@@ -279,7 +289,7 @@
     } else {
       parts.push(svgEl("text", { x: (L + R) / 2, y: 55, "text-anchor": "middle" }, "no data yet"));
     }
-    parts.push(svgEl("text", { x: L, y: H - 2 }, "−60 min"));
+    parts.push(svgEl("text", { x: L, y: H - 2 }, "−" + Math.round(span / 60) + " min"));
     parts.push(svgEl("text", { x: R, y: H - 2, "text-anchor": "end" }, "now"));
     svg.replaceChildren(...parts);
   }

@@ -199,7 +199,19 @@ def test_stop_releases_the_port_for_the_next_node(make_node):
     assert http(port, "/health").json()["node"]["udp"] == f"127.0.0.1:{second.config.port}"
 
 
-def test_a_taken_port_fails_the_start_and_stops_the_actors(make_node):
+def test_a_taken_port_fails_the_start_with_one_line_naming_it(make_node):
+    from runtime.startup import StartupError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StartupError, match=f"ops HTTP port {port} is in use on 127.0.0.1"):
+            make_node(http_port=port, port=free_udp_port())
+
+
+def test_a_port_taken_after_the_check_fails_the_start_and_stops_the_actors(make_node, monkeypatch):
+    monkeypatch.setattr(node_module, "check_http_port", lambda host, port: None)  # lose the race
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
