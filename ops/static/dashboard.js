@@ -221,21 +221,35 @@
     });
   }
 
+  // One supervisor or worker of /health's `supervision` tree: name, kind, state, strategy,
+  // restarts and restart budget; anything not running, and the last error, highlighted.
   function treeItem(node) {
     const li = document.createElement("li");
     const state = String(node.state ?? (node.alive === false ? "down" : "running"));
     const good = ["running", "ok", "alive", "up"].includes(state.toLowerCase());
     const name = document.createElement("span");
     name.textContent = String(node.name ?? "?");
+    if (node.kind === "supervisor") name.style.fontWeight = "600";
     li.appendChild(name);
     const info = document.createElement("span");
     info.className = good ? "state-ok" : "state-bad";
-    const bits = [state];
-    if (node.kind) bits.unshift(node.kind);
-    if (node.strategy) bits.push(node.strategy);
+    const bits = [state.replace("_", " ")];
+    if (node.strategy) bits.push(node.strategy.replaceAll("_", "-"));
     if (typeof node.restarts === "number" && node.restarts) bits.push(node.restarts + " restarts");
-    info.textContent = " (" + bits.join(", ") + ")";
+    const budget = node.intensity;
+    if (budget && typeof budget.max_restarts === "number") {
+      bits.push((budget.recent ?? 0) + "/" + budget.max_restarts + " restarts per " + fmtDuration(budget.period));
+    }
+    if (node.expendable) bits.push("expendable");
+    info.textContent = " " + bits.join(" · ");
     li.appendChild(info);
+    const problem = node.reason || (!good && node.last_error) || (node.restarts && node.last_error);
+    if (problem) {
+      const why = document.createElement("div");
+      why.className = "state-bad";
+      why.textContent = String(node.reason || node.last_error);
+      li.appendChild(why);
+    }
     const children = Array.isArray(node.children) ? node.children : [];
     if (children.length) {
       const ul = document.createElement("ul");

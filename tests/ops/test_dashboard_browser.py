@@ -58,6 +58,15 @@ def test_dashboard_renders_updates_in_place_and_explorer_links_work(node, client
         assert int(page.evaluate("document.body.dataset.updates")) > updates_before
         assert page.text_content("#blocks tbody tr:first-child td:first-child") == str(THEN - 1)
 
+        assert "ConsensusRunner" in page.text_content("#supervision")  # the supervision tree, when /health has it
+
+        node.ctx.registry.proxy("GossipManager").crash.defer("browser test")  # a problem shows, highlighted
+        page.wait_for_function("""[...document.querySelectorAll('#actors tbody tr')].some(
+            (tr) => tr.cells[0].textContent === 'GossipManager' && tr.cells[2].textContent === '1'
+                    && tr.cells[2].classList.contains('bad'))""")
+        assert "browser test" in page.text_content("#actors")  # its last error
+        assert page.evaluate("window.__sameDocument === true")
+
         page.click("#blocks tbody tr:first-child td:first-child a")  # latest block -> its page
         page.wait_for_url(f"{base}/block/{THEN - 1}")
         assert page.text_content("#block-hash") == chain[THEN - 1].hash
