@@ -10,8 +10,10 @@
  * What is constant is computed once per call: every whole 64-byte block of
  * `data` is compressed into a midstate; the counter digits that sit in an
  * earlier block than the last one (they change only every 16**k nonces) are
- * compressed once per group; per nonce only the last block is compressed. The
- * worker's nonce head is padded so that this is one compression per nonce.
+ * compressed once per group; per nonce only the last block is compressed (and
+ * with SHA-NI, the rounds of its message words that precede the last digit are
+ * done once per 16 nonces). The worker's nonce head is padded so that this is one
+ * compression per nonce.
  *
  * Two implementations of the compression function, chosen at run time:
  * PORTABLE (plain C, any CPU) and SHA_NI (the x86 SHA extensions, two nonces
@@ -200,21 +202,74 @@ TARGET_SHA static inline void compress_shani(__m128i *abef_io, __m128i *cdgh_io,
     *cdgh_io = _mm_add_epi32(cdgh, *cdgh_io);
 }
 
-/* Two independent compressions from the same starting state, interleaved. */
-TARGET_SHA static inline void compress_shani_x2(__m128i abef0, __m128i cdgh0, const uint8_t *block_a,
-                                                const uint8_t *block_b, __m128i out_a[2], __m128i out_b[2])
+/*
+ * The search's compressions. The first `skip` message vectors (4 words each) hold
+ * no digit that changes within the 16 nonces that differ only in their last
+ * digit, so their rounds are done once for those 16 (shani_first_rounds) and
+ * each nonce starts from that state (pre_*); the feed-forward adds the state the
+ * block started from (base_*).
+ */
+TARGET_SHA static inline void shani_first_rounds(__m128i base_abef, __m128i base_cdgh, const uint8_t *block, int skip,
+                                                 __m128i *pre_abef, __m128i *pre_cdgh)
 {
-    __m128i abef_a = abef0, cdgh_a = cdgh0, abef_b = abef0, cdgh_b = cdgh0;
+    __m128i abef = base_abef, cdgh = base_cdgh;
+    for (int v = 0; v < skip; v++) {
+        __m128i m = shani_load_words(block + 16 * v);
+        SHANI_ROUNDS4(abef, cdgh, m, 4 * v);
+    }
+    *pre_abef = abef;
+    *pre_cdgh = cdgh;
+}
+
+TARGET_SHA static inline void compress_shani_from(__m128i pre_abef, __m128i pre_cdgh, __m128i base_abef,
+                                                  __m128i base_cdgh, int skip, const uint8_t *block, __m128i out[2])
+{
+    __m128i abef = pre_abef, cdgh = pre_cdgh;
+    __m128i m0 = shani_load_words(block), m1 = shani_load_words(block + 16);
+    __m128i m2 = shani_load_words(block + 32), m3 = shani_load_words(block + 48);
+    if (skip <= 0)
+        SHANI_ROUNDS4(abef, cdgh, m0, 0);
+    if (skip <= 1)
+        SHANI_ROUNDS4(abef, cdgh, m1, 4);
+    if (skip <= 2)
+        SHANI_ROUNDS4(abef, cdgh, m2, 8);
+    SHANI_ROUNDS4(abef, cdgh, m3, 12);
+    for (int k = 16; k < 64; k += 16) {
+        SHANI_SCHEDULE(m0, m1, m2, m3);
+        SHANI_ROUNDS4(abef, cdgh, m0, k);
+        SHANI_SCHEDULE(m1, m2, m3, m0);
+        SHANI_ROUNDS4(abef, cdgh, m1, k + 4);
+        SHANI_SCHEDULE(m2, m3, m0, m1);
+        SHANI_ROUNDS4(abef, cdgh, m2, k + 8);
+        SHANI_SCHEDULE(m3, m0, m1, m2);
+        SHANI_ROUNDS4(abef, cdgh, m3, k + 12);
+    }
+    out[0] = _mm_add_epi32(abef, base_abef);
+    out[1] = _mm_add_epi32(cdgh, base_cdgh);
+}
+
+/* Two of the above (two nonces of the same 16), interleaved. */
+TARGET_SHA static inline void compress_shani_x2_from(__m128i pre_abef, __m128i pre_cdgh, __m128i base_abef,
+                                                     __m128i base_cdgh, int skip, const uint8_t *block_a,
+                                                     const uint8_t *block_b, __m128i out_a[2], __m128i out_b[2])
+{
+    __m128i abef_a = pre_abef, cdgh_a = pre_cdgh, abef_b = pre_abef, cdgh_b = pre_cdgh;
     __m128i a0 = shani_load_words(block_a), a1 = shani_load_words(block_a + 16);
     __m128i a2 = shani_load_words(block_a + 32), a3 = shani_load_words(block_a + 48);
     __m128i b0 = shani_load_words(block_b), b1 = shani_load_words(block_b + 16);
     __m128i b2 = shani_load_words(block_b + 32), b3 = shani_load_words(block_b + 48);
-    SHANI_ROUNDS4(abef_a, cdgh_a, a0, 0);
-    SHANI_ROUNDS4(abef_b, cdgh_b, b0, 0);
-    SHANI_ROUNDS4(abef_a, cdgh_a, a1, 4);
-    SHANI_ROUNDS4(abef_b, cdgh_b, b1, 4);
-    SHANI_ROUNDS4(abef_a, cdgh_a, a2, 8);
-    SHANI_ROUNDS4(abef_b, cdgh_b, b2, 8);
+    if (skip <= 0) {
+        SHANI_ROUNDS4(abef_a, cdgh_a, a0, 0);
+        SHANI_ROUNDS4(abef_b, cdgh_b, b0, 0);
+    }
+    if (skip <= 1) {
+        SHANI_ROUNDS4(abef_a, cdgh_a, a1, 4);
+        SHANI_ROUNDS4(abef_b, cdgh_b, b1, 4);
+    }
+    if (skip <= 2) {
+        SHANI_ROUNDS4(abef_a, cdgh_a, a2, 8);
+        SHANI_ROUNDS4(abef_b, cdgh_b, b2, 8);
+    }
     SHANI_ROUNDS4(abef_a, cdgh_a, a3, 12);
     SHANI_ROUNDS4(abef_b, cdgh_b, b3, 12);
     for (int k = 16; k < 64; k += 16) {
@@ -235,10 +290,10 @@ TARGET_SHA static inline void compress_shani_x2(__m128i abef0, __m128i cdgh0, co
         SHANI_ROUNDS4(abef_a, cdgh_a, a3, k + 12);
         SHANI_ROUNDS4(abef_b, cdgh_b, b3, k + 12);
     }
-    out_a[0] = _mm_add_epi32(abef_a, abef0);
-    out_a[1] = _mm_add_epi32(cdgh_a, cdgh0);
-    out_b[0] = _mm_add_epi32(abef_b, abef0);
-    out_b[1] = _mm_add_epi32(cdgh_b, cdgh0);
+    out_a[0] = _mm_add_epi32(abef_a, base_abef);
+    out_a[1] = _mm_add_epi32(cdgh_a, base_cdgh);
+    out_b[0] = _mm_add_epi32(abef_b, base_abef);
+    out_b[1] = _mm_add_epi32(cdgh_b, base_cdgh);
 }
 
 static int cpu_has_sha_ni(void)
@@ -406,40 +461,51 @@ TARGET_SHA static void search_shani(Job *job, uint64_t start, uint64_t count, Re
 {
     uint8_t *digits = job->tail + job->digits_at;
     uint8_t *last_block = job->tail + 64 * (job->tail_blocks - 1);
-    /* Where the counter's last digit is inside the last block (when it is there at all). */
-    int last_digit_in_block = job->digits_at + COUNTER_DIGITS - 1 - 64 * (job->tail_blocks - 1);
+    uint8_t *last_digit = digits + COUNTER_DIGITS - 1;
+    /* Where the counter's last digit is inside the last block, and how many whole
+       message vectors precede it there (none when the last block holds no digit). */
+    int last_digit_in_block = (int)(last_digit - last_block);
+    int skip = job->digits_in_last > 0 ? last_digit_in_block / 16 : 0;
     uint8_t second[64];
     uint64_t counter = start, end = start + count;
     res->found = 0;
     while (counter < end) {
         uint64_t stop = group_end(job, counter, end);
         write_counter(digits, counter);
-        __m128i abef, cdgh;
-        shani_from_words(job->midstate, &abef, &cdgh);
+        __m128i base_abef, base_cdgh, pre_abef, pre_cdgh, out_a[2], out_b[2];
+        shani_from_words(job->midstate, &base_abef, &base_cdgh);
         if (job->tail_blocks == 2)
-            compress_shani(&abef, &cdgh, job->tail);
-        /* Pairs: last_block holds `counter`, `second` holds counter + 1. */
-        while (stop - counter >= 2) {
-            memcpy(second, last_block, 64);
-            hex_increment(second + last_digit_in_block);
-            __m128i out_a[2], out_b[2];
-            compress_shani_x2(abef, cdgh, last_block, second, out_a, out_b);
-            if (shani_check(job, out_a[0], out_a[1], counter, start, res))
-                return;
-            if (shani_check(job, out_b[0], out_b[1], counter + 1, start, res))
-                return;
-            counter += 2;
-            if (counter < stop) {
-                hex_increment(digits + COUNTER_DIGITS - 1);
-                hex_increment(digits + COUNTER_DIGITS - 1);
+            compress_shani(&base_abef, &base_cdgh, job->tail);
+        int fresh = 1;
+        while (counter < stop) {
+            /* Only the last digit differs within 16 aligned counters: the first rounds are shared. */
+            if (fresh || (counter & 15) == 0) {
+                shani_first_rounds(base_abef, base_cdgh, last_block, skip, &pre_abef, &pre_cdgh);
+                fresh = 0;
             }
-        }
-        if (counter < stop) {
-            __m128i s_abef = abef, s_cdgh = cdgh;
-            compress_shani(&s_abef, &s_cdgh, last_block);
-            if (shani_check(job, s_abef, s_cdgh, counter, start, res))
-                return;
-            counter++;
+            if ((counter & 1) == 0 && stop - counter >= 2) {
+                /* A pair: last_block holds `counter` (last digit even), `second` counter + 1. */
+                memcpy(second, last_block, 64);
+                hex_increment(second + last_digit_in_block);
+                compress_shani_x2_from(pre_abef, pre_cdgh, base_abef, base_cdgh, skip, last_block, second, out_a,
+                                       out_b);
+                if (shani_check(job, out_a[0], out_a[1], counter, start, res))
+                    return;
+                if (shani_check(job, out_b[0], out_b[1], counter + 1, start, res))
+                    return;
+                counter += 2;
+                if (counter < stop) {
+                    hex_increment(last_digit);
+                    hex_increment(last_digit);
+                }
+            } else {
+                compress_shani_from(pre_abef, pre_cdgh, base_abef, base_cdgh, skip, last_block, out_a);
+                if (shani_check(job, out_a[0], out_a[1], counter, start, res))
+                    return;
+                counter++;
+                if (counter < stop)
+                    hex_increment(last_digit);
+            }
         }
     }
     res->tried = count;
