@@ -90,14 +90,14 @@ def our_node(blocks_expected: int, peers: list[tuple[str, int]]) -> tuple[float,
                         difficulty=DIFFICULTY, data_dir=data_dir, http_port=0)
     start = time.perf_counter()
     node = Node(config).start()
-    height = node.ctx.metrics.chain_height
+    samples = node.ctx.metrics.registry
     try:
-        while height._value.get() < blocks_expected:
+        while (samples.get_sample_value("node_chain_height") or 0) < blocks_expected:
             if time.perf_counter() - start > 120:
                 raise RuntimeError("node did not sync within 120 s")
             time.sleep(0.001)
         elapsed = time.perf_counter() - start
-        sent = int(node.ctx.metrics.datagrams_out.labels(type="GET_BLOCK")._value.get())
+        sent = int(samples.get_sample_value("node_datagrams_sent_total", {"type": "GET_BLOCK"}) or 0)
     finally:
         node.stop()
     return elapsed, sent

@@ -117,3 +117,12 @@ def wire_block(block: Block, kind: str = "ANNOUNCE") -> dict[str, Any]:
 def wait_for_chain_height(client: UdpClient, port: int, height: int, timeout: float = 15.0) -> None:
     """Until the node at `port` answers STATS with `height` blocks."""
     wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == height, timeout=timeout)
+
+
+def metric(node: Any, name: str, **labels: str) -> float:
+    """A sample of `node`'s Prometheus registry (public API; 0.0 when it has no value yet).
+
+    `name` is the sample's name as exposed, e.g. `node_chain_reorgs_total`.
+    """
+    value = node.ctx.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value

@@ -8,7 +8,7 @@ import time
 import psutil
 
 from chain.block import check_chain
-from tests.helpers import UdpClient, wait_for
+from tests.helpers import UdpClient, metric, wait_for
 
 NO_BLOCKS = 20  # a difficulty nothing reaches in a test: the worker just hashes
 
@@ -44,7 +44,7 @@ def test_mined_blocks_are_valid_named_and_announced(make_node):
         assert announce["minedBy"] == node.config.name
         info = details(node)
         assert info["blocks_found"] >= 3 and info["hashes_total"] > 0
-        assert node.ctx.metrics.blocks_mined._value.get() >= 3
+        assert metric(node, "node_blocks_mined_total") >= 3
     finally:
         peer.close()
 
@@ -67,7 +67,7 @@ def test_worker_killed_with_sigkill_is_replaced(make_node):
     first = wait_for(lambda: (d := details(node)) and d["hashrate"] > 0 and d)
     assert set(first) >= {"pid", "hashrate", "cpu_percent", "rss_bytes", "hashes_total", "blocks_found"}
     assert first["rss_bytes"] > 0 and isinstance(first["cpu_percent"], float)
-    assert node.ctx.metrics.miner_hashrate.labels(miner="0", backend="process")._value.get() > 0
+    assert metric(node, "node_miner_hashrate_hashes_per_second", miner="0", backend="process") > 0
     old_pid = first["pid"]
     assert psutil.Process(old_pid).ppid() == os.getpid()  # a worker process of ours, not a thread
 

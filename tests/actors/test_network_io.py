@@ -5,7 +5,7 @@ import dataclasses
 
 from messages.wire import DECODE_ERROR_KINDS
 from sim.chains import make_chain
-from tests.helpers import UdpClient, real_blocks, wait_for, wire_block
+from tests.helpers import UdpClient, metric, real_blocks, wait_for, wire_block
 
 
 def stats(client, node):
@@ -55,8 +55,7 @@ def test_malformed_burst_leaves_node_serving_and_chain_unchanged(make_node, clie
         for data in garbage:
             client.send(node.config.port, data)
     assert stats(client, node) == {"type": "STATS_REPLY", "height": 3, "hash": chain[-1].hash}
-    malformed = node.ctx.metrics.malformed
-    wait_for(lambda: sum(malformed.labels(reason=r)._value.get() for r in DECODE_ERROR_KINDS) >= 1800)
+    wait_for(lambda: sum(metric(node, "node_malformed_datagrams_total", reason=r) for r in DECODE_ERROR_KINDS) >= 1800)
     assert all(a["alive"] for a in node.health()["actors"])
 
 
@@ -105,5 +104,5 @@ def test_sends_to_addresses_sendto_cannot_take_are_dropped_and_counted(make_node
     for addr in [("\ud800", 9), ("127.0.0.1\x00", 9), ("\x80", 9), ("localhost", 9), ("::1", 9), ("127.0.0.1", 0), (None, 9), "junk"]:
         proxy.send.defer(Stats(), addr)
     assert client.ask(node.config.port, {"type": "STATS"}) is not None
-    assert node.ctx.metrics.dropped.labels(reason="bad_address")._value.get() == 8
+    assert metric(node, "node_datagrams_dropped_total", reason="bad_address") == 8
     assert sum(a["restarts"] for a in node.health()["actors"]) == 0

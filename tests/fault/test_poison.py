@@ -15,7 +15,7 @@ from node import Node
 from runtime.context import NodeContext
 from supervisor import ChildSpec, Supervisor, SupervisorPolicy
 from tests.conftest import FAST_POLICY
-from tests.helpers import UdpClient, node_config, wait_for
+from tests.helpers import UdpClient, metric, node_config, wait_for
 
 BAD_HOSTS = ["\ud800", "127.0.0.1\u0000", "\u0080", "xn--\u00e9", "localhost", "a" * 300]
 
@@ -36,7 +36,7 @@ def restarts(node: Node) -> int:
 
 
 def counted(node: Node, reason: str) -> float:
-    return node.ctx.metrics.malformed.labels(reason=reason)._value.get()
+    return metric(node, "node_malformed_datagrams_total", reason=reason)
 
 
 def test_poison_datagrams_restart_nothing_now_or_after_a_restart(tmp_path):

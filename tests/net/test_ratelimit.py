@@ -9,7 +9,7 @@ from collections import Counter
 
 from net.ratelimit import AntiAmplification, TokenBuckets
 from sim.chains import make_chain
-from tests.helpers import UdpClient, wait_for
+from tests.helpers import UdpClient, metric, wait_for
 
 
 def test_bucket_allows_burst_then_rate():
@@ -86,7 +86,7 @@ def test_forged_stats_and_get_block_give_a_victim_at_most_3x(make_node):
         received, kinds = _drain_bytes(victim)
         assert kinds["STATS_REPLY"] > 0 and kinds["GET_BLOCK_REPLY"] > 0  # answered within the budget ...
         assert received <= 3 * sent, (received, sent)  # ... and never more than 3x
-        assert node.ctx.metrics.dropped.labels(reason="amplification_limit")._value.get() > 0
+        assert metric(node, "node_datagrams_dropped_total", reason="amplification_limit") > 0
     finally:
         victim.close()
 
@@ -112,7 +112,7 @@ def test_real_peer_syncing_from_us_runs_at_full_speed(make_node):
     client_node = make_node(peers=(("127.0.0.1", server.config.port),))
     keeper = client_node.ctx.registry.proxy("ChainKeeper")
     wait_for(lambda: keeper.tip().get(timeout=5)[0] == 3000, timeout=20)
-    assert server.ctx.metrics.dropped.labels(reason="rate_limited")._value.get() == 0
+    assert metric(server, "node_datagrams_dropped_total", reason="rate_limited") == 0
 
 
 def test_a_peer_that_introduced_itself_fetches_300_blocks_fast(make_node):
