@@ -550,6 +550,8 @@ class Supervisor:
         if self._stop_requested.is_set() or self.state != "gave_up":
             return
         self._restart_times.clear()
+        for child in self.children.values():
+            child.consecutive = 0  # a fresh start: backoff from the base again
         failure = self._start_children()
         if self._stop_requested.is_set():
             self._stop_children()
