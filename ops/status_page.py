@@ -16,14 +16,13 @@ sets `textContent`, never HTML.
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template_string, request, send_from_directory
 
-from chain.block import Block
+from chain.block import HASH_RE, Block
 from ops.formatting import fmt_time
 from ops.history import History, RateMeter, Sample
 from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown, sync_progress
@@ -39,7 +38,6 @@ RECENT_BLOCKS = 10
 INTERVAL_BLOCKS = 120  # blocks read for the block-interval chart (the last hour's, at most)
 PENDING_WORDS_SHOWN = 20
 REFRESH_MS = 2000
-HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Dashboard:

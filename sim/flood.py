@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-Address = tuple[str, int]
+from net.address import Address
+
 
 
 def _paced(rate: float, seconds: float, send_one) -> int:

@@ -29,7 +29,7 @@ def make(tmp_path, now):
 
 
 def dropped(keeper, reason):
-    return keeper.ctx.metrics.dropped.labels(reason=reason)._value.get()
+    return keeper.ctx.metrics.registry.get_sample_value("node_datagrams_dropped_total", {"reason": reason}) or 0.0
 
 
 def test_one_source_gets_a_bounded_share_and_duplicates_are_dropped(tmp_path, monkeypatch):

@@ -16,8 +16,8 @@ from typing import Callable
 from chain.block import Block, check_chain
 from chain.sync import Apply, RoundOver, Send, Stage, Staged, StartRound, SwitchStaged, SyncEngine, SyncSettings
 from messages.wire import GetBlock, Stats
+from net.address import Address
 
-Address = tuple[str, int]
 DIFFICULTY = 1
 
 Serve = Callable[[int], "Block | None | str"]  # a height -> a block, None (no such block) or "silent"
