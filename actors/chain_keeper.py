@@ -118,6 +118,10 @@ class ChainKeeper(NodeActor, ChainApi):
     def word_count(self) -> int:
         return len(self._queued)
 
+    def health_details(self) -> dict[str, Any]:
+        """In /health: whether storage takes writes (a full disk stops them), the NEW_WORD queue."""
+        return {"storage": self.storage_state(), "words_queued": len(self._queued)}
+
     def storage_state(self) -> dict[str, Any]:
         """For ops: whether writes are stopped by a storage fault, since when, next retry."""
         now = self.clock()
@@ -346,6 +350,10 @@ class ChainKeeper(NodeActor, ChainApi):
                 self._backoff = min(STORE_RETRY_MAX, self._backoff * 2)
                 self.log.debug("storage write still failing (%s); next try in %.0fs", exc, self._backoff)
             self._retry_at = now + self._backoff
+            return False
+        except Exception as exc:  # noqa: BLE001 - a value SQLite can't take (e.g. text it can't encode): this write only
+            self.ctx.metrics.dropped.labels(reason="store_rejected").inc()
+            self.log.warning("a write was refused by the store (%s: %s); dropped", type(exc).__name__, exc)
             return False
         if self._failing_since is not None:
             self.log.warning("storage writable again after %.0fs", now - self._failing_since)

@@ -259,6 +259,10 @@ class GossipManager(NodeActor, GossipApi):
         self.expire()
         return self._trusted_targets()
 
+    def health_details(self) -> dict[str, Any]:
+        """In /health: the size of each membership table."""
+        return {"tried": len(self.tried), "new": len(self.new), "well_known": len(self.well_known)}
+
     def peer_table(self) -> list[dict[str, Any]]:
         """For ops: each peer with its table (tried/new), name and seconds since last heard from."""
         now = self.clock()

@@ -124,3 +124,16 @@ def test_a_damaged_wal_is_reported_not_loaded_silently(tmp_path, caplog):
     assert list(copy.glob(DB_FILENAME + "-wal.damaged-*"))  # kept for the operator
     assert damaged.height() < 40  # SQLite did drop the blocks: that is what we reported
     damaged.close()
+
+
+def test_a_value_the_store_cannot_take_is_dropped_without_stopping_writes(tmp_path):
+    """Defence in depth behind the codec: a lone surrogate reaching SQLite costs that write only."""
+    keeper = make(tmp_path, [0.0])
+    keeper.on_new_words([("\ud800", "10.0.0.1")])  # refused by the keeper's own check
+    assert dropped(keeper, "bad_word") == 1
+    assert not keeper._storage_try(lambda store: store.add_words(["\ud800"]))  # straight to SQLite: UnicodeEncodeError
+    assert dropped(keeper, "store_rejected") == 1
+    assert keeper.storage_state()["writable"] is True
+    keeper.on_new_words([("fine", "10.0.0.1")])
+    assert keeper.word_count() == 1
+    keeper.release()

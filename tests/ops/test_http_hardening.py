@@ -103,3 +103,11 @@ def test_pages_render_any_stored_text_safely(make_node):
             assert b"<script>alert(1)" not in result.body, path  # escaped
         else:
             result.json()
+
+
+def test_health_shows_storage_membership_and_validation(make_node):
+    node = make_node(http_port=free_tcp_port())
+    actors = {a["name"]: a for a in http(node.config.http_port, "/health").json()["actors"]}
+    assert actors["ChainKeeper"]["storage"]["writable"] is True and actors["ChainKeeper"]["words_queued"] == 0
+    assert actors["GossipManager"]["tried"] == 0 and actors["GossipManager"]["new"] == 0
+    assert actors["NetworkIO"]["validated_addresses"] == 0
