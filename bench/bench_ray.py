@@ -20,6 +20,9 @@ doing the work (for Ray: its workers and their bridges), which load from other
 programs hardly moves. Each round prints (r)/(a); the median is the figure. The
 machine is shared, so each round's pair ran back to back and the ratio is what to
 read, not the absolute rates.
+
+Then, for each backend, the round trip from sending work at difficulty 1 to its
+"found" report (the way there is the way a tip change travels to a worker).
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ class Tally:
         self.worker = worker
         self.samples: list[tuple[float, int]] = []
         self.events: list[tuple[Any, ...]] = []
+        self.found: dict[int, float] = {}  # work id -> when its "found" report arrived
         self.started = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -69,6 +73,8 @@ class Tally:
                 return
             if message[0] == "hashes":
                 self.samples.append((time.monotonic(), int(message[1])))
+            elif message[0] == "found":
+                self.found[int(message[1])] = time.monotonic()
             else:
                 self.events.append(message)
                 if message[0] == "ray_started":
@@ -116,6 +122,23 @@ def measure(tallies: list[Tally], seconds: float, tag: str) -> tuple[float, floa
     return hashes / (end - start), hashes / max(cpu_end - cpu_start, 1e-9)
 
 
+def work_latency(tally: Tally, tries: int) -> list[float]:
+    """Seconds from sending work (difficulty 1: the first batch finds a nonce) to its "found"
+    report: the way there (as a tip change travels) and back, plus one short batch."""
+    delays = []
+    for n in range(tries):
+        work_id = 1000 + n
+        sent = time.monotonic()
+        tally.worker.to_worker.send(("work", work_id, PREFIX + secrets.token_bytes(4), 1, f"l{n:x}-"))
+        deadline = sent + 5.0
+        while work_id not in tally.found and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        if work_id in tally.found:
+            delays.append(tally.found[work_id] - sent)
+        time.sleep(0.02)
+    return delays
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,8 +182,16 @@ def run(seconds: float, rounds: int, workers: int) -> None:
             print(f"round {n}: (a) local processes {rates['local'][0] / 1e6:6.2f} MH/s "
                   f"({rates['local'][1] / 1e6:5.2f} MH/CPU-s)   (r) Ray workers {rates['ray'][0] / 1e6:6.2f} MH/s "
                   f"({rates['ray'][1] / 1e6:5.2f} MH/CPU-s)   (r)/(a) {ratio:.3f} (per CPU-s {cpu_ratio:.3f})", flush=True)
+        latency = {}
+        for name, tallies in (("local", local), ("ray", remote)):
+            delays = sorted(d for tally in tallies for d in work_latency(tally, 20))
+            latency[name] = {"median_ms": round(1000 * statistics.median(delays), 1),
+                             "p90_ms": round(1000 * delays[int(0.9 * (len(delays) - 1))], 1), "n": len(delays)}
+            print(f"work -> found round trip, {name}: median {latency[name]['median_ms']} ms, "
+                  f"90th percentile {latency[name]['p90_ms']} ms ({len(delays)} tries)", flush=True)
         print(json.dumps({"median_ratio": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-                          "median_ratio_per_cpu_second": round(statistics.median(cpu_ratios), 3)}))
+                          "median_ratio_per_cpu_second": round(statistics.median(cpu_ratios), 3),
+                          "latency": latency}))
     finally:
         for worker in started:
             worker.stop()
