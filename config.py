@@ -27,8 +27,8 @@ class NodeConfig:
     enable_fault_injection: bool = False
     miner_listen: int = 0
     miner_token: str | None = None
-    # Ray cluster for the miner workers (Ray's address forms: "auto", "HOST:PORT",
-    # "ray://HOST:PORT"); None: local worker processes, and Ray is never imported.
+    # Ray cluster for the miner workers ("auto", or the head's "HOST:PORT"); None:
+    # local worker processes, and Ray is never imported.
     ray_address: str | None = None
     # Address peers should use for us, when it differs from the bound port (a
     # proxy or NAT in front of the node); None means `port`.

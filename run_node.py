@@ -148,7 +148,7 @@ def _check_options_before_subcommand(ctx: click.Context) -> None:
 @click.option("--miner-listen", type=click.IntRange(0, 65535), default=0, help="TCP port for external miners (0: off).")
 @click.option("--miner-token", default=None, help="Shared token external miners must present.")
 @click.option("--ray-address", default=None, metavar="ADDRESS",
-              help="Run the miner workers on this Ray cluster ('auto', HOST:PORT, ray://HOST:PORT) instead of local processes.")
+              help="Run the miner workers on this Ray cluster ('auto', or the head's HOST:PORT) instead of local processes.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str, int], ...], name: str | None,
@@ -162,7 +162,7 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
     if miner_listen and not miner_token:
         raise click.UsageError("--miner-listen needs --miner-token (external miners must authenticate)")
     if ray_address is not None and (not ray_address.strip() or any(c.isspace() for c in ray_address)):
-        raise click.BadParameter(f"{ray_address!r} is not a Ray address ('auto', HOST:PORT, ray://HOST:PORT)",
+        raise click.BadParameter(f"{ray_address!r} is not a Ray address ('auto' or HOST:PORT)",
                                  param_hint="--ray-address")
     setup_logging(verbose)
     if miners == "auto" and ray_address is not None:

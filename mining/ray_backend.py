@@ -140,7 +140,7 @@ def check_reachable(address: str, timeout: float = PROBE_TIMEOUT) -> None:
 
 
 def ray_init(address: str) -> None:
-    """Connect this process to the cluster at `address` (Ray's forms: auto, HOST:PORT, ray://...)."""
+    """Connect this process to the cluster at `address` (Ray's forms: auto, HOST:PORT)."""
     check_reachable(address)
     for key, value in QUIET_RAY_ENV.items():
         os.environ.setdefault(key, value)
