@@ -198,7 +198,9 @@ def introduce_and_run_consensus(node, peers):
         for p in peers:
             client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1],
                                            "id": f"intro-{p.address[1]}", "name": p.name})
-        wait_for(lambda: {e["port"] for e in node.ctx.registry.gossip().peer_table().get(timeout=5)} >= {p.address[1] for p in peers})
+        # Tracked = answered the node's greeting (the tried table): consensus asks only those.
+        wait_for(lambda: {e["port"] for e in node.ctx.registry.gossip().peer_table().get(timeout=5)
+                          if e.get("table", "tried") == "tried"} >= {p.address[1] for p in peers})
         client.send(node.config.port, {"type": "CONSENSUS"})
     finally:
         client.close()

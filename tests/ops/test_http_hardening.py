@@ -84,6 +84,7 @@ def test_stop_frees_the_port_through_the_public_api(make_node):
     assert http(port, "/health").status == 200
     node.http.stop()
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a new server would (TIME_WAIT is fine)
         probe.bind(("127.0.0.1", port))  # free again
 
 
