@@ -84,13 +84,22 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _syncing_note(doc: dict[str, Any]) -> str:
+    """`, SYNCING 25.0%` on the headline while a sync runs: healthy actors are not a synced node."""
+    progress = sync_progress(doc)
+    if progress is None:
+        return ""
+    return ", SYNCING" + (f" {progress['percent']:.1f}%" if progress["percent"] is not None else "")
+
+
 def render(doc: dict[str, Any]) -> str:
     """The whole terminal report for one /health document."""
     node = doc.get("node") or {}
     process = doc.get("process") or {}
     out = [
         f"node {node.get('name', '?')}  udp {node.get('udp', '?')}  difficulty {node.get('difficulty', '?')}  "
-        f"status {str(doc['status']).upper()}" + (f" ({doc['reason']})" if doc.get("reason") else ""),
+        f"status {str(doc['status']).upper()}" + (f" ({doc['reason']})" if doc.get("reason") else "")
+        + _syncing_note(doc),
         f"process pid {_cell(process.get('pid'))}  cpu {fmt_percent(process.get('cpu_percent'))}  "
         f"rss {fmt_bytes(process.get('rss_bytes'))}",
     ]

@@ -6,6 +6,12 @@ network on its own (updates, sync, field trials, QUIC); every request that is
 not to loopback goes to a closed port on 127.0.0.1 (a dead proxy; Chromium never
 proxies loopback), and host names don't resolve, so a page can't leak traffic
 off the machine even if it tried.
+
+Checked with `POW_NODE_CHROMIUM` pointing at a wrapper that runs Chromium under
+`strace -f -e trace=socket,connect,sendto,sendmsg,sendmmsg,write`: during the
+browser test every connect() is to 127.0.0.1, except Chromium's IPv6
+reachability probe, a UDP socket connect()ed to a public address (a route
+lookup) on which nothing is ever sent.
 """
 from __future__ import annotations
 

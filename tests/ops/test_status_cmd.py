@@ -106,6 +106,7 @@ def test_status_shows_blocks_top_index_sync_percentage_and_total_hash_rate():
         "peers": [],
     }
     lines = render(doc).splitlines()
+    assert lines[0].endswith("status OK, SYNCING 25.0%")
     assert f"chain: 100 blocks  top #99 {'ab' * 32}" in lines
     assert "sync: fetch to 1100 blocks: 25.0% (250/1000 blocks)" in lines
     mining = next(line for line in lines if line.startswith("mining:"))
