@@ -258,6 +258,7 @@ def explain_node(config: NodeConfig, http_addresses: list[tuple[str, int]]) -> l
 
 
 def _wait_for_end(node: Any, stop_requested: threading.Event, log: logging.Logger) -> int:
+    """Until a signal (stop cleanly, 0) or the supervisor giving up (its exit code, 1 by default)."""
     while not stop_requested.wait(0.2):
         if node.supervisor.stopped:
             break
