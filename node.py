@@ -116,7 +116,8 @@ class RayPoolSizer:
         if sub is None or sub.state != "running" or self.node.supervisor.stopped:
             return
         with self._lock:
-            have = sorted(int(name.rsplit("-", 1)[1]) for name in sub.children if name.startswith("MinerActor-"))
+            names = list(sub.children)  # a copy: the supervisor's loop may change it meanwhile
+            have = sorted(int(name.rsplit("-", 1)[1]) for name in names if name.startswith("MinerActor-"))
             want = max(0, int(reading.cpus))
             if len(have) == want:
                 return
