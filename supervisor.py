@@ -342,9 +342,9 @@ class Supervisor:
                     children.append(node)
                 else:
                     children.append({
-                        "name": name, "kind": "worker", "state": child.state,
-                        "restarts": child.restarts, "last_error": child.last_error,
-                        "urn": child.ref.actor_urn if child.ref is not None else None,
+                        "name": name, "kind": "worker", "strategy": None, "intensity": None,
+                        "state": child.state, "restarts": child.restarts, "last_error": child.last_error,
+                        "urn": child.ref.actor_urn if child.ref is not None else None, "children": [],
                     })
             return {
                 "name": self.name, "kind": "supervisor", "strategy": self.policy.strategy,

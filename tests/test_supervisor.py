@@ -305,6 +305,13 @@ def test_health_supervision_tree_is_nested_down_to_each_actor(make_node):
     for child in tree["children"][:3]:
         assert child["kind"] == "worker" and child["state"] == "running" and child["restarts"] == 0
 
+    def walk(node):  # every level has the same keys, down to each actor
+        assert {"name", "kind", "strategy", "intensity", "state", "restarts", "children"} <= set(node)
+        for child in node["children"]:
+            walk(child)
+
+    walk(tree)
+
 
 # ---------------------------------------------------------------- handover
 
