@@ -377,8 +377,17 @@ class Supervisor:
                 })
         return entries
 
-    def _metrics_source(self) -> tuple[list[dict[str, Any]], bool]:
-        return self.actor_entries(), self.gave_up_reason is not None
+    def _metrics_source(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+        supervisors: list[dict[str, Any]] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if node["kind"] == "supervisor":
+                supervisors.append({"name": node["name"], "state": node["state"], "restarts": node["restarts"]})
+                for child in node["children"]:
+                    walk(child)
+
+        walk(self.tree())
+        return self.actor_entries(), supervisors, self.gave_up_reason is not None
 
     # ---------------------------------------------------------- the event loop
 

@@ -16,8 +16,9 @@ from prometheus_client.registry import Collector
 
 # What the supervisor reports for the per-actor series: one dict per actor with
 # `name`, `alive`, `restarts`, `last_restart` (epoch s or None), `queue_depth`
-# (or None), and whether the whole tree gave up.
-SupervisionSource = Callable[[], tuple[list[dict[str, Any]], bool]]
+# (or None); one per supervisor with `name`, `state`, `restarts`; and whether the
+# whole tree gave up.
+SupervisionSource = Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]], bool]]
 
 
 class SupervisionCollector(Collector):
@@ -36,7 +37,7 @@ class SupervisionCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         source = self._metrics.supervision_source
-        actors, gave_up = source() if source is not None else ([], False)
+        actors, supervisors, gave_up = source() if source is not None else ([], [], False)
         messages = CounterMetricFamily("node_actor_messages", "Messages handled, per actor", labels=["actor"])
         up = GaugeMetricFamily("node_actor_up", "1 when the actor is alive and answers pings", labels=["actor"])
         restarts = CounterMetricFamily("node_actor_restarts", "Restarts by the supervisor, per actor", labels=["actor"])
@@ -51,6 +52,15 @@ class SupervisionCollector(Collector):
             depth.add_metric(name, entry.get("queue_depth") or 0)
             last.add_metric(name, entry.get("last_restart") or 0)
         yield from (messages, up, restarts, depth, last)
+        running = GaugeMetricFamily("node_supervisor_running",
+                                    "1 while the supervisor runs its children (0: gave up, cooling down, stopped)",
+                                    labels=["supervisor"])
+        sub_restarts = CounterMetricFamily("node_supervisor_restarts",
+                                           "Times a subtree was restarted by its parent after giving up", labels=["supervisor"])
+        for sup in supervisors:
+            running.add_metric([sup["name"]], 1 if sup["state"] == "running" else 0)
+            sub_restarts.add_metric([sup["name"]], sup["restarts"])
+        yield from (running, sub_restarts)
         yield GaugeMetricFamily("node_supervisor_gave_up",
                                 "1 once the supervisor has given up (restart intensity exceeded)", value=1 if gave_up else 0)
 

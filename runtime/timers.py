@@ -37,8 +37,10 @@ class TimerHandle:
 class TimerService:
     """Runs every timer of one node on one daemon thread (started on first use)."""
 
-    def __init__(self, name: str = "timers", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str = "timers", clock: Callable[[], float] = time.monotonic, *, thread: bool = True) -> None:
+        """`thread=False` (tests): no thread is started; the test calls `run_due(now)` itself."""
         self._name = name
+        self._use_thread = thread
         self._clock = clock
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
@@ -63,7 +65,7 @@ class TimerService:
                 handle.cancel()
                 return handle
             heapq.heappush(self._heap, (self._clock() + interval, next(self._seq), handle))
-            if self._thread is None:
+            if self._thread is None and self._use_thread:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -99,7 +101,10 @@ class TimerService:
                     continue
                 # Next due time from the schedule, not from now: no drift; but never
                 # a burst of catch-up calls after a stall.
-                heapq.heappush(self._heap, (max(when + handle.interval, now), next(self._seq), handle))
+                next_due = when + handle.interval
+                if next_due <= now:
+                    next_due = now + handle.interval
+                heapq.heappush(self._heap, (next_due, next(self._seq), handle))
         for handle in due:
             if handle.cancelled:
                 continue

@@ -70,9 +70,13 @@ class Sleepy(NodeActor):
     """An actor whose handler can be made to block, as a real deadlock would."""
 
     released: list = []
+    seen: list = []
 
     def hang(self, release):
         release.wait(30)
+
+    def record(self, value):
+        Sleepy.seen.append((self.actor_urn, value))
 
     def release(self):
         Sleepy.released.append(self.actor_urn)
@@ -85,15 +89,25 @@ def test_hung_actor_is_detected_abandoned_and_replaced(tmp_path):
     sup.start()
     release = threading.Event()
     Sleepy.released.clear()
+    Sleepy.seen.clear()
     try:
         old = sup.ref("Sleepy")
-        ctx.registry.proxy("Sleepy").hang.defer(release)
+        proxy = ctx.registry.proxy("Sleepy")
+        proxy.hang.defer(release)
+        for value in range(3):
+            proxy.record.defer(value)  # queued behind the hang
         wait_for(lambda: sup.child("Sleepy").restarts == 1 and sup.health()["status"] == "ok", timeout=10)
         entry = sup.health()["actors"][0]
         assert "hung" in entry["last_error"]
-        assert sup.ref("Sleepy") is not old
+        new = sup.ref("Sleepy")
+        assert new is not old
         assert old.actor_urn in Sleepy.released  # what the hung instance held was freed
         assert ctx.registry.proxy("Sleepy").ping().get(timeout=1) == "pong"
+        wait_for(lambda: len(Sleepy.seen) == 3)
+        assert Sleepy.seen == [(new.actor_urn, v) for v in range(3)]  # handed over
+        release.set()  # the abandoned instance wakes up: it must not run them again
+        wait_for(lambda: not old.is_alive(), timeout=5)
+        assert Sleepy.seen == [(new.actor_urn, v) for v in range(3)]
     finally:
         release.set()
         sup.stop()

@@ -11,7 +11,7 @@ import time
 from sim.chains import make_chain
 from supervisor import SupervisorPolicy
 from tests.conftest import FAST_POLICY
-from tests.helpers import wait_for
+from tests.helpers import metric, wait_for
 
 SMALL_BUDGET = SupervisorPolicy(max_restarts=2, period=30.0, backoff_base=0.02, backoff_max=0.1, watch_interval=0.05,
                                 ping_timeout=5.0)
@@ -56,6 +56,8 @@ def test_sync_crash_loop_degrades_the_node_then_sync_comes_back_and_syncs(make_n
     assert health["status"] == "degraded"
     assert "sync gave up" in health["reason"] and "restart intensity exceeded" in health["reason"]
     assert not entry(node, "ConsensusRunner")["alive"]
+    assert metric(node, "node_supervisor_running", supervisor="sync") == 0
+    assert metric(node, "node_supervisor_running", supervisor="node") == 1
     assert client.ask(node.config.port, {"type": "STATS"}, timeout=2) == {"type": "STATS_REPLY", "height": 0, "hash": None}
     # Meanwhile a peer with a longer chain shows up; nobody can sync it yet.
     client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": source.config.port, "id": "intro",
@@ -63,6 +65,8 @@ def test_sync_crash_loop_degrades_the_node_then_sync_comes_back_and_syncs(make_n
     # The cool-down passes: sync is restarted by the root, by itself, and syncs.
     wait_for(lambda: node.health()["status"] == "ok", timeout=20)
     assert subtree(node, "sync")["restarts"] == 1
+    assert metric(node, "node_supervisor_running", supervisor="sync") == 1
+    assert metric(node, "node_supervisor_restarts_total", supervisor="sync") == 1
     wait_for(lambda: node.ctx.registry.proxy("ChainKeeper").tip().get(timeout=5) == (40, longer[-1].hash), timeout=20)
     assert entry(node, "ChainKeeper")["urn"] == keeper_urn and entry(node, "ChainKeeper")["restarts"] == 0
     assert not node.supervisor.stopped
