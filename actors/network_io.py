@@ -200,9 +200,12 @@ class NetworkIO(NodeActor, DatagramApi):
                 if refused:
                     self.ctx.metrics.dropped.labels(reason=refused).inc()
                     continue
-            if self.send_raw(data, addr, kind) and kind in PROBE_KINDS:
+            if kind in PROBE_KINDS and _sendable(addr):
+                # Noted before sending: the answer may be read (by the reader thread)
+                # before send_raw even returns.
                 with self._budget_lock:
                     self._amplification.probe_sent(addr[0], now)
+            self.send_raw(data, addr, kind)
 
     def _charge_reply(self, kind: str, ip: str, nbytes: int, now: float) -> str | None:
         """Charge a reply its real size to its destination IP; the drop reason if it is over budget."""
