@@ -4,6 +4,12 @@ A reader thread blocks on `recvfrom` (with a timeout so it can stop), decodes wi
 the pure codec and routes each typed message to the actor that handles its type.
 Sending is a fire-and-forget `send` message to this actor. It never waits on
 another actor, so a slow or restarting actor can't stall the socket.
+
+Every reply it sends is charged its real size to its destination IP (net/ratelimit.py):
+at most 3x what that IP sent us until it has answered a STATS or GOSSIP we sent it,
+and token buckets per IP and in all; a request whose smallest reply is already over
+budget is dropped on arrival. Only IPv4 literals ever reach `sendto()` (no lookups,
+no TypeError), and any send error is counted, never raised.
 """
 from __future__ import annotations
 
