@@ -158,7 +158,7 @@ def test_native_search_releases_the_gil(native):
     margin = (ended - started) / 5
     inside = [t for t in stamps if started + margin < t < ended - margin]
     assert ended - started > 0.02
-    assert len(inside) >= 5, f"the main thread ran {len(inside)} times during a {ended - started:.2f}s search"
+    assert len(inside) >= 2, f"the main thread ran {len(inside)} times during a {ended - started:.2f}s search"
 
 
 def test_every_kernel_makes_the_worker_find_the_same_block():
