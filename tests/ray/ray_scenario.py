@@ -6,7 +6,9 @@ with the reason, and prints one JSON line of what it measured.
 Steps: start a Ray head with 2 CPUs and token authentication; check every listening
 socket is on loopback; run `run_node.py --miners auto --ray-address ...`; expect 2
 miners with backend ray mining valid blocks; SIGKILL one Ray worker and see it
-replaced (new pid, restart counted) and mining go on; stop the cluster and see
+replaced (new pid, restart counted) and mining go on; let a second Ray node
+(1 CPU) join and see a third miner placed on it, kill that node's raylet and see
+the pool shrink back to 2; stop the cluster and see
 mining degraded with the reason; start the cluster again and see mining resume;
 stop the node and see no Ray worker left behind.
 """
@@ -98,10 +100,19 @@ def ray_workers() -> list[int]:
     return pids
 
 
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = dict(os.environ, HOME=str(work / "home"), RAY_USAGE_STATS_ENABLED="0",
-               RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONUNBUFFERED="1")
+               RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONUNBUFFERED="1",
+               # the GCS declares a dead node dead in ~1.5 s instead of ~15 s
+               RAY_health_check_period_ms="500", RAY_health_check_failure_threshold="3")
     (work / "home").mkdir()
     gcs_port = free_port()
     address = f"127.0.0.1:{gcs_port}"
@@ -165,6 +176,28 @@ def main() -> None:
         before = height(http_port)
         wait_for("2 more blocks after the restart", lambda: height(http_port) >= before + 2, 60)
         check_chain(chain(http_port), DIFFICULTY)
+
+        # A second Ray node joins (1 CPU): --miners auto grows the pool onto it; it dies: back to 2.
+        before_join = set(Path("/proc").iterdir())
+        joined_at = time.monotonic()
+        subprocess.run([RAY_BIN, "start", f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+
+        def three_on_two_nodes() -> list[dict[str, Any]] | None:
+            found = all_mining(http_port, 3)
+            return found if found and len({m["ray_node_id"] for m in found}) == 2 else None
+
+        grown = wait_for("a third miner on the joined node", three_on_two_nodes, 60)
+        measured["grown_after_join_s"] = round(time.monotonic() - joined_at, 1)
+        assert [m["name"] for m in grown] == ["MinerActor-0", "MinerActor-1", "MinerActor-2"]
+        raylets = [int(p.name) for p in set(Path("/proc").iterdir()) - before_join
+                   if p.name.isdigit() and b"raylet" in _cmdline(p)]
+        assert raylets, "the joined node's raylet not found"
+        left_at = time.monotonic()
+        for pid in raylets:
+            os.kill(pid, signal.SIGKILL)
+        wait_for("the pool back to 2 miners", lambda: all_mining(http_port, 2), 60)
+        measured["shrunk_after_leave_s"] = round(time.monotonic() - left_at, 1)
 
         # The whole cluster goes away: mining degrades with the reason and is retried.
         subprocess.run([RAY_BIN, "stop", "--force"], env=env, capture_output=True, timeout=60)

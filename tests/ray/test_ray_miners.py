@@ -32,7 +32,7 @@ def namespace_problem() -> str | None:
 
 
 @pytest.mark.timeout(300)
-def test_miners_on_a_ray_cluster_mine_survive_a_killed_worker_and_a_lost_cluster():
+def test_miners_on_a_ray_cluster_mine_survive_a_killed_worker_follow_the_cluster_size_and_a_lost_cluster():
     problem = namespace_problem()
     if problem:
         pytest.skip(problem)
