@@ -81,11 +81,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
 
     def on_get_block_replies(self, replies: list[tuple[GetBlockReply, Address]]) -> None:
         """A batch of GET_BLOCK_REPLYs (NetworkIO batches what arrives together)."""
-        now = self.clock()
-        actions: list[Action] = []
-        for reply, addr in replies:
-            actions += self.engine.on_block(addr, reply.block, now)
-        self._run(actions)
+        self._run(self.engine.on_blocks([(addr, reply.block) for reply, addr in replies], self.clock()))
 
     def tick(self) -> None:
         self._wakeup = None
@@ -130,12 +126,11 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
     def _run(self, actions: list[Action]) -> None:
         """Carry out the engine's actions, and those its answers lead to."""
         queue = list(actions)
+        outgoing: list[Any] = []  # every datagram of this turn, to NetworkIO in one message
         while queue:
             action = queue.pop(0)
             if isinstance(action, Send):
-                if action.messages:
-                    messages = list(action.messages)
-                    tell(self.ctx.registry.network(), lambda network: network.send_many.defer(messages))
+                outgoing += action.messages
             elif isinstance(action, Stage):
                 # Told, not asked: ChainKeeper handles its messages in order, so the
                 # switch asked for later sees every segment staged before it.
@@ -158,6 +153,8 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
                 self._update_gauges()
             elif isinstance(action, StartRound):
                 self.actor_ref.proxy().start_round.defer(action.reason, action.extra_peers)
+        if outgoing:
+            tell(self.ctx.registry.network(), lambda network: network.send_many.defer(outgoing))
         self._arm_wakeup()
 
     def _arm_wakeup(self) -> None:

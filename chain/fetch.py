@@ -25,6 +25,7 @@ What it guarantees, whatever the peers do:
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from net.address import Address
@@ -50,6 +51,8 @@ class PeerLink:
     timeouts_in_row: int = 0
     last_event: float = float("-inf")  # last time a timeout counted against it
     answered_at_event: int = 0
+    recent_answered_sends: deque = field(default_factory=lambda: deque(maxlen=8))  # send times of its latest answers
+    first_sent: float | None = None
 
     def rto(self, min_rto: float, max_rto: float, initial: float) -> float:
         base = initial if self.srtt is None else self.srtt + 4 * self.rttvar
@@ -88,16 +91,18 @@ class Requests:
     window: int = 1024
     max_cwnd: float = 128.0
     initial_cwnd: float = 4.0
-    min_rto: float = 0.05
+    min_rto: float = 0.02
     max_rto: float = 4.0
     initial_rto: float = 0.5
     silent_timeouts: int = 4
+    silent_seconds: float = 0.5  # ... and never answered for this long (a far peer's first answers take a while)
     max_timeouts: int = 10
     links: dict[Address, PeerLink] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._inflight: dict[int, _Request] = {}
         self._first_sent: dict[int, float] = {}  # height -> when it was first asked (spurious-timeout detection)
+        self._earliest = float("inf")  # no request is due before this (a lower bound: scans are skipped until then)
         self._rr = 0
         self.sent = 0
         self.timeouts = 0
@@ -109,7 +114,9 @@ class Requests:
             return
         link = PeerLink(addr, reply_addr=reply_addr if reply_addr != addr else None, cwnd=self.initial_cwnd)
         if rtt_hint is not None:
-            link.sample(rtt_hint)  # e.g. the STATS round trip: a better first RTO than a guess
+            # The STATS round trip: a better first RTO than a guess. Not a floor for the
+            # queueing test, though: a peer may answer STATS faster than GET_BLOCK.
+            link.srtt, link.rttvar = rtt_hint, rtt_hint / 2
         self.links[addr] = link
 
     def remove_peer(self, addr: Address) -> list[int]:
@@ -144,8 +151,11 @@ class Requests:
         if link is None:
             return None
         link.inflight += 1
+        if link.first_sent is None:
+            link.first_sent = now
         rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
         self._inflight[height] = _Request(link.addr, now, now + rto, retransmitted=False, asked=(link.addr,))
+        self._earliest = min(self._earliest, now + rto)
         self._first_sent[height] = now
         if len(self._first_sent) > 4 * self.window:
             del self._first_sent[next(iter(self._first_sent))]
@@ -163,6 +173,7 @@ class Requests:
         rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
         asked = tuple(dict.fromkeys((*previous[-3:], link.addr)))
         self._inflight[height] = _Request(link.addr, now, now + rto, retransmitted=True, asked=asked)
+        self._earliest = min(self._earliest, now + rto)
         self.sent += 1
         return link.addr
 
@@ -208,6 +219,8 @@ class Requests:
             if link is not None:
                 link.answered += 1
                 link.timeouts_in_row = 0
+                if peer == request.peer:
+                    link.recent_answered_sends.append(request.sent)
                 first = self._first_sent.pop(height, None)
                 if request.retransmitted and link.min_rtt is not None and first is not None and now - request.sent < link.min_rtt / 2:
                     # Too soon to answer the re-send: the first request's answer, late. The
@@ -215,7 +228,10 @@ class Requests:
                     link.sample(now - first)
                     link.cwnd = max(1.0, link.cwnd - 0.5)
                 elif request.retransmitted or peer != request.peer:
-                    link.backoff = max(1.0, link.backoff / 2)  # alive: a lossy link, not a silent peer
+                    if link.min_rtt is not None:
+                        # Alive, with a known round trip: a lossy link, not a silent peer. (Before
+                        # its first clean sample, keep backing off until one comes: Karn.)
+                        link.backoff = max(1.0, link.backoff / 2)
                 else:
                     rtt = now - request.sent
                     link.sample(rtt)  # Karn: only from a request sent once
@@ -236,7 +252,8 @@ class Requests:
         if link is not None:
             link.answered += 1
             link.timeouts_in_row = 0
-            link.backoff = max(1.0, link.backoff / 2)
+            if link.min_rtt is not None:
+                link.backoff = max(1.0, link.backoff / 2)
         return Reply(peer, self._accountable(peer, source))
 
     def match_peer(self, source: Address) -> Reply | None:
@@ -267,6 +284,68 @@ class Requests:
         link = self.links.get(peer)
         return link is not None and link.reply_addr == source
 
+    def widen(self, height: int, limit: int, now: float) -> list[Address]:
+        """Also ask up to `limit` more peers for an in-flight height (a chain's top: who serves it at all?).
+
+        A peer that never answered gets a timeout strike for it like the first one asked.
+        """
+        request = self._inflight.get(height)
+        if request is None:
+            return []
+        extra = [a for a in self.links if a not in request.asked][:limit]
+        for a in extra:
+            if self.links[a].first_sent is None:
+                self.links[a].first_sent = now
+        request.asked = (*request.asked, *extra)
+        self.sent += len(extra)
+        return extra
+
+    def overdue(self, height: int, now: float) -> bool:
+        """The request for `height` is later than its peer's usual answers (well before its timeout)."""
+        request = self._inflight.get(height)
+        link = self.links.get(request.peer) if request is not None else None
+        if request is None or link is None or link.srtt is None:
+            return False
+        return now - request.sent >= link.srtt + 2 * link.rttvar + 0.005
+
+    def hedge(self, height: int) -> Address | None:
+        """Also ask a second peer for an in-flight height (the one the sync is waiting on): its answer counts too."""
+        request = self._inflight.get(height)
+        if request is None or len(self.links) < 2:
+            return None
+        others = [l for l in self.links.values() if l.addr not in request.asked and l.answered > 0]  # never a silent one
+        if not others:
+            return None
+        link = min(others, key=lambda l: l.inflight / l.cwnd)
+        request.asked = (*request.asked, link.addr)
+        self.sent += 1
+        return link.addr
+
+    def asked(self, height: int) -> tuple[Address, ...]:
+        request = self._inflight.get(height)
+        return request.asked if request is not None else ()
+
+    def overtaken(self, height: int, now: float, by: int = 3, eager: bool = False) -> bool:
+        """The request for `height` is very likely lost: its peer has since answered `by` requests sent
+        after it, and it is older than a usual round trip (so mere reordering doesn't count).
+
+        Replies overtaking a request are what fast retransmit (RFC 5681) acts on: a
+        lost block at the frontier is asked again at once, not after a timeout.
+        """
+        request = self._inflight.get(height)
+        if request is None:
+            return False
+        link = self.links.get(request.peer)
+        if link is None or link.srtt is None or link.min_rtt is None:
+            return False
+        if link.srtt > 2 * link.min_rtt + QUEUE_SLACK:
+            return False  # its answers queue up (a slow peer): lateness is not loss there
+        age = now - request.sent
+        wait = link.srtt if eager else max(link.srtt + 2 * link.rttvar, 2 * link.min_rtt)
+        if age < wait:
+            return False
+        return sum(1 for sent in link.recent_answered_sends if sent > request.sent) >= by
+
     def cancel(self, height: int) -> None:
         self._first_sent.pop(height, None)
         request = self._inflight.pop(height, None)
@@ -281,11 +360,20 @@ class Requests:
         """Requests past their deadline: ((height, peers asked) to re-send, peers to set aside)."""
         expired: list[tuple[int, tuple[Address, ...]]] = []
         struck: set[Address] = set()
+        if now < self._earliest:
+            return expired, []
+        self._earliest = float("inf")
         for height, request in list(self._inflight.items()):
             if now < request.deadline:
+                self._earliest = min(self._earliest, request.deadline)
                 continue
             del self._inflight[height]
             expired.append((height, request.asked))
+            for extra in request.asked:
+                other = self.links.get(extra)
+                if extra != request.peer and other is not None and other.answered == 0 and extra not in struck:
+                    struck.add(extra)  # asked alongside (a chain's top) and still nothing from it
+                    other.timeouts_in_row += 1
             link = self.links.get(request.peer)
             if link is None:
                 continue
@@ -301,7 +389,8 @@ class Requests:
         self.timeouts += len(expired)
         silent = [
             a for a in struck
-            if (l := self.links[a]).timeouts_in_row >= (self.silent_timeouts if l.answered == 0 else self.max_timeouts)
+            if (l := self.links[a]).timeouts_in_row >= self.max_timeouts
+            or (l.answered == 0 and l.timeouts_in_row >= self.silent_timeouts and l.first_sent is not None and now - l.first_sent >= self.silent_seconds)
         ]
         return expired, silent
 

@@ -58,6 +58,8 @@ from messages.wire import MAX_HEIGHT, GetBlock, Stats
 from net.address import Address
 
 log = logging.getLogger("node.sync")
+FAST_RETRANSMIT_DEPTH = 16  # heights next to the frontier watched for overtaken (lost) requests
+TOP_FANOUT = 8  # backers of a claim asked for its top block at once
 
 
 # ---------------------------------------------------------------- actions
@@ -405,7 +407,14 @@ class SyncEngine:
 
     # ============================================================ blocks
 
-    def on_block(self, source: Address, block: Block | None, now: float) -> list[Action]:
+    def on_blocks(self, replies: Sequence[tuple[Address, Block | None]], now: float) -> list[Action]:
+        """A batch of GET_BLOCK_REPLYs: each taken in, then one round of requests for all of them."""
+        out: list[Action] = []
+        for source, block in replies:
+            out += self.on_block(source, block, now, pump=False)
+        return out + self._pump(now)
+
+    def on_block(self, source: Address, block: Block | None, now: float, pump: bool = True) -> list[Action]:
         r = self.round
         a = r.attempt if r is not None else None
         if a is None or a.finished:
@@ -417,7 +426,7 @@ class SyncEngine:
                 return []
             log.debug("%s lacks a block of the chain it claimed; set aside for this round", _fmt(rep.peer))
             out = self._set_aside(rep.peer, now)
-            return out + self._pump(now)
+            return out + self._pump(now) if pump else out
         h = block.height
         rep = a.req.match(h, source, now)
         if rep is None and h in a.retry:
@@ -426,11 +435,11 @@ class SyncEngine:
             self.ignored_replies += 1
             return []
         if h > a.k or (h == a.k and a.content is not None) or h in a.buffer or h < a.k - self.s.window:
-            return self._pump(now)  # a late duplicate of something we hold
+            return self._pump(now) if pump else []  # a late duplicate of something we hold
         a.buffer[h] = (block, rep.peer, rep.accountable)
         a.progress_at = now
         out = self._settle(now)
-        if self.round is None or self.round.attempt is not a or a.finished:
+        if not pump or self.round is None or self.round.attempt is not a or a.finished:
             return out
         return out + self._pump(now)
 
@@ -656,6 +665,13 @@ class SyncEngine:
             return self._fail_attempt("every peer backing it dropped out", now)
         sends: list[tuple[Any, Address]] = []
         low = self._lowest_wanted(a)
+        # Fast retransmit: the next blocks the frontier needs, if answers to later requests overtook them.
+        needed = a.k if a.content is None else a.k - 1
+        for h in range(needed, max(low, a.k - FAST_RETRANSMIT_DEPTH) - 1, -1):
+            if a.req.overtaken(h, now, eager=h == needed):
+                asked = a.req.asked(h)
+                a.req.cancel(h)
+                a.retry[h] = asked
         for h in sorted(a.retry, reverse=True):
             if not a.req.has_room():
                 break
@@ -669,6 +685,17 @@ class SyncEngine:
                 break
             del a.retry[h]
             sends.append((GetBlock(h), peer))
+            if h == a.length - 1 and not a.top_confirmed:
+                # The claimed top: ask several of its backers at once, so peers that
+                # serve nothing are found out together, not one timeout after another.
+                sends += [(GetBlock(h), p) for p in a.req.widen(h, TOP_FANOUT - 1, now)]
+            elif h == needed and (second := a.req.hedge(h)) is not None:
+                sends.append((GetBlock(h), second))  # the block everything waits on, lost once: ask two peers
+        if a.req.is_inflight(needed) and len(a.req.asked(needed)) < 2 and a.req.overdue(needed, now):
+            # Everything waits on this block and it is late (nothing was sent after it
+            # to overtake it, e.g. the window is full): ask a second peer too.
+            if (second := a.req.hedge(needed)) is not None:
+                sends.append((GetBlock(needed), second))
         if a.top_confirmed:
             while a.next_new >= low and a.req.has_room():
                 h = a.next_new
