@@ -300,6 +300,15 @@ class Requests:
         self.sent += len(extra)
         return extra
 
+    def stale(self, height: int, now: float) -> bool:
+        """With little in flight (no queues to wait behind), the request for `height` has taken
+        several of its peer's fastest round trips: lost, whatever the (queue-inflated) SRTT says."""
+        request = self._inflight.get(height)
+        link = self.links.get(request.peer) if request is not None else None
+        if request is None or link is None or link.min_rtt is None or len(self._inflight) > 16 or link.inflight > 2:
+            return False
+        return now - request.sent >= max(4 * link.min_rtt, 2 * self.min_rto)
+
     def overdue(self, height: int, now: float) -> bool:
         """The request for `height` is later than its peer's usual answers (well before its timeout)."""
         request = self._inflight.get(height)

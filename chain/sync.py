@@ -668,7 +668,7 @@ class SyncEngine:
         # Fast retransmit: the next blocks the frontier needs, if answers to later requests overtook them.
         needed = a.k if a.content is None else a.k - 1
         for h in range(needed, max(low, a.k - FAST_RETRANSMIT_DEPTH) - 1, -1):
-            if a.req.overtaken(h, now, eager=h == needed):
+            if a.req.overtaken(h, now, eager=h == needed) or a.req.stale(h, now):
                 asked = a.req.asked(h)
                 a.req.cancel(h)
                 a.retry[h] = asked
