@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, abort, jsonify, redirect, render_template_string, request, send_from_directory
+from flask import Flask, Response, jsonify, redirect, render_template_string, request, send_from_directory
 
 from chain.block import HASH_RE, Block
 from ops.formatting import fmt_time
