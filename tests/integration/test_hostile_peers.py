@@ -210,3 +210,13 @@ def json_gossip(peer: ScriptedPeer):
     from messages.wire import Gossip
 
     return Gossip(peer.address[0], peer.address[1], f"join-{os.getpid()}-{peer.address[1]}", peer.name)
+
+
+def test_a_slow_peer_is_synced_from_without_a_storm_of_duplicates(make_node, honest_chain):
+    """It answers one GET_BLOCK every 0.1 s, one after another: requests must come at that rate."""
+    node = make_node(**QUIET)
+    seed(node, honest_chain[:370])
+    with ScriptedPeer(honest_chain, reply_delay=0.1, seed=8, name="slow") as slow:
+        introduce_and_run_consensus(node, [slow])
+        wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=30)
+        assert len(slow.get_block_heights) < 2 * 30 + 10
