@@ -45,6 +45,7 @@ log = logging.getLogger("node.ray")
 
 PROBE_TIMEOUT = 5.0  # seconds a TCP connect to the cluster's GCS may take
 PLACEMENT_WAIT = 10.0  # seconds before an unplaced actor is reported as pending
+RAY_REPORT_INTERVAL = 0.25  # hash-count reports: each is a Ray RPC, so fewer than a local worker's 0.1 s (finds go at once)
 REPORT_POLL = 0.5  # how often the actor's report stream checks that its worker thread still runs
 MINING_DIR = Path(__file__).resolve().parent
 
@@ -113,7 +114,8 @@ class MinerWorker:
         """Run the hash loop; yield each of its reports as it is made (a Ray streaming generator)."""
         from mining.worker import run_worker
 
-        thread = threading.Thread(target=run_worker, args=(self._inbox, self._outbox), name="hash-loop", daemon=True)
+        thread = threading.Thread(target=run_worker, args=(self._inbox, self._outbox, RAY_REPORT_INTERVAL),
+                                  name="hash-loop", daemon=True)
         self._thread = thread
         thread.start()
         reports = self._outbox.queue
