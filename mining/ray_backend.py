@@ -41,6 +41,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator
 
+from mining.worker import ignore_group_signals
+
 log = logging.getLogger("node.ray")
 
 PROBE_TIMEOUT = 5.0  # seconds a TCP connect to the cluster's GCS may take
@@ -161,7 +163,7 @@ def ray_init(address: str) -> None:
 
 def run_bridge(inbox: Connection, outbox: Connection, address: str, index: int) -> None:
     """The bridge process's main: connect, start the Ray actor, relay until told to stop or it dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when miners stop
+    ignore_group_signals()  # the node decides when miners stop
     try:
         ray_init(address)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, auth errors, bad address: all mean "no cluster"

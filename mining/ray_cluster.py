@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable
 

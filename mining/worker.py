@@ -121,12 +121,23 @@ class Search:
         return None
 
 
+def ignore_group_signals() -> None:
+    """Leave stopping to the parent: ignore SIGINT and SIGTERM sent to the whole process group.
+
+    Ctrl-C in a terminal, `timeout`, and service managers signal every process of
+    the group at once. A worker that died of that signal would look like a crash
+    to its MinerActor (and be restarted) while the node is shutting down. The node
+    stops its workers itself ("stop" over the pipe, then SIGKILL if need be), and a
+    worker whose parent is gone sees EOF on its pipe and exits.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def run_worker(inbox: Connection, outbox: Connection, report_interval: float = REPORT_INTERVAL) -> None:
     """The worker process's main loop; returns when told to stop or the parent is gone."""
-    # Ctrl-C in a terminal signals the whole process group; the parent decides when
-    # workers stop (it terminates them), so a worker ignores SIGINT.
     if threading.current_thread() is threading.main_thread():  # a Ray worker runs this in a thread
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_group_signals()
     kernel = select_kernel()
     search: Search | None = None
     hashed = 0

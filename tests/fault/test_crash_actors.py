@@ -168,3 +168,30 @@ def test_sigterm_right_after_a_crash_exits_0_and_leaves_no_process(tmp_path, act
     assert proc.returncode == 0, err[-2000:]
     assert elapsed < 15
     wait_for(lambda: not _marked_processes(mark), timeout=3)
+
+
+def test_sigterm_to_the_whole_process_group_is_a_clean_shutdown_not_a_miner_crash(tmp_path):
+    """`timeout`, Ctrl-C and service managers signal every process of the group: the
+    workers must leave stopping to the node, not die first and look like a crash."""
+    port, http_port = free_udp_port(), free_tcp_port()
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "run_node.py", "--host", "127.0.0.1", "--port", str(port), "--name", "group", "--difficulty", "40",
+         "--miners", "2", "--data-dir", str(tmp_path / "d"), "--http-port", str(http_port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "POW_TEST_MARK": mark},
+        start_new_session=True,
+    )
+    try:
+        wait_http_ready(http_port)
+        for name in ("MinerActor-0", "MinerActor-1"):
+            wait_for(lambda name=name: entry(http(http_port, "/health").json(), name).get("pid"), timeout=20)
+        assert len(_marked_processes(mark)) >= 3  # the node and its two workers
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert "WorkerDied" not in err and "restart #" not in err, err[-2000:]
+    wait_for(lambda: not _marked_processes(mark), timeout=3)
