@@ -91,7 +91,7 @@ class Requests:
     window: int = 1024
     max_cwnd: float = 128.0
     initial_cwnd: float = 4.0
-    min_rto: float = 0.02
+    min_rto: float = 0.05
     max_rto: float = 4.0
     initial_rto: float = 0.5
     silent_timeouts: int = 4
@@ -300,12 +300,17 @@ class Requests:
         self.sent += len(extra)
         return extra
 
-    def stale(self, height: int, now: float) -> bool:
-        """With little in flight (no queues to wait behind), the request for `height` has taken
-        several of its peer's fastest round trips: lost, whatever the (queue-inflated) SRTT says."""
+    def stale(self, height: int, now: float, blocking: bool = False) -> bool:
+        """The request for `height` has taken several of its peer's fastest round trips, with
+        little in flight to wait behind (or with everything else waiting on it, `blocking`):
+        lost, whatever the (queue-inflated) SRTT says."""
         request = self._inflight.get(height)
         link = self.links.get(request.peer) if request is not None else None
-        if request is None or link is None or link.min_rtt is None or len(self._inflight) > 16 or link.inflight > 2:
+        if request is None or link is None or link.min_rtt is None:
+            return False
+        if blocking:
+            return now - request.sent >= 4 * link.min_rtt + 0.01
+        if len(self._inflight) > 16 or link.inflight > 2:
             return False
         return now - request.sent >= max(4 * link.min_rtt, 2 * self.min_rto)
 

@@ -667,8 +667,10 @@ class SyncEngine:
         low = self._lowest_wanted(a)
         # Fast retransmit: the next blocks the frontier needs, if answers to later requests overtook them.
         needed = a.k if a.content is None else a.k - 1
+        # The window is used up and waits on the frontier: nothing new can overtake what it needs.
+        blocked = a.next_new < low or len(a.buffer) + a.req.inflight_count >= self.s.window - 8
         for h in range(needed, max(low, a.k - FAST_RETRANSMIT_DEPTH) - 1, -1):
-            if a.req.overtaken(h, now, eager=h == needed) or a.req.stale(h, now):
+            if a.req.overtaken(h, now, eager=h == needed) or a.req.stale(h, now, blocking=blocked and h == needed):
                 asked = a.req.asked(h)
                 a.req.cancel(h)
                 a.retry[h] = asked
