@@ -138,6 +138,11 @@ class SyncSettings:
     progress_every: float = 3.0
     probe_depth: int = 4  # heights requested below our top before the first one is shown not to match
     max_remembered: int = 1024  # banned peers, bad chains, trigger times: each capped
+    # A round whose longer chains were all abandoned unproven (stalled, or every peer
+    # backing them dropped out) is retried after this long, doubling up to the cap;
+    # staged blocks are kept, so a retry resumes where the last attempt stopped.
+    retry_seconds: float = 5.0
+    retry_max_seconds: float = 120.0
 
 
 # ---------------------------------------------------------------- state
@@ -190,6 +195,7 @@ class _Round:
     set_aside: set[Address] = field(default_factory=set)
     verdicts: dict[Address, tuple[int, str]] = field(default_factory=dict)
     last_progress_log: float = 0.0
+    abandoned: list[str] = field(default_factory=list)  # why attempts ended unproven (worth a retry)
 
 
 def _capped_put(table: "OrderedDict[Any, float]", key: Any, value: float, cap: int) -> None:
@@ -220,6 +226,7 @@ class SyncEngine:
         self.last_result: str | None = None
         self.ignored_replies = 0  # from addresses we did not ask (strangers)
         self._refusals = 0
+        self._retry_delay = settings.retry_seconds
 
     # ============================================================ triggers
 
@@ -374,8 +381,14 @@ class SyncEngine:
             if not peers:
                 continue
             return self._begin_attempt(candidate, length, peers, now)
-        results = "nothing better" if not r.claims else "our chain is the best valid one"
-        return self._finish(results)
+        if r.abandoned:
+            delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, self.s.retry_max_seconds)
+            result = f"no longer chain fetched ({len(r.abandoned)} abandoned: {r.abandoned[-1]}); retrying in {delay:.0f}s"
+            out = self._finish(result)
+            self._want_round("retry after an abandoned sync", tuple(r.set_aside)[:16], now, delay=delay)
+            return out
+        self._retry_delay = self.s.retry_seconds
+        return self._finish("nothing better" if not r.claims else "our chain is the best valid one")
 
     def _begin_attempt(self, candidate: Candidate, length: int, peers: list[Address], now: float) -> list[Action]:
         r = self.round
@@ -662,7 +675,7 @@ class SyncEngine:
             return []
         a = r.attempt
         if not a.req.links:
-            return self._fail_attempt("every peer backing it dropped out", now)
+            return self._fail_attempt("every peer backing it dropped out", now, retry=True)
         sends: list[tuple[Any, Address]] = []
         low = self._lowest_wanted(a)
         # Fast retransmit: the next blocks the frontier needs, if answers to later requests overtook them.
@@ -743,7 +756,7 @@ class SyncEngine:
             log.info("%s answers no GET_BLOCK; set aside for this round", _fmt(p))
             out += self._set_aside(p, now)
         if now - a.progress_at > self.s.stall_seconds:
-            return out + self._fail_attempt(f"no progress in {self.s.stall_seconds:.0f}s", now)
+            return out + self._fail_attempt(f"no progress in {self.s.stall_seconds:.0f}s", now, retry=True)
         if a.top_confirmed and now - r.last_progress_log >= self.s.progress_every and now - a.started >= self.s.progress_every:
             r.last_progress_log = now
             log.info("sync %s", self.progress_line(now))
@@ -785,6 +798,7 @@ class SyncEngine:
         a = r.attempt
         if ok:
             self._refusals = 0
+            self._retry_delay = self.s.retry_seconds
             if a.staged:
                 self.staged = None
             self.our_len = max(self.our_len, a.length)
@@ -794,7 +808,8 @@ class SyncEngine:
             self._rerun = ("our chain changed during the sync", tuple(a.req.links))
         return self._finish("ChainKeeper refused the synced chain")
 
-    def _fail_attempt(self, why: str, now: float) -> list[Action]:
+    def _fail_attempt(self, why: str, now: float, retry: bool = False) -> list[Action]:
+        """End the current attempt; `retry` when nothing was proven against the chain (it may sync later)."""
         r = self.round
         if r is None:
             return []
@@ -802,6 +817,8 @@ class SyncEngine:
         if a is not None:
             a.finished = True
             log.warning("chain (%d, %s) abandoned: %s", a.length, a.top_hash[:12], why)
+            if retry:
+                r.abandoned.append(why)
             if not a.top_confirmed and a.mismatched and a.length == a.candidate.height:
                 r.weak.append(a.candidate)  # maybe its peers report the top index: try that later
             if a.linked and a.staged:

@@ -229,3 +229,37 @@ def test_an_announce_above_our_tip_starts_a_round_soon(chain):
     h.engine.on_announce(HONEST[0], 500, 0.0)
     assert [type(a).__name__ for a in h.engine.tick(0.4)] == ["StartRound"]
     assert h.engine.on_announce(HONEST[1], 50, 1.0) == [] and h.engine.tick(2.0) == []
+
+
+def test_a_sync_that_stalls_is_retried_and_resumes_from_what_was_staged(chain):
+    """A peer that stops answering mid-sync (a dead link, a restart) costs the attempt,
+    not the sync: the round says so, a retry follows by itself, and the retry asks
+    only for what was not staged yet."""
+    outage = {"on": False}
+    peer = SimPeer(HONEST[0], chain, serve=lambda hgt: "silent" if outage["on"] else chain[hgt])
+    h = Harness([], [peer])
+    h.start()
+    h.run(0.5, stop=lambda h: h.stage_writes >= 1)
+    assert h.stage_writes >= 1 and not synced(h, chain)
+    outage["on"] = True
+    h.run(h.now + 12)
+    assert any("no longer chain fetched" in r and "retrying in 5s" in r for r in h.results), h.results
+    assert not synced(h, chain)
+    staged_low = min(h.staging)
+    outage["on"] = False
+    asked_before = len(peer.get_blocks)
+    h.run(h.now + 30, stop=lambda h: synced(h, chain))
+    assert synced(h, chain)
+    assert any(r.startswith("start:retry after an abandoned sync") for r in h.results), h.results
+    assert all(x < staged_low + 8 for x in peer.get_blocks[asked_before:] if x != len(chain) - 1)
+
+
+def test_a_claimer_that_never_serves_is_retried_with_growing_delays(chain):
+    longer = make_chain(1510, DIFFICULTY, base=chain, tag="phantom")
+    claimer = SimPeer(HONEST[0], longer, serve=lambda hgt: "silent")
+    h = Harness(chain, [claimer])
+    h.start()
+    h.run(200)
+    retries = [r for r in h.results if r.startswith("start:retry")]
+    assert 3 <= len(retries) <= 6  # 5, 10, 20, 40, 80 s apart (plus each attempt's own stall), not every few seconds
+    assert len(chain) == len(h.chain)
