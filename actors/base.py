@@ -82,24 +82,32 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
             pass
         return None
 
-    def every(self, interval: float, method: str, *args: Any) -> TimerHandle:
-        """Call our own `method(*args)` as a message every `interval` seconds, until
-        the returned handle is cancelled or this instance ends."""
-        ref = self.actor_ref
-        message = Tick(method, args)
-        handle = self.ctx.timers.every(interval, lambda: ref.tell(message))
+    def every(self, interval: float, method: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Call our own `method(*args)` (e.g. `self.keep_alive`) as a message every
+        `interval` seconds, until the returned handle is cancelled or this instance ends."""
+        handle = self.ctx.timers.every(interval, self._tick_sender(method, args))
         self._timers.append(handle)
         return handle
 
-    def after(self, delay: float, method: str, *args: Any) -> TimerHandle:
+    def after(self, delay: float, method: Callable[..., Any], *args: Any) -> TimerHandle:
         """Call our own `method(*args)` as a message once, `delay` seconds from now
         (cancelled with the handle or when this instance ends)."""
-        ref = self.actor_ref
-        message = Tick(method, args)
-        handle = self.ctx.timers.after(delay, lambda: ref.tell(message))
+        handle = self.ctx.timers.after(delay, self._tick_sender(method, args))
         self._timers = [h for h in self._timers if not h.cancelled]
         self._timers.append(handle)
         return handle
+
+    def _tick_sender(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], None]:
+        """What the timer thread runs: tell us a Tick naming `method`, one of our own public methods.
+
+        Timers take the bound method itself, so a renamed method fails here, where
+        the timer is set, not later on the timer thread.
+        """
+        if getattr(method, "__self__", None) is not self or method.__name__.startswith("_"):
+            raise ValueError(f"a timer calls a public method of this actor, not {method!r}")
+        ref = self.actor_ref
+        message = Tick(method.__name__, args)
+        return lambda: ref.tell(message)
 
     def _cancel_timers(self) -> None:
         for handle in self._timers:

@@ -52,7 +52,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self.claims_seen: dict[Address, tuple[int | None, float]] = {}
 
     def on_start(self) -> None:
-        self.every(self.ctx.config.consensus_interval, "start_round", "timer")
+        self.every(self.ctx.config.consensus_interval, self.start_round, "timer")
         self.actor_ref.proxy().start_round.defer("join")
 
     def release(self) -> None:
@@ -161,7 +161,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         due = self.engine.wakeup_due()
         if due is None or self._wakeup is not None or self._fast is not None:
             return
-        self._wakeup = self.after(max(0.0, due - self.clock()) + 0.01, "tick")
+        self._wakeup = self.after(max(0.0, due - self.clock()) + 0.01, self.tick)
 
     def _update_gauges(self) -> None:
         status = self.engine.status(self.clock())
@@ -171,7 +171,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
 
     def _start_fast_tick(self) -> None:
         if self._fast is None:
-            self._fast = self.every(FAST_TICK_SECONDS, "tick")
+            self._fast = self.every(FAST_TICK_SECONDS, self.tick)
 
     def _stop_fast_tick(self) -> None:
         if self._fast is not None:

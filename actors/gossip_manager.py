@@ -139,10 +139,10 @@ class GossipManager(NodeActor, GossipApi):
         self._on_resolved(list(self._unresolved), resolve_all(self._unresolved), warn=True)
         self._load_peers()
         if self.ctx.config.peers:
-            self.every(WELL_KNOWN_GRACE, "check_well_known")
-        self.every(cfg.gossip_interval, "keep_alive")
+            self.every(WELL_KNOWN_GRACE, self.check_well_known)
+        self.every(cfg.gossip_interval, self.keep_alive)
         # Expire on its own short timer so a silent peer goes at ~60 s, not up to 90.
-        self.every(min(EXPIRE_INTERVAL, cfg.peer_timeout / 4), "expire")
+        self.every(min(EXPIRE_INTERVAL, cfg.peer_timeout / 4), self.expire)
         self.keep_alive()
 
     def release(self) -> None:

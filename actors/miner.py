@@ -184,8 +184,8 @@ class MinerActor(NodeActor, TipListener):
         # Pykka does not call on_failure/on_stop when on_start raises: free the worker here.
         try:
             self._start_worker()
-            self.every(CHECK_INTERVAL, "check_worker")
-            self.every(REFRESH_INTERVAL, "refresh_work")
+            self.every(CHECK_INTERVAL, self.check_worker)
+            self.every(REFRESH_INTERVAL, self.refresh_work)
             self.refresh_work()
         except BaseException:
             self._cancel_timers()

@@ -225,8 +225,8 @@ class MinerGateway(NodeActor, TipListener):
             self._listener.settimeout(0.5)  # so the acceptor notices release()
             self._acceptor = threading.Thread(target=self._accept_loop, args=(self.actor_ref,), name=f"{self.name}-accept", daemon=True)
             self._acceptor.start()
-            self.every(TIP_POLL_INTERVAL, "poll_tip")
-            self.every(REFRESH_INTERVAL, "refresh_work")
+            self.every(TIP_POLL_INTERVAL, self.poll_tip)
+            self.every(REFRESH_INTERVAL, self.refresh_work)
         except BaseException:
             self._cancel_timers()
             self.release()
