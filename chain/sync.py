@@ -404,11 +404,11 @@ class SyncEngine:
         if st is not None and st.top == top and st.top_hash == candidate.hash:
             a.staged = True
             a.top_confirmed = True
-            a.done = st.top - st.low_block.height + 1
+            a.done = st.top - st.low_block.height  # the lowest staged block counts when it links, as any other
             a.k, a.hk = st.low_block.height, st.low_block.hash
             a.content, a.content_src = st.low_block, None
             a.next_new = a.k - 1
-            log.info("resuming the sync of height %d from %d staged blocks", length, a.done)
+            log.info("resuming the sync of height %d from %d staged blocks", length, a.done + 1)
             out = self._arrived(now)
             if a.finished or r.attempt is not a:
                 return out

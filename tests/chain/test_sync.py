@@ -251,6 +251,7 @@ def test_a_sync_that_stalls_is_retried_and_resumes_from_what_was_staged(chain):
     h.run(h.now + 30, stop=lambda h: synced(h, chain))
     assert synced(h, chain)
     assert any(r.startswith("start:retry after an abandoned sync") for r in h.results), h.results
+    assert any(r.startswith(f"synced to height {len(chain)} ({len(chain)} blocks") for r in h.results), h.results
     assert all(x < staged_low + 8 for x in peer.get_blocks[asked_before:] if x != len(chain) - 1)
 
 
