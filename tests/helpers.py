@@ -126,3 +126,23 @@ def metric(node: Any, name: str, **labels: str) -> float:
     """
     value = node.ctx.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def peer_ports(node: Any, table: str | None = None) -> set[int]:
+    """The ports in `node`'s peer table (only those of `table`, "tried" or "new", if given)."""
+    entries = node.ctx.registry.gossip().peer_table().get(timeout=5)
+    return {e["port"] for e in entries if table is None or e.get("table") == table}
+
+
+def introduce_and_run_consensus(node: Any, peers: Any) -> None:
+    """Make `node` track `peers` (a GOSSIP naming each), then send it CONSENSUS, as a peer would."""
+    client = UdpClient()
+    try:
+        for p in peers:
+            client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1],
+                                           "id": f"intro-{p.address[1]}", "name": p.name})
+        # Tracked = answered the node's greeting (the tried table): consensus asks only those.
+        wait_for(lambda: peer_ports(node, "tried") >= {p.address[1] for p in peers})
+        client.send(node.config.port, {"type": "CONSENSUS"})
+    finally:
+        client.close()

@@ -9,7 +9,7 @@ import pytest
 from messages.wire import Announce
 from sim.chains import make_chain
 from sim.peer import ScriptedPeer
-from tests.helpers import UdpClient, metric, wait_for
+from tests.helpers import UdpClient, introduce_and_run_consensus, metric, peer_ports, wait_for
 
 FAST = dict(gossip_interval=0.3, peer_timeout=5.0, consensus_interval=3600.0)
 
@@ -29,24 +29,6 @@ def tip(node):
 
 def seed(node, blocks):
     assert keeper(node).apply_segment(0, blocks).get(timeout=10)
-
-
-def peer_ports(node):
-    table = node.ctx.registry.proxy("GossipManager").peer_table().get(timeout=5)
-    return {p["port"] for p in table}
-
-
-def introduce_and_run_consensus(node, peers):
-    """Make `node` track `peers` (by a GOSSIP naming each), then send it CONSENSUS, as a peer would."""
-    client = UdpClient()
-    try:
-        for p in peers:
-            client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1],
-                                           "id": f"intro-{p.address[1]}", "name": p.name})
-        wait_for(lambda: peer_ports(node) == {p.address[1] for p in peers})
-        client.send(node.config.port, {"type": "CONSENSUS"})
-    finally:
-        client.close()
 
 
 def test_nodes_form_a_network_by_gossip(make_node):

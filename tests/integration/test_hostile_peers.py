@@ -23,7 +23,7 @@ from chain.block import Block
 from messages.wire import Announce, encode
 from sim.chains import make_chain, mine_block
 from sim.peer import SILENT, ScriptedPeer
-from tests.helpers import UdpClient, free_udp_port, wait_for
+from tests.helpers import UdpClient, free_udp_port, introduce_and_run_consensus, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(gossip_interval=30.0, peer_timeout=120.0, consensus_interval=3600.0)
@@ -189,21 +189,6 @@ def test_an_announce_far_above_our_tip_is_synced_at_once(make_node, honest_chain
         announcer.send(Announce(honest_chain[-1]), ("127.0.0.1", node.config.port))
         wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=10)
         assert time.monotonic() - started < 10
-
-
-def introduce_and_run_consensus(node, peers):
-    """Make `node` track `peers` (a GOSSIP naming each), then send it CONSENSUS, as a peer would."""
-    client = UdpClient()
-    try:
-        for p in peers:
-            client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": p.address[1],
-                                           "id": f"intro-{p.address[1]}", "name": p.name})
-        # Tracked = answered the node's greeting (the tried table): consensus asks only those.
-        wait_for(lambda: {e["port"] for e in node.ctx.registry.gossip().peer_table().get(timeout=5)
-                          if e.get("table", "tried") == "tried"} >= {p.address[1] for p in peers})
-        client.send(node.config.port, {"type": "CONSENSUS"})
-    finally:
-        client.close()
 
 
 def json_gossip(peer: ScriptedPeer):

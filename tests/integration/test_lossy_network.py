@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sim.chains import make_chain
 from sim.lossy_proxy import Impairment, LossyProxy
-from tests.helpers import UdpClient, free_udp_port, wait_for
+from tests.helpers import UdpClient, free_udp_port, peer_ports, wait_for
 
 BAD = Impairment(drop=0.25, duplicate=0.1, delay=(0.0, 0.02))
 FAST = dict(gossip_interval=0.3, peer_timeout=5.0, consensus_interval=2.0)
@@ -16,10 +16,6 @@ def proxied_node(make_node, seed, **overrides):
     proxy = LossyProxy(("127.0.0.1", port), BAD, seed=seed).start()
     node = make_node(port=port, advertise_port=proxy.address[1], **FAST, **overrides)
     return node, proxy
-
-
-def peer_ports(node):
-    return {p["port"] for p in node.ctx.registry.proxy("GossipManager").peer_table().get(timeout=5)}
 
 
 def test_proxy_impairs_traffic_both_ways():
