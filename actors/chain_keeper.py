@@ -133,16 +133,10 @@ class ChainKeeper(NodeActor, ChainApi):
 
     # ---------------------------------------------------------- network requests (defer)
 
-    def on_stats(self, addr: Address) -> None:
-        self.on_stats_batch([(addr,)])
-
     def on_stats_batch(self, requests: list[tuple[Address]]) -> None:
         """STATS from several peers (NetworkIO batches what arrives together)."""
         reply = StatsReply(*self.tip())
         self._send_many([(reply, addr) for (addr,) in requests])
-
-    def on_get_block(self, height: int, addr: Address) -> None:
-        self.on_get_block_batch([(height, addr)])
 
     def on_get_block_batch(self, requests: list[tuple[int, Address]]) -> None:
         """GET_BLOCKs from peers, answered in one batch; all-null for heights we lack."""

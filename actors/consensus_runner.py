@@ -76,9 +76,6 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self._note_claim(addr, reply.height)
         self._run(self.engine.on_stats(addr, reply.height, reply.hash, self.clock()))
 
-    def on_get_block_reply(self, reply: GetBlockReply, addr: Address) -> None:
-        self.on_get_block_replies([(reply, addr)])
-
     def on_get_block_replies(self, replies: list[tuple[GetBlockReply, Address]]) -> None:
         """A batch of GET_BLOCK_REPLYs (NetworkIO batches what arrives together)."""
         self._run(self.engine.on_blocks([(addr, reply.block) for reply, addr in replies], self.clock()))
