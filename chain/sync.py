@@ -375,8 +375,8 @@ class SyncEngine:
             if length is not None and length <= self.our_len:
                 continue
             length = length if length is not None else candidate.height
-            if length - 1 < len(r.our_hashes) and r.our_hashes[length - 1] == candidate.hash:
-                continue  # a chain we hold
+            if self._we_hold(r.our_hashes, candidate):
+                continue  # a chain we hold, whichever way its peers count their height
             peers = [p for p in candidate.peers if p not in r.set_aside and not self._is_banned(p, now)]
             if not peers:
                 continue
@@ -389,6 +389,19 @@ class SyncEngine:
             return out
         self._retry_delay = self.s.retry_seconds
         return self._finish("nothing better" if not r.claims else "our chain is the best valid one")
+
+    @staticmethod
+    def _we_hold(our_hashes: Sequence[str], candidate: Candidate) -> bool:
+        """True when the claimed top is our block at the claimed height read as a length or as a top index.
+
+        Without the first reading, peers in step with us (claiming our length and top) became a
+        top-index "weak" claim one block longer; fetching that block failed at every peer and
+        each round ended "abandoned", with retries, while nothing was wrong.
+        """
+        for index in (candidate.height - 1, candidate.height):
+            if 0 <= index < len(our_hashes) and our_hashes[index] == candidate.hash:
+                return True
+        return False
 
     def _begin_attempt(self, candidate: Candidate, length: int, peers: list[Address], now: float) -> list[Action]:
         r = self.round

@@ -181,3 +181,24 @@ def warn_if_not_native(logger: logging.Logger) -> bool:
         logger.warning("native hash kernel not built (pow_kernel missing: no C compiler at install?); "
                        "mining with the hashlib loop, several times slower")
     return True
+
+
+def measure_rate(kernel: Kernel, seconds: float = 0.2) -> float:
+    """Hashes per second `kernel` does on this core now (a search that can't succeed, for ~`seconds`).
+
+    Measured, not looked up, so a busy machine gets its real (lower) figure.
+    """
+    import time
+
+    search = kernel.searcher(b"rate probe " + bytes(53), 64)
+    batch, done, counter = 4096, 0, 0
+    started = time.perf_counter()
+    while True:
+        tried, _ = search(counter, batch)
+        done += tried
+        counter += tried
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return done / elapsed
+        if elapsed < seconds / 20:
+            batch *= 2

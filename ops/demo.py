@@ -9,6 +9,12 @@ quickly). Every `--interval` seconds one line shows each node's height and top
 hash. Ctrl-C (or SIGTERM) stops every node and removes the data directories,
 exit code 0.
 
+Difficulty: `--difficulty auto` (the default) times this machine's hash kernel for
+0.2 s and picks the difficulty whose expected block interval, with all the demo's
+miners on the cores they share, is nearest to two seconds. A fixed difficulty that
+is too low for a fast kernel (5 with SHA-NI: a block every few milliseconds on each
+node) makes the nodes fork faster than they can agree, which is no demo at all.
+
 Sizing: the default is one miner per node (three worker processes). On a machine
 with fewer than three cores they share the CPU with each other and the actors; the
 hash rate per miner drops but the demo still moves. `--miners-per-node 0` runs it
@@ -17,6 +23,7 @@ without mining (nodes, gossip and the status pages only).
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import sys
@@ -36,8 +43,53 @@ if TYPE_CHECKING:  # imported inside run_demo so `run_node.py --help` stays ligh
 
 LOOPBACK = "127.0.0.1"
 NODE_COUNT = 3
-DEFAULT_DIFFICULTY = 6
+TARGET_BLOCK_SECONDS = 2.0
+AUTO = "auto"
 ASK_TIMEOUT = 0.5
+
+
+def difficulty_for(hashes_per_second: float, target_seconds: float = TARGET_BLOCK_SECONDS) -> int:
+    """The difficulty whose expected block time (16**d hashes at that rate) is nearest the target, on a log scale."""
+    if hashes_per_second <= 0:
+        raise ValueError("hash rate must be positive")
+    wanted = math.log(hashes_per_second * target_seconds, 16)
+    return max(1, min(64, round(wanted)))
+
+
+def network_rate(per_core: float, miners_per_node: int, cores: int) -> float:
+    """What the demo's 3 x miners_per_node workers hash together: no more than one core each, no more than the cores."""
+    return per_core * min(NODE_COUNT * miners_per_node, max(1, cores))
+
+
+def auto_difficulty(miners_per_node: int) -> tuple[int, str]:
+    """(difficulty, why) for this machine: its kernel timed now, its cores counted by psutil."""
+    import psutil
+
+    from mining.kernel import measure_rate, select_kernel
+
+    if miners_per_node == 0:
+        return 6, "no miners"
+    kernel = select_kernel()
+    per_core = measure_rate(kernel)
+    cores = psutil.cpu_count(logical=True) or 1
+    rate = network_rate(per_core, miners_per_node, cores)
+    difficulty = difficulty_for(rate)
+    expected = 16**difficulty / rate
+    return difficulty, (f"auto: kernel {kernel.name} at {per_core / 1e6:.1f} MH/s per core, "
+                        f"a block about every {expected:.1f} s")
+
+
+def parse_difficulty(value: str) -> int | str:
+    """click's view of --difficulty: 'auto' or an int in 1..64."""
+    if value == AUTO:
+        return AUTO
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a whole number") from None
+    if not 1 <= number <= 64:
+        raise click.BadParameter(f"{number} is not in the range 1..64")
+    return number
 
 
 def free_port(kind: int) -> int:
@@ -111,13 +163,14 @@ def progress_line(elapsed: float, nodes: "list[Node]") -> str:
 @click.command(help="Run a 3-node network on 127.0.0.1 that mines and syncs; print its status URLs and progress.\n\n"
                "Ctrl-C stops every node and removes its temporary data.")
 @click.option("--miners-per-node", type=click.IntRange(0, 64), default=1, show_default=True, help="Miner workers in each node.")
-@click.option("--difficulty", type=click.IntRange(1, 64), default=DEFAULT_DIFFICULTY, show_default=True,
-              help="Trailing zeros a block hash needs (low, so blocks come every second or two).")
+@click.option("--difficulty", default=AUTO, show_default=True, metavar="auto|1..64",
+              callback=lambda ctx, param, value: parse_difficulty(value),
+              help="Trailing zeros a block hash needs; auto picks one this machine mines a block at every ~2 s.")
 @click.option("--interval", type=click.FloatRange(0.2, 60), default=2.0, show_default=True, help="Seconds between progress lines.")
 @click.option("--duration", type=click.FloatRange(0), default=0.0, help="Stop by itself after this many seconds (0: run until Ctrl-C).")
 @click.option("--enable-fault-injection", is_flag=True, help="Allow POST /admin/crash/{actor} on the demo nodes.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the nodes' INFO logs (default: warnings only).")
-def demo_command(miners_per_node: int, difficulty: int, interval: float, duration: float,
+def demo_command(miners_per_node: int, difficulty: int | str, interval: float, duration: float,
                  enable_fault_injection: bool, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
@@ -125,9 +178,14 @@ def demo_command(miners_per_node: int, difficulty: int, interval: float, duratio
     sys.exit(run_demo(miners_per_node, difficulty, interval, duration, enable_fault_injection))
 
 
-def run_demo(miners: int, difficulty: int, interval: float, duration: float, fault_injection: bool) -> int:
+def run_demo(miners: int, difficulty: int | str, interval: float, duration: float, fault_injection: bool) -> int:
     """Run the network until Ctrl-C/SIGTERM or `duration`; 0 on a clean stop, 1 if a node failed."""
     from node import Node
+
+    chosen = ""
+    if difficulty == AUTO:
+        difficulty, why = auto_difficulty(miners)
+        chosen = f" ({why})"
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -139,7 +197,7 @@ def run_demo(miners: int, difficulty: int, interval: float, duration: float, fau
                 nodes.append(Node(config).start())
                 if stop.is_set():
                     break
-            click.echo(f"3-node demo network on {LOOPBACK}: difficulty {difficulty}, {miners} miner(s) per node; "
+            click.echo(f"3-node demo network on {LOOPBACK}: difficulty {difficulty}{chosen}, {miners} miner(s) per node; "
                        "Ctrl-C stops it.")
             for node in nodes:
                 cfg = node.config

@@ -264,3 +264,25 @@ def test_a_claimer_that_never_serves_is_retried_with_growing_delays(chain):
     retries = [r for r in h.results if r.startswith("start:retry")]
     assert 3 <= len(retries) <= 6  # 5, 10, 20, 40, 80 s apart (plus each attempt's own stall), not every few seconds
     assert len(chain) == len(h.chain)
+
+
+def test_peers_in_step_with_us_cost_no_fetch_and_no_retry(chain):
+    """Regression (seen in the demo): peers claiming our own length and top were also tried as a
+    top-index claim one block longer; every GET_BLOCK of that height came back empty, each round
+    ended "abandoned" and was retried with backoff, with a WARNING each time."""
+    h = Harness(chain[:300], honest(chain[:300], 2))
+    h.start()
+    h.run(10)
+    assert h.results == ["our chain is the best valid one"]
+    assert all(p.get_blocks == [] for p in h.peers.values())
+    assert h.engine.wakeup_due() is None  # no retry round pending
+
+
+def test_a_peer_that_reports_its_top_index_is_still_followed(chain):
+    """The other reading of a claim of our own length: a chain one longer whose peers count from 0."""
+    longer = chain[:301]
+    peers = [SimPeer(HONEST[i], longer, claim=(300, longer[-1].hash)) for i in range(2)]
+    h = Harness(chain[:300], peers)
+    h.start()
+    h.run(10, stop=lambda h: synced(h, longer))
+    assert synced(h, longer)

@@ -27,6 +27,7 @@ from mining.kernel import (
     available_kernels,
     counter_text,
     make_kernel,
+    measure_rate,
     native_module,
     select_kernel,
     warn_if_not_native,
@@ -202,3 +203,23 @@ def test_forced_kernel_and_fallbacks(monkeypatch, caplog):
         "native hash kernel not built (pow_kernel missing: no C compiler at install?); "
         "mining with the hashlib loop, several times slower"
     ]
+
+
+def test_measured_rate_is_a_positive_figure_from_real_hashing():
+    calls: list[int] = []
+    inner = make_kernel(HASHLIB)
+
+    class Counting:
+        name = "counting"
+
+        def searcher(self, data, difficulty):
+            search = inner.searcher(data, difficulty)
+
+            def run(start, count):
+                calls.append(count)
+                return search(start, count)
+            return run
+
+    rate = measure_rate(Counting(), seconds=0.05)
+    assert rate > 1000 and sum(calls) > 0
+    assert rate <= sum(calls) / 0.05  # what was hashed, over at least the time asked for
