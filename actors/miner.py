@@ -30,6 +30,7 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import secrets
+import signal
 import threading
 import time
 from collections import deque
@@ -60,6 +61,10 @@ STALL_TIMEOUT = 10.0  # a worker with work reports every 0.1 s; this much silenc
 CONNECT_TIMEOUT = 90.0  # a Ray bridge that neither starts its worker nor says why in this long is given up on
 RETRY_FIRST = 1.0  # backoff for an unreachable Ray cluster: 1 s, doubling...
 RETRY_MAX = 30.0  # ...up to this
+# A worker ignores SIGINT/SIGTERM once it runs (they are for the node, sent to the whole process
+# group by Ctrl-C, `timeout` or a service manager), so dying of one means it was still starting.
+GROUP_SIGNAL_EXITS = {-signal.SIGINT, -signal.SIGTERM}
+QUIET_REPLACEMENTS = 3  # such deaths in a row replaced in place; one more is a WorkerDied
 
 
 class WorkerDied(RuntimeError):
@@ -177,6 +182,8 @@ class MinerActor(NodeActor, TipListener):
         self._retry_at: float | None = None
         self._retry_delay = RETRY_FIRST
         self._kernel: str | None = None  # the hash kernel the worker reported
+        self._worker_reported = False  # the current worker has sent a report (it is past its start-up)
+        self._quiet_replacements = 0
 
     # ---------------------------------------------------------- lifecycle
 
@@ -201,6 +208,7 @@ class MinerActor(NodeActor, TipListener):
             worker = ProcessWorker(self.index)
             self.log.info("worker pid %d started", worker.pid)
         self._worker = worker
+        self._worker_reported = False
         self._worker_started = self._last_heard = time.monotonic()
         self._samples.append((time.monotonic(), self._hashes_total))
         self._watch_pid(worker.local_pid)
@@ -275,6 +283,8 @@ class MinerActor(NodeActor, TipListener):
                 self._start_worker()
             return
         if worker.exitcode is not None:
+            if self._replaced_quietly(worker, worker.exitcode):
+                return
             raise WorkerDied(self._death_reason or f"worker pid {worker.child_pid} exited with code {worker.exitcode}")
         if not worker.ready:
             if self._pending is None and now - self._worker_started > CONNECT_TIMEOUT:
@@ -341,6 +351,9 @@ class MinerActor(NodeActor, TipListener):
                 return None  # from a worker already stopped or replaced
         if isinstance(message, (_Hashes, _Found, _WorkerIdle)):
             self._last_heard = time.monotonic()
+        if isinstance(message, (_Hashes, _Kernel)):
+            self._worker_reported = True
+            self._quiet_replacements = 0
         if isinstance(message, _Hashes):
             self._on_hashes(message.count)
             return None
@@ -366,8 +379,31 @@ class MinerActor(NodeActor, TipListener):
                 return None
             worker = message.worker
             code = worker.reap(0.5)  # the exit code (e.g. -9) says how it died
+            if self._replaced_quietly(worker, code):
+                return None
             raise WorkerDied(self._death_reason or f"worker pid {worker.pid} exited (code {code})")
         return super().on_receive(message)
+
+    def _replaced_quietly(self, worker: WorkerBackend, code: int | None) -> bool:
+        """A worker killed by SIGINT/SIGTERM before its first report is replaced here, not as a crash.
+
+        Ctrl-C, `timeout` and service managers signal the whole process group. A worker
+        ignores those signals from its first line of code on, but a spawned interpreter
+        takes a few hundred ms on a busy machine to get there; one that died of the
+        group's signal in that window is no miner failure (the node itself is most
+        likely shutting down and will stop this actor next). A few in a row at most.
+        """
+        if code not in GROUP_SIGNAL_EXITS or self._worker_reported or self._death_reason is not None:
+            return False
+        if self._quiet_replacements >= QUIET_REPLACEMENTS:
+            return False
+        self._quiet_replacements += 1
+        self.log.info("worker pid %s ended by %s while still starting (a signal to the whole process group); "
+                      "starting another", worker.child_pid, signal.Signals(-code).name)
+        self._stop_worker()
+        self._start_worker()
+        self.refresh_work()
+        return True
 
     def _on_ray_event(self, event: _RayEvent) -> None:
         worker = event.worker
@@ -475,8 +511,10 @@ class MinerActor(NodeActor, TipListener):
             raise WorkerDied("no worker pipe")
         try:
             worker.to_worker.send(message)
-        except (OSError, ValueError) as exc:  # BrokenPipeError: the worker is gone
-            raise WorkerDied(f"worker pipe broken: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            # BrokenPipeError: the worker is gone. Its death is handled where its exit code is
+            # known (the reader's EOF, check_worker), which also tells a start-up signal from a crash.
+            self.log.debug("worker pid %s pipe broken: %s", worker.child_pid, exc)
 
     def _ask_chain(self, call: Callable[[ChainProxy], "pykka.Future[T]"]) -> T | None:
         """Ask ChainKeeper; None while it is down or slow (we carry on with what we have)."""

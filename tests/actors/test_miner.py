@@ -106,3 +106,38 @@ def test_stalled_worker_is_replaced(make_node, monkeypatch):
     assert "stalled" in miner_entry(node)["last_error"]
     wait_for(lambda: (d := details(node)) and d["pid"] != old_pid and d["hashrate"] > 0)
     wait_for(lambda: not psutil.pid_exists(old_pid), timeout=5)
+
+
+def test_a_worker_killed_by_a_group_signal_while_starting_is_replaced_not_counted_as_a_crash(make_node, monkeypatch, caplog):
+    """Regression (CI beside CPU burners): SIGTERM to the whole process group reached a worker
+    whose interpreter was still starting (it ignores the signal only once it runs); it died
+    with code -15 and the MinerActor crashed with WorkerDied while the node was shutting down."""
+    from mining.worker_backends import ProcessWorker
+
+    started: list[int] = []
+
+    class FirstOneSignalled(ProcessWorker):
+        def __init__(self, index: int) -> None:
+            super().__init__(index)
+            started.append(self.pid)
+            if len(started) == 1:
+                os.kill(self.pid, signal.SIGTERM)  # before it can have set SIG_IGN
+
+    monkeypatch.setattr("actors.miner.ProcessWorker", FirstOneSignalled)
+    caplog.set_level("INFO", logger="node")
+    node = make_node(miners=1, difficulty=NO_BLOCKS)
+    fresh = wait_for(lambda: (d := details(node)) and d["hashrate"] > 0 and d, timeout=20)
+    assert len(started) == 2 and fresh["pid"] == started[1]
+    assert miner_entry(node)["restarts"] == 0 and miner_entry(node)["last_error"] is None
+    assert "ended by SIGTERM while still starting" in caplog.text
+    wait_for(lambda: not psutil.pid_exists(started[0]), timeout=5)  # reaped
+
+
+def test_a_running_worker_ignores_a_group_sigterm(make_node):
+    node = make_node(miners=1, difficulty=NO_BLOCKS)
+    pid = wait_for(lambda: (d := details(node)) and d["hashes_total"] > 0 and d["pid"])
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert details(node)["pid"] == pid and psutil.pid_exists(pid)
+    assert miner_entry(node)["restarts"] == 0
