@@ -239,13 +239,13 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def init_then_main() -> None:
+def init_then_main(scenario: Callable[[], None] = main, script: str = __file__) -> None:
     """As pid 1 of a new pid namespace, reap every orphan (Ray's processes become ours)
-    while a child runs the scenario: unreaped zombies would look alive to `ray stop`."""
+    while a child runs the scenario (`script` again): unreaped zombies would look alive to `ray stop`."""
     if os.getpid() != 1:
-        main()
+        scenario()
         return
-    child = subprocess.Popen([sys.executable, __file__])
+    child = subprocess.Popen([sys.executable, script])
     while True:
         pid, status = os.wait()
         if pid == child.pid:

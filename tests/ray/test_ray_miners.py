@@ -46,3 +46,25 @@ def test_miners_on_a_ray_cluster_mine_survive_a_killed_worker_follow_the_cluster
     # "Noticed within a few seconds": the restart is counted this soon after the SIGKILL.
     assert measured["death_noticed_s"] < 10
     assert "Ray cluster" in measured["degraded_reason"]
+
+
+@pytest.mark.timeout(180)
+def test_auto_address_finds_the_head_started_on_this_machine():
+    """`--ray-address auto` as the README says: `ray start --head` on this machine, then the node.
+    A private mount namespace gives the scenario its own /tmp (where the head leaves its address)."""
+    problem = namespace_problem()
+    if problem:
+        pytest.skip(problem)
+    private_tmp = "ip link set lo up && mount -t tmpfs tmpfs /tmp"
+    probe = subprocess.run([*NAMESPACE, "--mount", "sh", "-c", private_tmp], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"can't give the scenario a private /tmp (mount namespace): {probe.stderr.strip()[:200]}")
+    script = SCENARIO.with_name("ray_auto_scenario.py")
+    run = subprocess.run(
+        [*NAMESPACE, "--mount", "sh", "-c", f'{private_tmp} && exec "{sys.executable}" "{script}"'],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert run.returncode == 0, run.stderr[-8000:]
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    print(measured)
+    assert measured["node_exit"] == 0 and "2 CPUs on 1 nodes" in measured["cluster_line"]

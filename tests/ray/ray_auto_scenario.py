@@ -1,0 +1,70 @@
+"""`--ray-address auto`: the node finds a head started on this machine with plain `ray start --head`.
+
+Run by tests/ray/test_ray_miners.py inside private network, pid and mount namespaces:
+/tmp is a fresh tmpfs there, so the head writes its address where `auto` looks
+(/tmp/ray/ray_current_cluster) without touching the machine's own /tmp. Asserts,
+and prints one JSON line of what it measured.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.ray.ray_scenario import RAY_BIN, ROOT, all_mining, free_port, get_json, init_then_main, wait_for  # noqa: E402
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="home", dir="/tmp"))
+    env = dict(os.environ, HOME=str(home), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)  # `auto` must find the head by itself
+    measured: dict[str, object] = {}
+    node = None
+    log = open(home / "node.log", "wb")
+    try:
+        t0 = time.monotonic()
+        subprocess.run([RAY_BIN, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=120)  # the default temp dir: /tmp/ray
+        assert Path("/tmp/ray/ray_current_cluster").exists(), "the head wrote no address file"
+        http_port = free_port()
+        node = subprocess.Popen(
+            [sys.executable, str(ROOT / "run_node.py"), "--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
+             "--name", "ray-auto", "--difficulty", "30", "--miners", "auto", "--ray-address", "auto",
+             "--data-dir", str(home / "data"), "--http-port", str(http_port)],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        found = wait_for("2 miners hashing on the auto-found cluster", lambda: all_mining(http_port, 2), 90)
+        measured["miners_up_s"] = round(time.monotonic() - t0, 1)
+        assert all(m["backend"] == "ray" and m["ray_node"] == "127.0.0.1" for m in found), found
+        assert get_json(http_port, "/health")["status"] == "ok"
+        node.send_signal(signal.SIGTERM)
+        measured["node_exit"] = node.wait(30)
+        assert measured["node_exit"] == 0
+        log.flush()
+        measured["cluster_line"] = next(line for line in (home / "node.log").read_text().splitlines()
+                                        if "Ray cluster at auto" in line).split("node.ray: ")[-1]
+        print(json.dumps(measured))
+    except BaseException:
+        log.flush()
+        sys.stderr.write((home / "node.log").read_text(errors="replace")[-6000:])
+        raise
+    finally:
+        if node is not None and node.poll() is None:
+            node.kill()
+        subprocess.run([RAY_BIN, "stop", "--force"], env=env, capture_output=True, timeout=60)
+        log.close()
+
+
+if __name__ == "__main__":
+    init_then_main(main, __file__)
