@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from types import ModuleType
 from typing import Callable, Protocol
 
@@ -188,8 +189,6 @@ def measure_rate(kernel: Kernel, seconds: float = 0.2) -> float:
 
     Measured, not looked up, so a busy machine gets its real (lower) figure.
     """
-    import time
-
     search = kernel.searcher(b"rate probe " + bytes(53), 64)
     batch, done, counter = 4096, 0, 0
     started = time.perf_counter()
