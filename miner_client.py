@@ -15,7 +15,6 @@ fatal (exit 1: retrying can't fix it); a worker that dies is replaced.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
 import socket
 import sys
@@ -28,11 +27,10 @@ import click
 
 from mining.kernel import warn_if_not_native
 from mining.protocol import LineReader, ProtocolError, decode_line, encode_line
-from mining.worker import run_worker
+from mining.worker_backends import ProcessWorker
 
 log = logging.getLogger("miner")
 
-_MP = multiprocessing.get_context("spawn")
 HASH_REPORT_INTERVAL = 1.0  # how often the node hears our hash count (also our keep-alive)
 LOG_INTERVAL = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -44,38 +42,6 @@ class Unauthorized(Exception):
     """The node refused our token."""
 
 
-class _Worker:
-    """One worker process and the parent's ends of its pipes."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        work_r, self.inbox = _MP.Pipe(duplex=False)
-        self.reports, report_w = _MP.Pipe(duplex=False)
-        self.process = _MP.Process(target=run_worker, args=(work_r, report_w), name=f"pow-miner-{index}", daemon=True)
-        self.process.start()
-        work_r.close()
-        report_w.close()
-
-    def send(self, message: tuple[Any, ...]) -> bool:
-        try:
-            self.inbox.send(message)
-            return True
-        except (OSError, ValueError):
-            return False
-
-    def stop(self) -> None:
-        self.send(("stop",))
-        self.process.join(0.5)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(2.0)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(2.0)
-        for conn in (self.inbox, self.reports):
-            conn.close()
-
-
 class ExternalMiner:
     """The relay between worker processes and one node's MinerGateway."""
 
@@ -84,7 +50,7 @@ class ExternalMiner:
         self.stop_requested = threading.Event()
         warn_if_not_native(log)
         self.kernels: set[str] = set()  # hash kernels our workers reported (logged once each)
-        self.workers = [_Worker(i) for i in range(workers)]
+        self.workers = [ProcessWorker(i) for i in range(workers)]
         self.work: dict[str, Any] | None = None
         self.hashes_unreported = 0
         self.hashes_window = 0
@@ -134,7 +100,7 @@ class ExternalMiner:
         got_work = False
         last_report = last_log = time.monotonic()
         while not self.stop_requested.is_set():
-            ready = wait([sock, *(w.reports for w in self.workers)], timeout=0.2)
+            ready = wait([sock, *(w.from_worker for w in self.workers if w.from_worker is not None)], timeout=0.2)
             for source in ready:
                 if source is sock:
                     data = sock.recv(65536)
@@ -143,7 +109,7 @@ class ExternalMiner:
                     for line in reader.feed(data):
                         got_work |= self._on_line(sock, line)
                 else:
-                    worker = next((w for w in self.workers if w.reports is source), None)
+                    worker = next((w for w in self.workers if w.from_worker is source), None)
                     if worker is not None:  # None: replaced earlier in this round
                         self._on_report(sock, worker)
             now = time.monotonic()
@@ -199,7 +165,7 @@ class ExternalMiner:
         for worker in self.workers:
             self._give_work(worker)
 
-    def _give_work(self, worker: _Worker) -> None:
+    def _give_work(self, worker: ProcessWorker) -> None:
         if self.work is None:
             return
         w = self.work
@@ -208,9 +174,12 @@ class ExternalMiner:
 
     # ---------------------------------------------------------- workers -> us
 
-    def _on_report(self, sock: socket.socket, worker: _Worker) -> None:
+    def _on_report(self, sock: socket.socket, worker: ProcessWorker) -> None:
+        conn = worker.from_worker
         try:
-            report = worker.reports.recv()
+            if conn is None:
+                raise EOFError("no report pipe")
+            report = conn.recv()
         except (EOFError, OSError):
             self._replace(worker)
             return
@@ -234,10 +203,10 @@ class ExternalMiner:
             if not worker.process.is_alive():
                 self._replace(worker)
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: ProcessWorker) -> None:
         log.warning("worker %d (pid %s) died (exit %s); starting a new one", worker.index, worker.process.pid, worker.process.exitcode)
         worker.stop()
-        fresh = _Worker(worker.index)
+        fresh = ProcessWorker(worker.index)
         self.workers[self.workers.index(worker)] = fresh
         self._give_work(fresh)
 

@@ -509,12 +509,10 @@ class MinerActor(NodeActor, TipListener):
         worker = self._worker
         if worker is None or worker.to_worker is None:
             raise WorkerDied("no worker pipe")
-        try:
-            worker.to_worker.send(message)
-        except (OSError, ValueError) as exc:
-            # BrokenPipeError: the worker is gone. Its death is handled where its exit code is
-            # known (the reader's EOF, check_worker), which also tells a start-up signal from a crash.
-            self.log.debug("worker pid %s pipe broken: %s", worker.child_pid, exc)
+        if not worker.send(message):
+            # The worker is gone. Its death is handled where its exit code is known (the
+            # reader's EOF, check_worker), which also tells a start-up signal from a crash.
+            self.log.debug("worker pid %s: pipe broken", worker.child_pid)
 
     def _ask_chain(self, call: Callable[[ChainProxy], "pykka.Future[T]"]) -> T | None:
         """Ask ChainKeeper; None while it is down or slow (we carry on with what we have)."""

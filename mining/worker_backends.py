@@ -40,6 +40,16 @@ class WorkerBackend:
         self.to_worker: Connection | None = work_w
         self.from_worker: Connection | None = report_r
 
+    def send(self, message: tuple[Any, ...]) -> bool:
+        """Send the worker a message (mining/worker.py's protocol); False if its pipe is gone."""
+        if self.to_worker is None:
+            return False
+        try:
+            self.to_worker.send(message)
+            return True
+        except (OSError, ValueError):  # BrokenPipeError: the worker has exited
+            return False
+
     @property
     def child_pid(self) -> int | None:
         """The local child process (the worker, or the Ray bridge)."""
@@ -92,11 +102,7 @@ class WorkerBackend:
 
     def stop(self) -> None:
         """Ask, terminate, wait, kill; close our pipe ends. Idempotent."""
-        if self.to_worker is not None:
-            try:
-                self.to_worker.send(("stop",))
-            except (OSError, ValueError):
-                pass
+        self.send(("stop",))
         process = self.process
         process.join(0.2)
         if process.is_alive():

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from mining.kernel import available_kernels
 from mining.worker import Search
@@ -300,3 +303,31 @@ def test_cli_miner_with_a_wrong_token_exits_1():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_cli_miner_replaces_a_worker_that_dies(make_node):
+    node, port = gateway_node(make_node, difficulty=3)
+    args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", TOKEN, "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(chain_of(node)) >= 2, timeout=20)
+        miner = psutil.Process(proc.pid)
+
+        def workers() -> list[int]:  # spawned worker processes (not multiprocessing's helpers)
+            return [c.pid for c in miner.children() if "spawn_main" in " ".join(c.cmdline())]
+
+        first = wait_for(workers, timeout=10)[0]
+        os.kill(first, signal.SIGKILL)
+        fresh = wait_for(lambda: [pid for pid in workers() if pid != first], timeout=10)
+        before = len(chain_of(node))
+        wait_for(lambda: len(chain_of(node)) >= before + 2, timeout=20)  # the new worker mines
+        assert psutil.Process(fresh[0]).ppid() == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()
+    assert f"worker 0 (pid {first}) died (exit -9); starting a new one" in stderr
+    check_chain(chain_of(node), 3)
