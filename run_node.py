@@ -210,6 +210,9 @@ def run_node(config: NodeConfig, verbose: bool = False) -> int:
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
+        if stop_requested.is_set():  # `timeout` and Ctrl-C in some shells signal the process and its group
+            log.debug("received %s again: already shutting down", signal.Signals(signum).name)
+            return
         log.info("received %s: shutting down", signal.Signals(signum).name)
         stop_requested.set()
 
