@@ -57,6 +57,8 @@ READ_BATCH = 64
 MIN_REPLY_BYTES = {"STATS": 45, "GET_BLOCK": 45, "GOSSIP": 45}
 REPLY_KINDS = frozenset({"STATS_REPLY", "GET_BLOCK_REPLY", "GOSSIP_REPLY"})
 PROBE_KINDS = frozenset({"STATS", "GOSSIP"})  # an answer to one of these validates the address
+PROBES_PER_SECOND = 100  # STATS probes sent instead of replies that were over budget, all IPs together
+PROBES_BURST = 200
 GOSSIP_TOTAL_PER_SECOND = 200  # GOSSIPs handled per second from all claimed originators together
 GOSSIP_TOTAL_BURST = 1000
 # NEW_WORD: per source IP and in all (words per second, burst), checked on arrival.
@@ -149,6 +151,8 @@ class NetworkIO(NodeActor, DatagramApi):
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
         # GOSSIP from many claimed originators at once: bounded all together too (a count).
         self._gossip_total = TokenBuckets(GOSSIP_TOTAL_PER_SECOND, GOSSIP_TOTAL_BURST, max_keys=1)
+        self._probes_total = TokenBuckets(PROBES_PER_SECOND, PROBES_BURST, max_keys=1)
+        self._probe_data = encode(Stats())
         # Reader thread only.
         self._word_buckets = TokenBuckets(WORDS_PER_SOURCE_RATE, WORDS_PER_SOURCE_BURST)
         self._words_total = TokenBuckets(WORDS_TOTAL_RATE, WORDS_TOTAL_BURST, max_keys=1)
@@ -205,6 +209,8 @@ class NetworkIO(NodeActor, DatagramApi):
                 refused = self._charge_reply(kind, addr[0], len(data), now)
                 if refused:
                     self.ctx.metrics.dropped.labels(reason=refused).inc()
+                    if refused == "amplification_limit":
+                        self._probe_instead(addr, now)
                     continue
             if kind in PROBE_KINDS and _sendable(addr):
                 # Noted before sending: the answer may be read (by the reader thread)
@@ -212,6 +218,26 @@ class NetworkIO(NodeActor, DatagramApi):
                 with self._budget_lock:
                     self._amplification.probe_sent(addr[0], now)
             self.send_raw(data, addr, kind)
+
+    def _probe_instead(self, addr: Address, now: float) -> None:
+        """Send a bare STATS to an unvalidated address whose request we could not answer in full.
+
+        A real peer answers it and is validated (net/ratelimit.py), so its next request
+        is answered whole; that is how a peer that asks before it is asked gets in. It is
+        charged to the address's 3x credit like any reply, sent at most once per
+        validation window per IP and PROBES_PER_SECOND in all, so a forged source gets
+        its victim at most one datagram no bigger than the request, now and then.
+        """
+        if not _sendable(addr):
+            return
+        data = self._probe_data
+        with self._budget_lock:
+            if not self._amplification.wants_probe(addr[0], now) or not self._probes_total.allow(None, 1, now):
+                return
+            if not self._amplification.spend(addr[0], len(data), now):
+                return
+            self._amplification.probe_sent(addr[0], now)
+        self.send_raw(data, addr, "STATS")
 
     def _charge_reply(self, kind: str, ip: str, nbytes: int, now: float) -> str | None:
         """Charge a reply its real size to its destination IP; the drop reason if it is over budget."""
@@ -303,6 +329,8 @@ class NetworkIO(NodeActor, DatagramApi):
                 refused = self._request_refused(message, kind, len(data), addr[0], now)
                 if refused:
                     metrics.dropped.labels(reason=refused).inc()
+                    if refused == "amplification_limit" and not isinstance(message, Gossip):
+                        self._probe_instead(addr[:2], now)  # (a GOSSIP's reply goes to the host it names)
                     continue
             elif isinstance(message, (StatsReply, GossipReply)):
                 with self._budget_lock:

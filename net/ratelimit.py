@@ -101,6 +101,19 @@ class AntiAmplification:
         self._credit[ip] = credit - nbytes
         return True
 
+    def wants_probe(self, ip: str, now: float) -> bool:
+        """True if `ip` is not validated and was not probed in the last `window` seconds.
+
+        A request we can't answer in full is answered with a probe instead (a bare
+        STATS, no bigger than the request): an honest peer answers it, is validated,
+        and its next request gets the whole reply; a forged source costs its victim
+        one small datagram per `window`.
+        """
+        if self.is_validated(ip, now):
+            return False
+        asked = self._probed.get(ip)
+        return asked is None or now - asked > self.window
+
     def probe_sent(self, ip: str, now: float) -> None:
         _put(self._probed, ip, now, self.max_ips)
 

@@ -71,6 +71,35 @@ def test_anti_amplification_rule():
     assert not rule.is_validated("10.0.0.1", 30.5 + 601)  # validation expires
 
 
+def test_a_probe_is_wanted_once_per_window_and_never_for_a_validated_ip():
+    rule = AntiAmplification(factor=3, window=10.0)
+    assert rule.wants_probe("10.0.0.1", 0.0)
+    rule.probe_sent("10.0.0.1", 0.0)
+    assert not rule.wants_probe("10.0.0.1", 5.0) and rule.wants_probe("10.0.0.1", 10.5)
+    rule.probe_sent("10.0.0.2", 20.0)
+    assert rule.answered("10.0.0.2", 20.1) and not rule.wants_probe("10.0.0.2", 40.0)
+
+
+def test_a_stranger_asking_first_is_probed_and_answered_once_it_replies(make_node):
+    """A peer that sends a bare STATS before we ever asked it anything: the reply (3x its
+    17 bytes can't carry it) is replaced by a STATS probe; once it answers that, it is
+    validated and its next bare STATS is answered whole."""
+    node = make_node()
+    assert node.ctx.registry.proxy("ChainKeeper").apply_segment(0, make_chain(5, 2)).get(timeout=5)
+    stranger = UdpClient()
+    try:
+        stranger.send(node.config.port, {"type": "STATS"})
+        first = stranger.recv(timeout=2)
+        assert first == {"type": "STATS"}  # not a STATS_REPLY: a probe, no bigger than what we sent
+        stranger.send(node.config.port, {"type": "STATS_REPLY", "height": 0, "hash": None})
+        wait_for(lambda: node.ctx.registry.proxy("NetworkIO").validated_addresses().get(timeout=2) >= 1, timeout=5)
+        stranger.send(node.config.port, {"type": "STATS"})
+        reply = stranger.recv(timeout=2, expect="STATS_REPLY")
+        assert reply is not None and reply["height"] == 5
+    finally:
+        stranger.close()
+
+
 def test_forged_stats_and_get_block_give_a_victim_at_most_3x(make_node):
     """A victim (127.0.0.2) that never spoke to the node: what it receives is at most 3x what was sent in its name."""
     node = make_node()
@@ -85,7 +114,8 @@ def test_forged_stats_and_get_block_give_a_victim_at_most_3x(make_node):
             sent += len(data)
         received, kinds = _drain_bytes(victim)
         assert kinds["STATS_REPLY"] > 0 and kinds["GET_BLOCK_REPLY"] > 0  # answered within the budget ...
-        assert received <= 3 * sent, (received, sent)  # ... and never more than 3x
+        assert received <= 3 * sent, (received, sent)  # ... and never more than 3x, probes included
+        assert kinds["STATS"] == 1  # one probe in the validation window, however many requests
         assert metric(node, "node_datagrams_dropped_total", reason="amplification_limit") > 0
     finally:
         victim.close()
