@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -264,11 +266,22 @@ def test_gateway_survives_garbage_disconnects_and_reconnects(make_node):
     wait_for(lambda: gateway_details(node)["clients"] == 0)
 
 
-def test_cli_miner_mines_blocks_for_the_node(make_node):
-    node, port = gateway_node(make_node, difficulty=3)
-    args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", TOKEN, "--workers", "1"]
+@contextmanager
+def cli_miner(port: int, token: str = TOKEN) -> Iterator[subprocess.Popen[str]]:
+    """`run_node.py miner` with one worker against 127.0.0.1:`port`; killed on the way out if still running."""
+    args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", token, "--workers", "1"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_miner_mines_blocks_for_the_node(make_node):
+    node, port = gateway_node(make_node, difficulty=3)
+    with cli_miner(port) as proc:
         wait_for(lambda: len(chain_of(node)) >= 3, timeout=20)
         blocks = chain_of(node)
         check_chain(blocks, 3)
@@ -276,10 +289,6 @@ def test_cli_miner_mines_blocks_for_the_node(make_node):
         assert all(b.nonce.startswith("x") for b in blocks)  # external miners' nonce space
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = proc.stderr.read()
     assert "accepted" in stderr
     assert f"workers hash with the {available_kernels()[0]} kernel" in stderr  # the node's own kernel choice
@@ -288,28 +297,19 @@ def test_cli_miner_mines_blocks_for_the_node(make_node):
 
 def test_cli_miner_with_a_wrong_token_exits_1():
     port = free_tcp_port()
-    with socket.create_server(("127.0.0.1", port)) as server:
-        args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", "nope", "--workers", "1"]
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            server.settimeout(10)
-            conn, _ = server.accept()
-            with conn:
-                line = conn.makefile("rb").readline()
-                assert json.loads(line) == {"type": "auth", "token": "nope"}
-                conn.sendall(b'{"type":"error","error":"unauthorized"}\n')
-                assert proc.wait(timeout=10) == 1
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with socket.create_server(("127.0.0.1", port)) as server, cli_miner(port, token="nope") as proc:
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with conn:
+            line = conn.makefile("rb").readline()
+            assert json.loads(line) == {"type": "auth", "token": "nope"}
+            conn.sendall(b'{"type":"error","error":"unauthorized"}\n')
+            assert proc.wait(timeout=10) == 1
 
 
 def test_cli_miner_replaces_a_worker_that_dies(make_node):
     node, port = gateway_node(make_node, difficulty=3)
-    args = [sys.executable, "run_node.py", "miner", "--connect", f"127.0.0.1:{port}", "--token", TOKEN, "--workers", "1"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with cli_miner(port) as proc:
         wait_for(lambda: len(chain_of(node)) >= 2, timeout=20)
         miner = psutil.Process(proc.pid)
 
@@ -324,10 +324,6 @@ def test_cli_miner_replaces_a_worker_that_dies(make_node):
         assert psutil.Process(fresh[0]).ppid() == proc.pid
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = proc.stderr.read()
     assert f"worker 0 (pid {first}) died (exit -9); starting a new one" in stderr
     check_chain(chain_of(node), 3)
