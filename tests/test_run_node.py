@@ -98,6 +98,13 @@ def test_unresolvable_peer_is_one_warning_and_node_serves(tmp_path):
             proc.kill()
 
 
+def announce_all(client: UdpClient, port: int, chain: list) -> None:
+    """ANNOUNCE each block to the node at `port` and wait until its STATS says it holds them all."""
+    for block in chain:
+        client.send(port, wire_block(block))
+    wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == len(chain))
+
+
 def test_kill_minus_nine_and_restart_keeps_the_chain(tmp_path):
     port = free_udp_port()
     chain = make_chain(30, 2)
@@ -105,9 +112,7 @@ def test_kill_minus_nine_and_restart_keeps_the_chain(tmp_path):
     client = UdpClient()
     try:
         wait_serving(client, port)
-        for block in chain:
-            client.send(port, wire_block(block))
-        wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == 30)
+        announce_all(client, port, chain)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
         proc = start_node(tmp_path, port)
@@ -174,9 +179,7 @@ def test_restart_with_another_difficulty_is_refused_and_the_chain_survives(tmp_p
     client = UdpClient()
     try:
         wait_serving(client, port)
-        for block in chain:
-            client.send(port, wire_block(block))
-        wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == 15)
+        announce_all(client, port, chain)
         _stop(proc)
         refused = run_cli("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data"),
                           "--http-port", "0")  # default difficulty 8
