@@ -62,16 +62,15 @@ def network_rate(per_core: float, miners_per_node: int, cores: int) -> float:
 
 
 def auto_difficulty(miners_per_node: int) -> tuple[int, str]:
-    """(difficulty, why) for this machine: its kernel timed now, its cores counted by psutil."""
-    import psutil
-
+    """(difficulty, why) for this machine: its kernel timed now, its cores as `--miners auto` counts them."""
     from mining.kernel import measure_rate, select_kernel
+    from mining.pool_size import auto_miner_count
 
     if miners_per_node == 0:
         return 6, "no miners"
     kernel = select_kernel()
     per_core = measure_rate(kernel)
-    cores = psutil.cpu_count(logical=True) or 1
+    cores = auto_miner_count()  # the cores mining scales on (physical, within our affinity)
     rate = network_rate(per_core, miners_per_node, cores)
     difficulty = difficulty_for(rate)
     expected = 16**difficulty / rate
