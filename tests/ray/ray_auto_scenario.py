@@ -1,15 +1,17 @@
 """`--ray-address auto`: the node finds a head started on this machine with plain `ray start --head`.
 
-Run by tests/ray/test_ray_miners.py inside private network, pid and mount namespaces:
-/tmp is a fresh tmpfs there, so the head writes its address where `auto` looks
-(/tmp/ray/ray_current_cluster) without touching the machine's own /tmp. Asserts,
-and prints one JSON line of what it measured.
+Run by tests/ray/test_ray_miners.py inside private network and pid namespaces. The
+head writes its address where `auto` looks: `ray_current_cluster` in Ray's default
+temp dir, which Ray's own RAY_TMPDIR moves, for the head and the node alike, to a
+fresh directory of this scenario (not the machine's /tmp/ray, which another Ray may
+use). Asserts, and prints one JSON line of what it measured.
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +26,8 @@ from tests.ray.ray_scenario import RAY_BIN, ROOT, all_mining, free_port, get_jso
 
 
 def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="home", dir="/tmp"))
-    env = dict(os.environ, HOME=str(home), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+    home = Path(tempfile.mkdtemp(prefix="raya", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    env = dict(os.environ, HOME=str(home), RAY_TMPDIR=str(home), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
                RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)  # `auto` must find the head by itself
     measured: dict[str, object] = {}
@@ -35,8 +37,8 @@ def main() -> None:
         t0 = time.monotonic()
         subprocess.run([RAY_BIN, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
                         "--include-dashboard=false", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=120)  # the default temp dir: /tmp/ray
-        assert Path("/tmp/ray/ray_current_cluster").exists(), "the head wrote no address file"
+                       env=env, check=True, capture_output=True, timeout=120)  # Ray's default temp dir (RAY_TMPDIR/ray)
+        assert (home / "ray" / "ray_current_cluster").exists(), "the head wrote no address file"
         http_port = free_port()
         node = subprocess.Popen(
             [sys.executable, str(ROOT / "run_node.py"), "--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
@@ -64,6 +66,7 @@ def main() -> None:
             node.kill()
         subprocess.run([RAY_BIN, "stop", "--force"], env=env, capture_output=True, timeout=60)
         log.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,18 +31,24 @@ def namespace_problem() -> str | None:
     return None
 
 
+def run_scenario(script: Path, timeout: float) -> dict:
+    """Run a scenario script in the loopback-only namespace; what it measured (its last stdout line)."""
+    run = subprocess.run(
+        [*NAMESPACE, "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{script}"'],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr[-8000:]
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    print(measured)
+    return measured
+
+
 @pytest.mark.timeout(300)
 def test_miners_on_a_ray_cluster_mine_survive_a_killed_worker_follow_the_cluster_size_and_a_lost_cluster():
     problem = namespace_problem()
     if problem:
         pytest.skip(problem)
-    run = subprocess.run(
-        [*NAMESPACE, "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{SCENARIO}"'],
-        capture_output=True, text=True, timeout=280,
-    )
-    assert run.returncode == 0, run.stderr[-8000:]
-    measured = json.loads(run.stdout.strip().splitlines()[-1])
-    print(measured)
+    measured = run_scenario(SCENARIO, timeout=280)
     # "Noticed within a few seconds": the restart is counted this soon after the SIGKILL.
     assert measured["death_noticed_s"] < 10
     assert "Ray cluster" in measured["degraded_reason"]
@@ -50,21 +56,9 @@ def test_miners_on_a_ray_cluster_mine_survive_a_killed_worker_follow_the_cluster
 
 @pytest.mark.timeout(180)
 def test_auto_address_finds_the_head_started_on_this_machine():
-    """`--ray-address auto` as the README says: `ray start --head` on this machine, then the node.
-    A private mount namespace gives the scenario its own /tmp (where the head leaves its address)."""
+    """`--ray-address auto` as the README says: `ray start --head` on this machine, then the node."""
     problem = namespace_problem()
     if problem:
         pytest.skip(problem)
-    private_tmp = "ip link set lo up && mount -t tmpfs tmpfs /tmp"
-    probe = subprocess.run([*NAMESPACE, "--mount", "sh", "-c", private_tmp], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"can't give the scenario a private /tmp (mount namespace): {probe.stderr.strip()[:200]}")
-    script = SCENARIO.with_name("ray_auto_scenario.py")
-    run = subprocess.run(
-        [*NAMESPACE, "--mount", "sh", "-c", f'{private_tmp} && exec "{sys.executable}" "{script}"'],
-        capture_output=True, text=True, timeout=170,
-    )
-    assert run.returncode == 0, run.stderr[-8000:]
-    measured = json.loads(run.stdout.strip().splitlines()[-1])
-    print(measured)
+    measured = run_scenario(SCENARIO.with_name("ray_auto_scenario.py"), timeout=170)
     assert measured["node_exit"] == 0 and "2 CPUs on 1 nodes" in measured["cluster_line"]
