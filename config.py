@@ -47,3 +47,9 @@ class NodeConfig:
     gossip_interval: float = 30.0
     peer_timeout: float = 60.0
     consensus_interval: float = 120.0
+    # Per-actor message budgets in seconds, overriding the actor's declared one
+    # (actors/base.py `message_budget`): `(("ChainKeeper", 2.0),)`. Tests use it to
+    # make a hang show in seconds; operators have no flag for it.
+    message_budgets: tuple[tuple[str, float], ...] = ()
+    # How often the node proves its parts work end to end (runtime/probes.py).
+    probe_interval: float = 2.0

@@ -35,6 +35,7 @@ HASH_REPORT_INTERVAL = 1.0  # how often the node hears our hash count (also our 
 LOG_INTERVAL = 10.0
 CONNECT_TIMEOUT = 5.0
 BACKOFF_MAX = 10.0
+REAP_TIMEOUT = 1.0  # how long a worker whose pipe closed gets to finish exiting
 EXIT_UNAUTHORIZED = 1
 
 
@@ -204,8 +205,12 @@ class ExternalMiner:
                 self._replace(worker)
 
     def _replace(self, worker: ProcessWorker) -> None:
-        log.warning("worker %d (pid %s) died (exit %s); starting a new one", worker.index, worker.process.pid, worker.process.exitcode)
+        # Reap first: its report pipe reaches EOF a moment before the process is
+        # reaped, and until then the exit code is unknown (None). stop() then
+        # ends one that is somehow still running (its code is then stop's doing).
+        worker.reap(REAP_TIMEOUT)
         worker.stop()
+        log.warning("worker %d (pid %s) died (exit %s); starting a new one", worker.index, worker.process.pid, worker.exitcode)
         fresh = ProcessWorker(worker.index)
         self.workers[self.workers.index(worker)] = fresh
         self._give_work(fresh)

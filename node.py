@@ -1,13 +1,19 @@
-"""One node: its context, its supervised actors, and (optionally) its ops HTTP server.
+"""One node: its context and its supervised actors.
 
 Kept apart from `run_node.py` so tests and the demo can run several nodes in one
-process without going through the command line.
+process without going through the command line. The ops HTTP server is not part
+of it: `Node` offers the read-only view and the fault injection that ops needs
+(ops/view.py) and the callers wire the two together (ops/runner.py), so this
+module imports nothing from `ops/`.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
+
+import pykka
 
 from actors.chain_keeper import ChainKeeper
 from actors.consensus_runner import ConsensusRunner
@@ -15,8 +21,12 @@ from actors.gossip_manager import GossipManager
 from actors.network_io import NetworkIO
 from chain.datadir import DataDir
 from config import NodeConfig
+from chain.store import DB_FILENAME
 from runtime.context import NodeContext
-from runtime.startup import check_http_port, check_udp_port
+from runtime.probes import HealthProber, ProbeBook
+from runtime.interfaces import ChainProxy, ConsensusProxy, GossipProxy, NodeActorProxy
+from runtime.metrics import NodeMetrics
+from runtime.startup import check_udp_port
 from supervisor import ChildSpec, Spec, Supervisor, SupervisorPolicy, SupervisorSpec
 
 log = logging.getLogger("node")
@@ -48,6 +58,7 @@ def child_specs(config: NodeConfig, sync_policy: SupervisorPolicy = SYNC_POLICY,
 
 
 RAY_CPUS_TIMEOUT = 60.0  # how long sizing waits for the Ray cluster's first CPU reading
+KILL_WORKER_TIMEOUT = 2.0  # how long a crash drill waits for a MinerActor to kill its worker
 
 
 def miner_count(config: NodeConfig) -> int:
@@ -140,9 +151,10 @@ class Node:
         self.config = config
         self.ctx = NodeContext(config)
         self.supervisor = Supervisor(self.ctx, child_specs(config, sync_policy, miners_policy), policy or NODE_POLICY)
-        self.http: Any = None
         self.data_dir: DataDir | None = None
         self.pool_sizer: RayPoolSizer | None = None
+        self.probes = ProbeBook()
+        self.prober: HealthProber | None = None
 
     def start(self) -> "Node":
         """Check what would stop the node from working (StartupError), then start it.
@@ -153,32 +165,29 @@ class Node:
         self.data_dir = DataDir.open(self.config.data_dir, self.config.difficulty)
         try:
             check_udp_port(self.config.bind_host, self.config.port, self.config.host)
-            if self.config.http_port:
-                check_http_port(self.config.http_host, self.config.http_port)
             self.supervisor.start()
         except BaseException:
             self._release_data_dir()
             raise
-        if self.config.http_port:
-            from ops.http_server import OpsHttpServer
-
-            try:
-                self.http = OpsHttpServer(self).start()
-            except Exception:  # port taken: don't leave the actors (and miner workers) running
-                self.supervisor.stop(1)
-                self._release_data_dir()
-                raise
         if self.config.ray_address and self.config.miners == "auto":
             self.pool_sizer = RayPoolSizer(self).start()
+        self.prober = self._make_prober().start()
         return self
 
+    def _make_prober(self) -> HealthProber:
+        cfg = self.config
+        host = "127.0.0.1" if cfg.bind_host in ("0.0.0.0", "") else cfg.bind_host
+        gateway = (host, cfg.miner_listen) if cfg.miner_listen > 0 else None  # the gateway binds bind_host too
+        return HealthProber(self.probes, udp_address=(host, cfg.port), store_path=Path(cfg.data_dir) / DB_FILENAME,
+                            gateway_address=gateway, interval=cfg.probe_interval)
+
     def stop(self, exit_code: int = 0) -> None:
+        if self.prober is not None:
+            self.prober.stop()
+            self.prober = None
         if self.pool_sizer is not None:
             self.pool_sizer.stop()
             self.pool_sizer = None
-        if self.http is not None:
-            self.http.stop()
-            self.http = None
         self.supervisor.stop(exit_code)
         self._release_data_dir()
         if self.config.ray_address:
@@ -194,8 +203,12 @@ class Node:
     def wait(self, timeout: float | None = None) -> int | None:
         return self.supervisor.wait(timeout)
 
-    def health(self) -> dict[str, Any]:
-        return self.supervisor.health()
+    def health_facts(self) -> dict[str, Any]:
+        """What /health is made of (ops/health.py judges it): the supervision snapshot (each
+        actor's state, progress stamps, instances and threads) and the end-to-end probes."""
+        facts = self.supervisor.snapshot()
+        facts["probes"] = self.probes.report()
+        return facts
 
     @property
     def miner_count(self) -> int:
@@ -204,3 +217,108 @@ class Node:
         if miners is None or miners.sub is None:
             return 0
         return sum(1 for name in miners.sub.children if name.startswith("MinerActor-"))
+
+    # ------------------------------------------------ what ops reads (ops/view.py: NodeView)
+
+    @property
+    def metrics(self) -> NodeMetrics:
+        return self.ctx.metrics
+
+    @property
+    def stopped(self) -> bool:
+        """Stopping or stopped, by request or because the supervisor gave up."""
+        return self.supervisor.stopped
+
+    def chain(self) -> ChainProxy | None:
+        return self.ctx.registry.chain()
+
+    def gossip(self) -> GossipProxy | None:
+        return self.ctx.registry.gossip()
+
+    def consensus(self) -> ConsensusProxy | None:
+        return self.ctx.registry.consensus()
+
+    def actor(self, name: str) -> NodeActorProxy | None:
+        return self.ctx.registry.actor(name)
+
+    # ------------------------------------------------ fault injection (ops/view.py: FaultInjector)
+
+    def crash(self, actor: str, reason: str = "fault injection") -> dict[str, Any]:
+        """Make `actor` fail the way a real bug would; say what was done.
+
+        A MinerActor loses its worker process (SIGKILL), which it notices and fails
+        on, as after a real worker crash; every other actor gets `crash(reason)`
+        told to it, so the exception is raised inside the actor (a told message,
+        not an ask: an ask would hand the exception back instead) and reaches its
+        on_failure. Raises LookupError, RuntimeError or TimeoutError as
+        FaultInjector says.
+        """
+        if self.supervisor.child(actor) is None:
+            raise LookupError(f"no actor named {actor!r}")
+        registry = self.ctx.registry
+        ref, proxy = registry.ref(actor), registry.proxy(actor)
+        if ref is None or proxy is None:
+            raise RuntimeError(f"{actor} is not running (restarting or stopped)")
+        if not hasattr(ref.actor_class, "crash"):
+            raise LookupError(f"{actor} has no fault injection")
+        urn = ref.actor_urn
+        if actor.startswith("MinerActor-") and hasattr(ref.actor_class, "kill_worker"):
+            try:
+                result = proxy.kill_worker().get(timeout=KILL_WORKER_TIMEOUT)
+            except pykka.Timeout:
+                raise TimeoutError(f"{actor} did not answer kill_worker within {KILL_WORKER_TIMEOUT:g}s") from None
+            except Exception as exc:  # noqa: BLE001 - dead meanwhile, or the miner refused
+                raise RuntimeError(f"{actor}.kill_worker failed: {type(exc).__name__}: {exc}") from None
+            log.warning("fault injection: killed %s's worker process (%s)", actor, result)
+            return {"actor": actor, "urn": urn, "action": "worker process killed (SIGKILL)", "result": result}
+        try:
+            proxy.crash.defer(reason)
+        except pykka.ActorDeadError:
+            raise RuntimeError(f"{actor} is not running (restarting or stopped)") from None
+        log.warning("fault injection: raised an exception inside %s (%s)", actor, urn)
+        return {"actor": actor, "urn": urn, "action": "exception raised inside the actor"}
+
+    def stall(self, actor: str, seconds: float) -> dict[str, Any]:
+        """Queue a message in `actor`'s inbox that keeps it busy `seconds` when it runs.
+
+        Below the actor's message budget that is "busy"; above it, "hung" (the
+        supervisor replaces an expendable actor, and ends the node for one that
+        owns shared state). Several stalls queue up like any other work.
+        """
+        if self.supervisor.child(actor) is None:
+            raise LookupError(f"no actor named {actor!r}")
+        proxy = self.ctx.registry.actor(actor)
+        if proxy is None:
+            raise RuntimeError(f"{actor} is not running (restarting or stopped)")
+        try:
+            proxy.stall.defer(float(seconds))
+        except pykka.ActorDeadError:
+            raise RuntimeError(f"{actor} is not running (restarting or stopped)") from None
+        record = self.ctx.registry.mailbox(actor).current_record()
+        budget = record.budget if record is not None else None
+        log.warning("fault injection: %s will stall for %gs (its budget is %ss)", actor, seconds, budget)
+        return {"actor": actor, "action": f"stall of {seconds:g}s queued", "budget": budget,
+                "queue_depth": proxy.actor_ref.actor_inbox.qsize()}
+
+    def kill_thread(self, thread: str) -> dict[str, Any]:
+        """Raise an exception inside the owned thread called `thread` (`NetworkIO.reader`).
+
+        The thread dies as with a real bug; its owner must notice (crash, restart).
+        """
+        if thread == "node.prober" and self.prober is not None and self.prober.thread is not None:
+            target = self.prober.thread
+        else:
+            target = self.supervisor.thread(thread)
+        if target is None or not target.is_alive():
+            raise LookupError(f"no running thread named {thread!r}")
+        target.inject()
+        log.warning("fault injection: raising inside thread %s", thread)
+        return {"thread": thread, "action": "exception raised inside the thread"}
+
+    def thread_names(self) -> list[str]:
+        """Every owned thread that runs now, by the name kill-thread takes."""
+        names = [t["name"] for entry in self.supervisor.actor_entries() for t in entry.get("threads") or []
+                 if t.get("alive")]
+        if self.prober is not None and self.prober.thread is not None and self.prober.thread.is_alive():
+            names.append(self.prober.thread.name)
+        return names

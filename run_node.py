@@ -12,11 +12,15 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from config import NodeConfig
+
+if TYPE_CHECKING:  # imported where used, so `--help` and the subcommands stay light
+    from node import Node
+    from ops.runner import ServedNode
 
 DEFAULT_PORT = 8999
 DEFAULT_HTTP_PORT = 8998
@@ -202,8 +206,11 @@ def run_node(config: NodeConfig, verbose: bool = False) -> int:
 
     A node that can't start exits non-zero after one line saying why (see
     runtime/startup.py); exit 2 when the data dir holds another difficulty.
+    The node comes first, then its ops HTTP server (unless `--http-port 0`),
+    which stops before the node on the way down (ops/runner.py).
     """
     from node import Node
+    from ops.runner import start_node_with_http
     from runtime.startup import StartupError
 
     log = logging.getLogger("node")
@@ -222,7 +229,7 @@ def run_node(config: NodeConfig, verbose: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     node = Node(config)
     try:
-        node.start()
+        served = start_node_with_http(node)
     except StartupError as exc:  # the usual mistakes: port taken, data dir in use or for another difficulty
         log.critical("%s", exc, exc_info=verbose)
         return exc.exit_code
@@ -231,7 +238,7 @@ def run_node(config: NodeConfig, verbose: bool = False) -> int:
         return 1
     log.info("node %s up on udp %s:%d (difficulty %d, %d miners, data in %s)",
              config.name, config.host, config.port, config.difficulty, node.miner_count, config.data_dir)
-    for line in explain_node(config, node.http.addresses if node.http is not None else []):
+    for line in explain_node(config, served.addresses):
         log.info("%s", line)
     reporter = None
     if node.miner_count > 0 or config.miner_listen > 0:
@@ -239,7 +246,7 @@ def run_node(config: NodeConfig, verbose: bool = False) -> int:
 
         reporter = MiningReporter(node).start()
     try:
-        return _wait_for_end(node, stop_requested, log)
+        return _wait_for_end(served, stop_requested, log)
     finally:
         if reporter is not None:
             reporter.stop()
@@ -260,17 +267,21 @@ def explain_node(config: NodeConfig, http_addresses: list[tuple[str, int]]) -> l
     return lines
 
 
-def _wait_for_end(node: Any, stop_requested: threading.Event, log: logging.Logger) -> int:
-    """Until a signal (stop cleanly, 0) or the supervisor giving up (its exit code, 1 by default)."""
+def _wait_for_end(served: "ServedNode[Node]", stop_requested: threading.Event, log: logging.Logger) -> int:
+    """Until a signal (stop cleanly, 0) or the supervisor giving up (its exit code, 1 by default).
+
+    Stopping `served` stops the ops HTTP, then the node.
+    """
+    node = served.node
     while not stop_requested.wait(0.2):
         if node.supervisor.stopped:
             break
     if node.supervisor.stopped and not stop_requested.is_set():
         node.supervisor.wait(timeout=30)  # let the give-up shutdown finish (workers, storage)
-        node.stop()
+        served.stop()
         log.critical("node stopped: %s", node.supervisor.gave_up_reason or "supervisor stopped")
         return node.supervisor.exit_code or 1
-    node.stop(0)
+    served.stop(0)
     return 0
 
 

@@ -7,32 +7,37 @@ node (one_for_one; the core giving up ends the node, exit 1)
 └── miners (one_for_one)    MinerActor-0..N-1, MinerGateway
 ```
 
-Each supervisor is one event loop (its own thread) that owns a list of children
-(workers = actors, or supervisors), a strategy (one_for_one: only the failed child
-is restarted), an intensity (restarts per period) and a backoff. It acts on events
-handled one after another, never concurrently:
+Each supervisor is one event loop (its own thread) over a list of children
+(workers = actors, or supervisors). Its decisions (strategy, intensity, backoff,
+cool-down) are pure functions in runtime/restart_policy.py; this module carries
+them out, and never blocks: starting a child, stopping one and a whole subtree's
+revival are operations that complete later, noticed as events (a `Terminated`,
+a subtree's `_SubtreeUp`/`_SubtreeStopped`) or on the loop's next look, so a
+crash or a stop request is handled as it comes, whatever else is under way.
 
 * `Terminated(child, urn, reason)`: an actor sends it as its last act, *after* it
-  released its socket or worker process (actors/base.py), so the new instance
-  never races the old one. Its queued fire-and-forget calls are in its mailbox
-  (runtime/mailbox.py) and are handed to the new instance when it is attached.
-* `Stop`: stop every child in reverse start order, also when a restart is due or
-  a subtree is cooling down; nothing is restarted afterwards.
-* timers it keeps itself: due restarts, liveness pings (a hung actor is abandoned:
-  its `release` is called, it is unregistered and replaced).
+  released its socket or worker process (actors/base.py). Its queued
+  fire-and-forget calls are in its mailbox (runtime/mailbox.py) and go to the
+  new instance when it is attached.
+* Busy is not hung. Each instance stamps the start and end of every message
+  (runtime/instances.py); an actor is hung only when the message running now has
+  run past the actor's `message_budget`. A hung expendable actor (ConsensusRunner,
+  a miner) is abandoned: what it holds is released, it is unregistered, and a new
+  instance takes its place. An actor that owns shared state (ChainKeeper: the
+  store; NetworkIO, MinerGateway: a socket) is never duplicated: it is restarted
+  only once its old thread has ended, and if it hangs the node logs its stack and
+  exits 1 (the store survives kill -9, so nothing is lost; a service manager
+  restarts the node).
+* Intensity: more than `max_restarts` restarts within `period` and the supervisor
+  gives up: it stops its children and reports `Terminated` to its parent. The
+  parent restarts an *expendable* subtree (sync, miners) after a cool-down and
+  does not count it against its own intensity, so the node heals by itself and
+  reports `degraded` meanwhile. The root giving up ends the node with exit 1.
+* An error inside a supervisor's own loop is escalated as its own failure (to
+  its parent, or ending the node at the root), never swallowed.
 
-Intensity: more than `max_restarts` restarts within `period` and the supervisor
-gives up: it stops its children and reports `Terminated` to its parent. The
-parent restarts an *expendable* subtree (sync, miners) after a cool-down that
-doubles at each give-up (capped; reset after a stable period) and does not count
-it against its own intensity, so the node heals by itself and only reports
-`degraded` meanwhile. The root giving up (the core's budget exhausted) ends the
-node with exit code 1.
-
-Backoff: a child's n-th consecutive restart waits base * 2**(n-1) seconds (capped,
-plus up to 25% jitter); the count resets once it has been stable for
-`stable_after` seconds. The clock and RNG are injected, and the loop's step
-(`handle`, `tick`) can be driven by a test without the thread or real sleeps.
+The clock and RNG are injected, and the loop's step (`handle`, `tick`, `step`) can be
+driven by a test without the thread.
 """
 from __future__ import annotations
 
@@ -49,11 +54,22 @@ import pykka
 
 from messages.internal import Ping
 from runtime.context import NodeContext
+from runtime.instances import InstanceRecord
+from runtime.restart_policy import (
+    Intensity,
+    SupervisorPolicy,
+    affected_children,
+    backoff_delay,
+    cooldown_delay,
+    is_stable,
+)
+
+__all__ = ["ChildSpec", "SupervisorSpec", "Spec", "Supervisor", "SupervisorPolicy", "Terminated"]
 
 log = logging.getLogger("node.supervisor")
 
-START_TIMEOUT = 10.0  # a child's on_start must be done within this
-SILENT_DEATH_GRACE = 15.0  # a dead actor that never sent Terminated is restarted after this
+SILENT_DEATH_GRACE = 5.0  # a dead actor that never sent Terminated is restarted after this
+BUSY_LOOK = 0.01  # how often the loop looks while it starts or stops a child
 
 
 # ---------------------------------------------------------------- specs
@@ -67,26 +83,6 @@ class ChildSpec:
     start: Callable[[NodeContext, str], pykka.ActorRef[Any]]
     restart: str = "permanent"  # "permanent": always restarted; "temporary": never
     shutdown_timeout: float = 5.0
-
-
-@dataclass(frozen=True)
-class SupervisorPolicy:
-    strategy: str = "one_for_one"
-    max_restarts: int = 10
-    period: float = 60.0
-    backoff_base: float = 0.05
-    backoff_max: float = 5.0
-    stable_after: float = 30.0
-    watch_interval: float = 0.25  # liveness ping period
-    ping_timeout: float = 10.0
-    # For children that are expendable supervisors: wait before restarting one
-    # that gave up (doubling per give-up, capped), reset once it ran for `cooldown_reset`.
-    cooldown_base: float = 30.0
-    cooldown_max: float = 240.0
-    cooldown_reset: float = 300.0
-
-    def describe(self) -> str:
-        return f"{self.max_restarts} restarts in {self.period:g}s"
 
 
 @dataclass(frozen=True)
@@ -124,14 +120,29 @@ class _Stop:
 
 @dataclass(frozen=True)
 class _Revive:
-    """Parent -> a supervisor that gave up: start your children again."""
-
-    done: threading.Event
+    """Parent -> a supervisor that gave up: start your children again (answered with _SubtreeUp
+    or a Terminated when that fails)."""
 
 
 @dataclass(frozen=True)
-class _Wake:
-    pass
+class _SubtreeUp:
+    """Child supervisor -> parent: every child of mine runs again."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _SubtreeStopped:
+    """Child supervisor -> parent: my children are stopped, as asked."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _Escalate:
+    """Anyone -> the root: a state owner hung (or a supervisor broke); end the node with exit 1."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -158,17 +169,24 @@ class Child:
     spec: Spec
     sub: "Supervisor | None" = None  # for a SupervisorSpec
     ref: pykka.ActorRef[Any] | None = None
-    state: str = "stopped"  # running | restarting | cooling_down | stopped | failed
+    # running | starting | stopping | restarting | cooling_down | stopped | failed
+    state: str = "stopped"
     restarts: int = 0
     consecutive: int = 0
     started_at: float = 0.0
     last_restart: float | None = None  # wall-clock time, for operators
     last_error: str | None = None
     due: float | None = None  # monotonic time of a scheduled restart
-    ping: Any = None  # the outstanding liveness future
-    ping_sent: float = 0.0
     dead_since: float | None = None  # noticed dead without a Terminated
     giveups: int = 0  # consecutive give-ups of a subtree (for its cool-down)
+    queued: bool = False  # a start or stop operation for it waits in the queue
+    is_restart: bool = False  # the next start is a restart (counted)
+    # An operation in flight:
+    pending_ref: pykka.ActorRef[Any] | None = None
+    start_future: Any = None
+    deadline: float | None = None
+    stopped_urn: str | None = None  # a Terminated(None) seen for this URN while stopping
+    escalated: bool = False
 
     @property
     def name(self) -> str:
@@ -179,7 +197,7 @@ class Child:
 
 
 class Supervisor:
-    """One supervisor of the tree: `start()`, then `stop()`/`wait()`; `health()` any time."""
+    """One supervisor of the tree: `start()`, then `stop()`/`wait()`; `snapshot()` any time."""
 
     def __init__(
         self,
@@ -203,19 +221,19 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self._order: list[str] = []
         for spec in specs:
-            child = Child(spec)
-            if isinstance(spec, SupervisorSpec):
-                child.sub = Supervisor(ctx, spec.children(ctx), spec.policy, name=spec.name, parent=self,
-                                       clock=clock, wall_clock=wall_clock, rng=self.rng)
-            self.children[spec.name] = child
-            self._order.append(spec.name)
+            self._add_spec(spec)
         self._events: queue.Queue[Any] = queue.Queue()
-        self._lock = threading.RLock()  # guards the state read by health() from other threads
-        self._restart_times: deque[float] = deque()
+        self._lock = threading.RLock()  # guards the state read by snapshot() from other threads
+        self._intensity = Intensity(self.policy.max_restarts, self.policy.period)
+        self._ops: deque[tuple[str, str]] = deque()  # ("start" | "stop", child name), one at a time
+        self._op: tuple[str, str] | None = None
         self._loop: threading.Thread | None = None
-        self.state = "stopped"  # running | gave_up | stopping | stopped
+        self._run_loop = True
+        self.state = "stopped"  # starting | running | reviving | giving_up | gave_up | stopping | stopped
         self._stop_requested = threading.Event()
         self._finished = threading.Event()
+        self._stop_waiters: list[threading.Event] = []
+        self._startup_failure: str | None = None
         self.exit_code: int | None = None
         self.gave_up_reason: str | None = None
         self._owners: dict[str, Supervisor] = {}  # on the root: worker name -> its supervisor
@@ -223,44 +241,59 @@ class Supervisor:
             ctx.on_terminated = self.route
             ctx.metrics.supervision_source = self._metrics_source
 
+    def _add_spec(self, spec: Spec) -> Child:
+        child = Child(spec)
+        if isinstance(spec, SupervisorSpec):
+            child.sub = Supervisor(self.ctx, spec.children(self.ctx), spec.policy, name=spec.name, parent=self,
+                                   clock=self.clock, wall_clock=self.wall_clock, rng=self.rng)
+        self.children[spec.name] = child
+        self._order.append(spec.name)
+        return child
+
     # ---------------------------------------------------------- public API
 
     def start(self, run_loop: bool = True) -> None:
-        """Start every child in order (blocking), then the event loop; raise if one can't start.
+        """Start every child in order (blocking the caller, not a loop), then the event loop;
+        raise RuntimeError if one can't start (the others are stopped again).
 
         `run_loop=False` (tests) starts no thread: the test drives `step()` with its own clock.
         """
-        failure = self._start_children()
-        if failure is not None:
-            self._stop_children()
-            self.state = "stopped"
-            self._finished.set()
+        self._run_loop = run_loop
+        self.state = "starting"
+        for name in self._order:
+            self._enqueue("start", name)
+        self._drive(lambda: not self._ops and self._op is None)
+        if self._startup_failure is not None or self.state != "starting":
+            failure = self._startup_failure or f"stopped while starting ({self.state})"
+            self._begin_stop(self.exit_code or 0)
+            self._drive(self._finished.is_set)
             raise RuntimeError(failure)
+        self.state = "running"
         if run_loop:
             self._loop = threading.Thread(target=self._run, name=f"supervisor-{self.name}", daemon=True)
             self._loop.start()
         log.info("supervisor %s started %d children", self.name, len(self._order))
 
     def stop(self, exit_code: int = 0, timeout: float | None = 60.0) -> None:
-        """Stop the children in reverse start order, on the event loop; idempotent."""
+        """Stop the children in reverse start order; idempotent. Blocks the caller until done
+        (or `timeout`); the loop itself never waits."""
         self._stop_requested.set()
         if self.exit_code is None:
             self.exit_code = exit_code
+        if self._finished.is_set():
+            return
         loop = self._loop
-        if loop is None or not loop.is_alive() or loop is threading.current_thread():
-            with self._lock:
-                if not self._finished.is_set():
-                    self._shutdown()
+        if loop is None or not loop.is_alive():
+            if loop is not threading.current_thread():
+                self.handle(_Stop(exit_code, threading.Event()))
+                self._drive(self._finished.is_set, timeout)
             return
         done = threading.Event()
         self._events.put(_Stop(exit_code, done))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(0.1):
-            if self._finished.is_set():
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                log.warning("supervisor %s did not stop within %.0fs", self.name, timeout)
-                return
+        if loop is threading.current_thread():
+            return
+        if not self._finished.wait(timeout):
+            log.warning("supervisor %s did not stop within %.0fs", self.name, timeout or 0)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the tree has stopped; the exit code (None on timeout)."""
@@ -291,7 +324,7 @@ class Supervisor:
         self._events.put(event)
 
     def add_child(self, spec: ChildSpec, timeout: float = 60.0) -> None:
-        """Start `spec` as a new child of this supervisor (on its loop); returns once it was tried.
+        """Start `spec` as a new child of this supervisor; returns once it was tried.
 
         A child that fails to start is handled as a crash (restarted with backoff).
         Ignored if a child of that name exists or the supervisor is not running.
@@ -305,23 +338,18 @@ class Supervisor:
     def _call(self, event: Any, timeout: float) -> None:
         if self._loop is None or not self._loop.is_alive():
             self.handle(event)  # no loop (tests drive step()) or already stopped
+            self._drive(lambda: not self._ops and self._op is None, timeout)
+            event.done.set()
             return
         self.post(event)
         event.done.wait(timeout)
 
-    # ---------------------------------------------------------- health
+    # ---------------------------------------------------------- what there is to see
 
-    def health(self) -> dict[str, Any]:
-        """`status` (ok/degraded/down), `reason`, the flat `actors` list and the `supervision` tree."""
-        tree = self.tree()
-        actors = self.actor_entries()
-        if self.parent is None and self.gave_up_reason is not None:
-            status, reason = "down", self.gave_up_reason
-        else:
-            problems = _problems(tree)
-            status = "degraded" if problems else "ok"
-            reason = "; ".join(problems) if problems else None
-        return {"status": status, "reason": reason, "actors": actors, "supervision": tree,
+    def snapshot(self) -> dict[str, Any]:
+        """The raw facts for /health (ops/health.py renders them): the `supervision` tree,
+        the flat `actors` list, and why the root gave up, if it did."""
+        return {"supervision": self.tree(), "actors": self.actor_entries(),
                 "gave_up": self.gave_up_reason if self.parent is None else None}
 
     def tree(self) -> dict[str, Any]:
@@ -349,13 +377,17 @@ class Supervisor:
             return {
                 "name": self.name, "kind": "supervisor", "strategy": self.policy.strategy,
                 "intensity": {"max_restarts": self.policy.max_restarts, "period": self.policy.period,
-                              "recent": len(self._restart_times)},
+                              "recent": self._intensity.recent(now)},
                 "state": self.state, "reason": self.gave_up_reason, "restarts": 0,
                 "children": children,
             }
 
     def actor_entries(self) -> list[dict[str, Any]]:
-        """One entry per actor of the tree, in start order (the /health `actors` list)."""
+        """One entry per actor of the tree, in start order (the /health `actors` list).
+
+        Everything here is read without asking the actor (its inbox may be long):
+        the progress stamps and threads of its instances (runtime/instances.py).
+        """
         entries: list[dict[str, Any]] = []
         with self._lock:
             for name in self._order:
@@ -364,17 +396,32 @@ class Supervisor:
                     entries.extend(child.sub.actor_entries())
                     continue
                 ref = child.ref
-                entries.append({
+                mailbox = self.ctx.registry.mailbox(name)
+                record = mailbox.record(ref.actor_urn) if ref is not None else None
+                alive = child.state == "running" and ref is not None and ref.is_alive()
+                entry: dict[str, Any] = {
                     "name": name,
                     "supervisor": self.name,
                     "urn": ref.actor_urn if ref is not None else None,
-                    "alive": child.state == "running" and ref is not None and ref.is_alive(),
+                    "alive": alive,
+                    "state": child.state,
                     "restarts": child.restarts,
                     "last_restart": child.last_restart,
                     "last_error": child.last_error,
                     "messages": self.ctx.metrics.messages(name),
                     "queue_depth": _queue_depth(ref),
-                })
+                    "instances": len(mailbox.live_records()),
+                    "abandoned_instances": len(mailbox.abandoned_records()),
+                    "owns_shared_state": bool(getattr(ref.actor_class, "owns_shared_state", False)) if ref else None,
+                }
+                if record is not None:
+                    entry.update(record.describe())
+                    entry["activity"] = ("hung" if record.hung() else "busy" if record.busy_for() is not None
+                                         or (entry["queue_depth"] or 0) > 0 else "idle")
+                else:
+                    entry.update({"busy_for": None, "current": None, "handled": 0, "budget": None,
+                                  "threads": [], "activity": None})
+                entries.append(entry)
         return entries
 
     def _metrics_source(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
@@ -389,13 +436,21 @@ class Supervisor:
         walk(self.tree())
         return self.actor_entries(), supervisors, self.gave_up_reason is not None
 
+    def thread(self, name: str) -> Any | None:
+        """The owned thread called `name` (`NetworkIO.reader`) of a current actor instance, or None."""
+        actor = name.split(".", 1)[0]
+        child = self._find(actor)
+        if child is None or child.ref is None:
+            return None
+        record = self.ctx.registry.mailbox(actor).record(child.ref.actor_urn)
+        return record.thread(name) if record is not None else None
+
     # ---------------------------------------------------------- the event loop
 
     def _run(self) -> None:
         while not self._finished.is_set():
-            timeout = self._next_timeout()
             try:
-                event = self._events.get(timeout=timeout)
+                event = self._events.get(timeout=self._next_timeout())
             except queue.Empty:
                 event = None
             try:
@@ -403,10 +458,26 @@ class Supervisor:
                     self.handle(event)
                 if not self._finished.is_set():
                     self.tick(self.clock())
-            except Exception:  # the loop must never die
-                log.exception("supervisor %s: error in its event loop", self.name)
+            except Exception as exc:  # noqa: BLE001 - a supervisor's own fault is escalated, never hidden
+                log.exception("supervisor %s: internal error", self.name)
+                self._internal_error(f"internal error in supervisor {self.name}: {type(exc).__name__}: {exc}")
+
+    def _internal_error(self, reason: str) -> None:
+        if self.parent is None:
+            self.gave_up_reason = reason
+            log.critical("%s; shutting the node down", reason)
+            self._stop_requested.set()
+            self.exit_code = 1
+            try:
+                self._begin_stop(1)
+            except Exception:  # noqa: BLE001 - broken beyond repair: let the caller see it stopped
+                self._finished.set()
+            return
+        self._give_up(reason)
 
     def _next_timeout(self) -> float:
+        if self._op is not None or self._ops:
+            return BUSY_LOOK
         now = self.clock()
         timeout = self.policy.watch_interval
         with self._lock:
@@ -428,45 +499,379 @@ class Supervisor:
             self.tick(self.clock())
         return event is not None
 
+    def _drive(self, done: Callable[[], bool], timeout: float | None = None) -> None:
+        """Turn this supervisor's loop in the caller's thread until `done()` (start-up, tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            self.step(BUSY_LOOK)
+
     def handle(self, event: Any) -> None:
         """Process one event (the loop's step; tests call it directly)."""
         if isinstance(event, _Stop):
             if self.exit_code is None:
                 self.exit_code = event.exit_code
-            self._shutdown()
-            event.done.set()
+            self._stop_waiters.append(event.done)
+            self._begin_stop(event.exit_code)
         elif isinstance(event, Terminated):
             self._on_terminated(event)
+        elif isinstance(event, _SubtreeUp):
+            self._on_subtree_up(event.name)
+        elif isinstance(event, _SubtreeStopped):
+            pass  # the stop operation sees the subtree finished
         elif isinstance(event, _Revive):
             self._revive()
-            event.done.set()
+        elif isinstance(event, _Escalate):
+            self._escalated(event.reason)
         elif isinstance(event, _AddChild):
             self._add_child(event.spec)
-            event.done.set()
         elif isinstance(event, _RemoveChild):
             self._remove_child(event.name)
-            event.done.set()
 
     def tick(self, now: float) -> None:
-        """Run what is due at `now`: restarts, cool-downs, liveness checks, stability resets."""
-        if self.state != "running":
+        """Run what is due at `now`: operations under way, restarts, cool-downs, hangs, resets."""
+        if self.state in ("running", "reviving"):
+            for name in list(self._order):
+                child = self.children.get(name)
+                if child is None:
+                    continue
+                if child.state in ("restarting", "cooling_down") and not child.queued \
+                        and child.due is not None and now >= child.due:
+                    child.due = None
+                    child.is_restart = True
+                    self._enqueue("start", name)
+                    continue
+                if child.state != "running":
+                    continue
+                if child.sub is not None:
+                    if child.giveups and is_stable(child.started_at, now, self.policy.cooldown_reset):
+                        child.giveups = 0
+                    continue
+                if child.consecutive and is_stable(child.started_at, now, self.policy.stable_after):
+                    child.consecutive = 0
+                self._watch(child, now)
+        self._advance(now)
+
+    # ---------------------------------------------------------- operations (one at a time)
+
+    def _enqueue(self, kind: str, name: str) -> None:
+        child = self.children.get(name)
+        if child is None:
             return
-        for name in list(self._order):
-            if self.state != "running" or self._stop_requested.is_set():
+        child.queued = True
+        self._ops.append((kind, name))
+
+    def _advance(self, now: float) -> None:
+        """Carry the operation queue forward: finish the current one if it is done, begin the next."""
+        while True:
+            if self._op is not None:
+                if not self._op_done(self._op, now):
+                    return
+                self._op = None
+            if not self._ops:
+                self._ops_drained()
                 return
-            child = self.children[name]
-            if child.state in ("restarting", "cooling_down") and child.due is not None and now >= child.due:
-                self._restart(child)
+            op = self._ops.popleft()
+            if op[0] == "forget":
+                self._forget(op[1])
                 continue
-            if child.state != "running":
+            child = self.children.get(op[1])
+            if child is None:
                 continue
-            if child.sub is not None:
-                if child.giveups and now - child.started_at >= self.policy.cooldown_reset:
-                    child.giveups = 0
-                continue
-            if child.consecutive and now - child.started_at >= self.policy.stable_after:
-                child.consecutive = 0
-            self._check_liveness(child, now)
+            child.queued = any(name == op[1] for _, name in self._ops)
+            self._op = op
+            if op[0] == "start":
+                self._begin_start(child, now)
+            else:
+                self._begin_child_stop(child, now)
+
+    def _ops_drained(self) -> None:
+        """Every queued operation is done: finish a stop, a give-up or a revival."""
+        if self.state == "stopping":
+            self._finish_stop()
+        elif self.state == "giving_up":
+            self.state = "gave_up"
+            self._clear_mailboxes()
+            if self.parent is not None:
+                self.parent.post(Terminated(self.name, self.name, f"gave up: {self.gave_up_reason}"))
+        elif self.state == "reviving":
+            if all(c.state == "running" for c in self.children.values()):
+                self.state = "running"
+                self.gave_up_reason = None
+                log.info("supervisor %s restarted its children", self.name)
+                if self.parent is not None:
+                    self.parent.post(_SubtreeUp(self.name))
+
+    # -- start
+
+    def _begin_start(self, child: Child, now: float) -> None:
+        if self.state not in ("starting", "running", "reviving"):
+            return
+        if child.is_restart:
+            child.restarts += 1
+            child.last_restart = self.wall_clock()
+        child.is_restart = False
+        child.deadline = None
+        if child.sub is not None:
+            child.state = "starting"
+            sub = child.sub
+            if sub._loop is None and sub.state == "stopped" and not sub._finished.is_set():
+                try:
+                    sub.start(self._run_loop)  # the first start (at the node's start-up)
+                except Exception as exc:  # noqa: BLE001 - reported as the subtree's failure
+                    self._subtree_failed(child, str(exc))
+                    return
+                self._subtree_running(child)
+            else:
+                sub.post(_Revive())
+            return
+        child.state = "starting"
+        # A state owner's successor starts only after the old instance's thread has ended.
+        child.deadline = now + self.policy.start_timeout + _shutdown_timeout(child)
+
+    def _op_done(self, op: tuple[str, str], now: float) -> bool:
+        child = self.children.get(op[1])
+        if child is None:
+            return True
+        if op[0] == "stop":
+            return self._stop_done(child, now)
+        if child.state != "starting":
+            return True
+        if child.sub is not None:
+            if child.sub._loop is None:
+                child.sub.step()  # a subtree without a thread (tests): turn it here
+            return False  # _SubtreeUp or its Terminated will move it on
+        if child.pending_ref is None:
+            if self.ctx.registry.mailbox(child.name).live_records():
+                if child.deadline is not None and now > child.deadline:
+                    self._escalate(child.name, f"{child.name}: the previous instance's thread did not end; "
+                                               "a second instance must not share its state")
+                    return True
+                return False  # the old instance's thread is still ending
+            self._launch(child, now)
+            if child.pending_ref is None:
+                return True  # its constructor failed: handled as a crash
+        return self._poll_start(child, now)
+
+    def _launch(self, child: Child, now: float) -> None:
+        spec = child.spec
+        assert isinstance(spec, ChildSpec)
+        try:
+            ref = spec.start(self.ctx, spec.name)
+        except Exception as exc:  # noqa: BLE001 - a constructor that raises
+            log.error("%s failed to start: %s", spec.name, exc)
+            self._start_failed(child, f"{type(exc).__name__}: {exc}")
+            return
+        child.pending_ref = ref
+        # on_start runs in the actor's thread; an exception there stops the actor
+        # without on_failure. Its first answer tells us it really started.
+        child.start_future = ref.ask(_PING, block=False)
+        child.deadline = now + self.policy.start_timeout
+
+    def _poll_start(self, child: Child, now: float) -> bool:
+        ref = child.pending_ref
+        assert ref is not None
+        try:
+            child.start_future.get(timeout=0)
+        except pykka.Timeout:
+            if child.deadline is not None and now <= child.deadline:
+                return False
+            error = f"did not come up within {self.policy.start_timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - ActorDeadError: on_start raised
+            error = f"start failed: {type(exc).__name__}"
+        else:
+            self._started(child, ref, now)
+            return True
+        log.error("%s %s", child.name, error)
+        child.pending_ref = None
+        child.start_future = None
+        self._abandon(child.name, ref)
+        self._start_failed(child, error)
+        return True
+
+    def _started(self, child: Child, ref: pykka.ActorRef[Any], now: float) -> None:
+        child.pending_ref = None
+        child.start_future = None
+        child.deadline = None
+        child.ref = ref
+        child.state = "running"
+        child.started_at = now
+        child.dead_since = None
+        child.escalated = False
+        handed = self.ctx.registry.mailbox(child.name).attach(ref)  # handed-over calls come first
+        self.ctx.registry.set(child.name, ref)
+        self._owner_register(child.name)
+        if child.restarts:
+            log.info("%s restarted (%s)", child.name, ref.actor_urn)
+        if handed:
+            log.info("%s: %d queued calls handed to the new instance", child.name, handed)
+
+    def _start_failed(self, child: Child, error: str) -> None:
+        child.last_error = error
+        if self.state == "starting":  # the node's start-up: no restarts, the caller is told
+            child.state = "failed"
+            self._startup_failure = f"{child.name} failed to start: {error}"
+            self._ops.clear()
+            return
+        child.state = "running"  # so _child_down counts it as a failure to restart
+        self._child_down(child, error)
+
+    # -- stop
+
+    def _begin_child_stop(self, child: Child, now: float) -> None:
+        child.deadline = now + _shutdown_timeout(child)
+        if child.sub is not None:
+            if child.sub._finished.is_set() or child.sub.state in ("stopped", "gave_up") and child.sub._loop is None:
+                child.state = "stopped"
+                return
+            child.state = "stopping"
+            child.sub._stop_requested.set()
+            if child.sub._loop is None or not child.sub._loop.is_alive():
+                child.sub.handle(_Stop(self.exit_code or 0, threading.Event()))
+            else:
+                child.sub.post(_Stop(self.exit_code or 0, threading.Event()))
+            return
+        ref, child.ref = child.ref, None
+        if child.pending_ref is not None:  # stopped while starting
+            ref, child.pending_ref, child.start_future = child.pending_ref, None, None
+        self.ctx.registry.set(child.name, None)
+        if ref is None:
+            child.state = self._after_stop_state(child)
+            return
+        self.ctx.registry.mailbox(child.name).detach(ref.actor_urn)
+        if child.escalated:  # hung: a stop would wait behind the message that never ends
+            log.warning("%s is hung; abandoned at shutdown", child.name)
+            self._abandon(child.name, ref)
+            child.state = self._after_stop_state(child)
+            return
+        child.state = "stopping"
+        child.pending_ref = ref  # the instance being stopped
+        child.stopped_urn = None
+        try:
+            ref.stop(block=False)
+        except pykka.ActorDeadError:
+            pass
+
+    def _stop_done(self, child: Child, now: float) -> bool:
+        if child.state != "stopping":
+            return True
+        if child.sub is not None:
+            sub = child.sub
+            if sub._loop is None or not sub._loop.is_alive():
+                sub.tick(self.clock())  # a subtree without a thread (tests): turn it here
+            if sub._finished.is_set() or sub.state == "gave_up":
+                child.state = self._after_stop_state(child)
+                return True
+        else:
+            ref = child.pending_ref
+            record = self.ctx.registry.mailbox(child.name).record(ref.actor_urn) if ref is not None else None
+            ended = ref is None or child.stopped_urn == ref.actor_urn or (
+                record is not None and record.actor_thread is not None and not record.thread_alive())
+            if ended or (record is None and ref is not None and not ref.is_alive()):
+                child.pending_ref = None
+                child.state = self._after_stop_state(child)
+                return True
+        if child.deadline is not None and now > child.deadline:
+            log.warning("%s did not stop within %.1fs; abandoned", child.name, _shutdown_timeout(child))
+            if child.pending_ref is not None:
+                self._abandon(child.name, child.pending_ref)
+                child.pending_ref = None
+            child.state = self._after_stop_state(child)
+            return True
+        return False
+
+    def _after_stop_state(self, child: Child) -> str:
+        """What a child stopped by an operation becomes: waiting for its group restart, or stopped."""
+        return "restarting" if child.due is not None and self.state in ("running", "reviving") else "stopped"
+
+    def _begin_stop(self, exit_code: int) -> None:
+        """Stop every child in reverse start order (operations); no restart happens afterwards."""
+        if self.state in ("stopping", "stopped") and (self._finished.is_set() or self.state == "stopping"):
+            self._signal_stopped_if_done()
+            return
+        self._stop_requested.set()
+        if self.exit_code is None:
+            self.exit_code = exit_code
+        self.state = "stopping"
+        self._ops.clear()
+        for child in self.children.values():
+            child.due = None
+            child.queued = False
+        for name in reversed(self._order):
+            self._enqueue("stop", name)
+        self._advance(self.clock())
+
+    def _finish_stop(self) -> None:
+        self.state = "stopped"
+        self._clear_mailboxes()
+        if self.parent is None:
+            self.ctx.timers.close()
+            log.info("all actors stopped")
+        self._finished.set()
+        self._signal_stopped_if_done()
+        if self.parent is not None:
+            self.parent.post(_SubtreeStopped(self.name))
+
+    def _signal_stopped_if_done(self) -> None:
+        if self._finished.is_set():
+            for done in self._stop_waiters:
+                done.set()
+            self._stop_waiters.clear()
+
+    def _clear_mailboxes(self) -> None:
+        for name in self._order:
+            if self.children[name].sub is None:
+                self.ctx.registry.mailbox(name).clear()
+
+    # ---------------------------------------------------------- watching running workers
+
+    def _watch(self, child: Child, now: float) -> None:
+        """A running worker: dead without a Terminated, or hung past its budget?"""
+        ref = child.ref
+        if ref is None:
+            return
+        mailbox = self.ctx.registry.mailbox(child.name)
+        record = mailbox.record(ref.actor_urn)
+        if not ref.is_alive():
+            # Normally Terminated follows (after release); a death without one
+            # (a BaseException, on_stop failing) is restarted after a grace period.
+            if child.dead_since is None:
+                child.dead_since = now
+            elif now - child.dead_since > SILENT_DEATH_GRACE or (record is not None and not record.thread_alive()):
+                self._child_down(child, child.last_error or "stopped without a Terminated")
+            return
+        if record is None or not record.hung():
+            return
+        busy = record.busy_for() or 0.0
+        what = f"message {record.current!r} has run {busy:.1f}s (budget {record.budget:g}s)"
+        if getattr(ref.actor_class, "owns_shared_state", False):
+            if not child.escalated:
+                child.escalated = True
+                self._escalate(child.name, f"{child.name} hung: {what}", record)
+            return
+        log.error("%s hung: %s; abandoned and replaced", child.name, what)
+        record.abandoned = True
+        self._abandon(child.name, ref)
+        self._child_down(child, f"hung: {what}")
+
+    def _escalate(self, name: str, reason: str, record: InstanceRecord | None = None) -> None:
+        """A state owner can't be duplicated and won't finish: log where it is stuck, end the node."""
+        if record is not None:
+            log.error("stack of %s's thread (%s):\n%s", name, record.urn, record.stack().rstrip())
+        self._root().post(_Escalate(reason))
+
+    def _escalated(self, reason: str) -> None:
+        if self.parent is not None:
+            self.parent.post(_Escalate(reason))
+            return
+        if self.state in ("stopping", "stopped"):
+            return
+        self.gave_up_reason = reason
+        log.critical("%s; exiting (exit 1): a second instance must not share its state, the store "
+                     "survives this, and a service manager restarts the node", reason)
+        self.exit_code = 1
+        self._begin_stop(1)
 
     # ---------------------------------------------------------- events
 
@@ -475,25 +880,42 @@ class Supervisor:
         if child is None:
             return
         if child.sub is not None:
-            if child.state != "running" or self.state != "running":
-                return
-            self._subtree_gave_up(child, event.reason or "stopped")
+            if child.state == "starting":
+                self._subtree_failed(child, event.reason or "stopped")
+            elif child.state == "running" and self.state == "running":
+                self._subtree_failed(child, event.reason or "stopped")
+            return
+        if child.state == "stopping":
+            if child.pending_ref is not None and child.pending_ref.actor_urn == event.urn:
+                child.stopped_urn = event.urn
+                self._advance(self.clock())
             return
         if child.ref is None or child.ref.actor_urn != event.urn:
             log.debug("%s: Terminated from an old instance ignored", event.name)
             return
-        if self.state != "running" or child.state != "running":
+        if self.state not in ("running", "reviving") or child.state != "running":
             return
         self._child_down(child, event.reason or "stopped")
 
+    def _on_subtree_up(self, name: str) -> None:
+        child = self.children.get(name)
+        if child is not None and child.state == "starting":
+            self._subtree_running(child)
+
+    def _subtree_running(self, child: Child) -> None:
+        child.state = "running"
+        child.started_at = self.clock()
+        if child.restarts:
+            log.info("supervisor %s restarted", child.name)
+
     def _child_down(self, child: Child, reason: str) -> None:
-        """A running worker ended (crash, stop, hang): unregister it, then restart it or give up."""
+        """A running worker ended (crash, stop, hang): unregister it, then restart it (and the
+        siblings its strategy names) or give up."""
         name = child.name
         if child.ref is not None:
             self.ctx.registry.mailbox(name).detach(child.ref.actor_urn)
         self.ctx.registry.set(name, None)
         child.ref = None
-        child.ping = None
         child.dead_since = None
         child.last_error = reason
         now = self.clock()
@@ -504,13 +926,30 @@ class Supervisor:
         if self._count_restart(now, f"{name}: {reason}"):
             return  # gave up
         child.consecutive += 1
-        delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (child.consecutive - 1))
-        delay *= 1 + 0.25 * self.rng.random()  # jitter: restarts of many children don't align
-        child.due = now + delay
+        delay = backoff_delay(self.policy, child.consecutive, self.rng)
         child.state = "restarting"
+        child.due = now + delay
         log.warning("%s down (%s); restart #%d in %.2fs", name, reason, child.restarts + 1, delay)
+        self._restart_siblings(name, child.due)
 
-    def _subtree_gave_up(self, child: Child, reason: str) -> None:
+    def _restart_siblings(self, failed: str, due: float) -> None:
+        """one_for_all / rest_for_one: stop the other affected children (reverse order); they
+        restart with the failed one, in start order, when it is due."""
+        affected = affected_children(self.policy.strategy, self._order, failed)
+        siblings = [name for name in affected if name != failed]
+        if not siblings:
+            return
+        log.warning("supervisor %s (%s): %s restarts with %s", self.name, self.policy.strategy,
+                    ", ".join(siblings), failed)
+        for name in reversed(siblings):
+            sibling = self.children[name]
+            sibling.due = due
+            if sibling.state in ("running", "starting"):
+                self._enqueue("stop", name)
+            elif sibling.state in ("stopped", "failed", "cooling_down"):
+                sibling.state = "restarting"
+
+    def _subtree_failed(self, child: Child, reason: str) -> None:
         now = self.clock()
         child.last_error = reason
         spec = child.spec
@@ -521,8 +960,7 @@ class Supervisor:
             child.due = now + self.policy.backoff_base
             child.state = "restarting"
             return
-        delay = min(self.policy.cooldown_max, self.policy.cooldown_base * 2 ** child.giveups)
-        delay *= 1 + 0.1 * self.rng.random()
+        delay = cooldown_delay(self.policy, child.giveups, self.rng)
         child.giveups += 1
         child.due = now + delay
         child.state = "cooling_down"
@@ -531,13 +969,10 @@ class Supervisor:
 
     def _count_restart(self, now: float, what: str) -> bool:
         """Record a restart in the intensity window; give up (True) when it is exceeded."""
-        self._restart_times.append(now)
-        while self._restart_times and now - self._restart_times[0] > self.policy.period:
-            self._restart_times.popleft()
-        if len(self._restart_times) <= self.policy.max_restarts:
+        if not self._intensity.record(now):
             return False
-        reason = (f"restart intensity exceeded: {len(self._restart_times)} restarts in "
-                  f"{self.policy.period:g}s (limit {self.policy.max_restarts}); last: {what}")
+        reason = (f"restart intensity exceeded: {self._intensity.describe(self._intensity.recent())}; "
+                  f"last: {what}")
         self._give_up(reason)
         return True
 
@@ -547,195 +982,68 @@ class Supervisor:
             log.critical("giving up, shutting the node down: %s", reason)
             self._stop_requested.set()
             self.exit_code = 1
-            self._shutdown()
+            self._begin_stop(1)
             return
         log.error("supervisor %s giving up: %s", self.name, reason)
-        self._stop_children()
-        self.state = "gave_up"
-        self.parent.post(Terminated(self.name, self.name, f"gave up: {reason}"))
+        self.state = "giving_up"
+        self._ops.clear()
+        for child in self.children.values():
+            child.due = None
+            child.queued = False
+        for name in reversed(self._order):
+            self._enqueue("stop", name)
+        self._advance(self.clock())
 
     def _revive(self) -> None:
         """Parent's order after a cool-down: a fresh start with a fresh intensity window."""
         if self._stop_requested.is_set() or self.state != "gave_up":
+            if self.state == "running" and self.parent is not None:
+                self.parent.post(_SubtreeUp(self.name))
             return
-        self._restart_times.clear()
-        for child in self.children.values():
-            child.consecutive = 0  # a fresh start: backoff from the base again
-        failure = self._start_children()
-        if self._stop_requested.is_set():
-            self._stop_children()
-            return
-        if failure is not None:
-            self._give_up(f"restart failed: {failure}")
-            return
-        self.gave_up_reason = None
-        log.info("supervisor %s restarted its children", self.name)
-
-    # ---------------------------------------------------------- starting and stopping
-
-    def _start_children(self) -> str | None:
-        """Start every child in order; the first failure (as text), or None."""
-        self.state = "running"
+        self._intensity.clear()
+        self.state = "reviving"
         for name in self._order:
-            if self._stop_requested.is_set():
-                return "stop requested while starting"
             child = self.children[name]
+            child.consecutive = 0  # a fresh start: backoff from the base again
             child.due = None
-            if child.sub is not None:
-                try:
-                    if child.sub._loop is None:
-                        child.sub.start()
-                    else:
-                        child.sub._request_revive()
-                except Exception as exc:  # noqa: BLE001
-                    child.last_error = str(exc)
-                    child.state = "failed"
-                    return f"{name}: {exc}"
-                if child.sub.state != "running":
-                    child.last_error = child.sub.gave_up_reason
-                    child.state = "failed"
-                    return f"{name}: {child.sub.gave_up_reason}"
-                child.state = "running"
-                child.started_at = self.clock()
-                continue
-            if not self._start_worker(child):
-                return f"{name} failed to start: {child.last_error}"
-        return None
+            child.is_restart = True
+            self._enqueue("start", name)
+        self._advance(self.clock())
 
     def _add_child(self, spec: ChildSpec) -> None:
         if spec.name in self.children or self.state != "running" or self._stop_requested.is_set():
             return
-        child = Child(spec)
         with self._lock:
-            self.children[spec.name] = child
-            self._order.append(spec.name)
-        if self._start_worker(child):
-            log.info("supervisor %s: %s added", self.name, spec.name)
-            return
-        child.state = "running"  # so _child_down counts it as a failure and restarts it
-        self._child_down(child, child.last_error or "start failed")
+            self._add_spec(spec)
+        self._enqueue("start", spec.name)
+        self._advance(self.clock())
+        log.info("supervisor %s: %s added", self.name, spec.name)
 
     def _remove_child(self, name: str) -> None:
         child = self.children.get(name)
         if child is None or child.sub is not None:
             return
         child.due = None
-        self._stop_worker(child)
+        self._enqueue("stop", name)
+        self._ops.append(("forget", name))
+        self._advance(self.clock())
+
+    def _forget(self, name: str) -> None:
         self.ctx.registry.mailbox(name).clear()
         with self._lock:
-            del self.children[name]
-            self._order.remove(name)
+            self.children.pop(name, None)
+            if name in self._order:
+                self._order.remove(name)
         self._root()._owners.pop(name, None)
         log.info("supervisor %s: %s removed", self.name, name)
 
-    def _request_revive(self) -> None:
-        done = threading.Event()
-        self.post(_Revive(done))
-        done.wait(120)
-
-    def _start_worker(self, child: Child) -> bool:
-        spec = child.spec
-        assert isinstance(spec, ChildSpec)
-        name = spec.name
-        mailbox = self.ctx.registry.mailbox(name)
-        try:
-            ref = spec.start(self.ctx, name)
-        except Exception as exc:  # noqa: BLE001 - a constructor that raises
-            child.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("%s failed to start: %s", name, exc)
-            child.state = "failed"
-            return False
-        # on_start runs in the actor's thread; an exception there stops the actor
-        # without on_failure. Its first answer tells us it really started.
-        try:
-            ref.ask(_PING, timeout=min(START_TIMEOUT, self.policy.ping_timeout))
-        except Exception as exc:  # noqa: BLE001 - ActorDeadError, Timeout
-            child.last_error = child.last_error if child.state == "failed" else f"start failed: {type(exc).__name__}"
-            log.error("%s did not come up: %s", name, exc)
-            self._abandon(name, ref)
-            child.state = "failed"
-            return False
-        child.ref = ref
-        child.state = "running"
-        child.started_at = self.clock()
-        child.ping = None
-        child.dead_since = None
-        handed = mailbox.attach(ref)  # before anyone else can reach it: handed-over calls come first
-        self.ctx.registry.set(name, ref)
-        self._owner_register(name)
-        if handed:
-            log.info("%s: %d queued calls handed to the new instance", name, handed)
-        return True
-
-    def _restart(self, child: Child) -> None:
-        child.restarts += 1
-        child.last_restart = self.wall_clock()
-        if child.sub is not None:
-            child.due = None
-            try:
-                child.sub._request_revive() if child.sub._loop is not None else child.sub.start()
-            except Exception as exc:  # noqa: BLE001
-                log.error("supervisor %s failed to restart: %s", child.name, exc)
-            if child.sub.state == "running":
-                child.state = "running"
-                child.started_at = self.clock()
-                log.info("supervisor %s restarted", child.name)
-            else:
-                self._subtree_gave_up(child, child.sub.gave_up_reason or "restart failed")
-            return
-        if self._start_worker(child):
-            log.info("%s restarted (%s)", child.name, child.ref.actor_urn if child.ref else "?")
-            return
-        child.state = "running"  # so _child_down treats it as a failure to count
-        self._child_down(child, child.last_error or "restart failed")
-
-    def _shutdown(self) -> None:
-        """Stop every child (reverse order); no restart happens afterwards."""
-        if self._finished.is_set():
-            return
-        self.state = "stopping"
-        self._stop_children()
-        self.state = "stopped"
-        for name in self._order:
-            child = self.children[name]
-            if child.sub is None:
-                self.ctx.registry.mailbox(name).clear()
-        if self.parent is None:
-            self.ctx.timers.close()
-            log.info("all actors stopped")
-        self._finished.set()
-
-    def _stop_children(self) -> None:
-        for name in reversed(self._order):
-            child = self.children[name]
-            child.due = None
-            if child.sub is not None:
-                child.sub.stop(self.exit_code or 0, timeout=(child.spec.shutdown_timeout if isinstance(child.spec, SupervisorSpec) else 30.0))
-                child.state = "stopped"
-                continue
-            self._stop_worker(child)
-
-    def _stop_worker(self, child: Child) -> None:
-        ref, child.ref = child.ref, None
-        name = child.name
-        child.state = "stopped"
-        child.ping = None
-        self.ctx.registry.set(name, None)
-        if ref is None:
-            return
-        self.ctx.registry.mailbox(name).detach(ref.actor_urn)
-        timeout = child.spec.shutdown_timeout if isinstance(child.spec, ChildSpec) else 5.0
-        try:
-            ref.stop(block=True, timeout=timeout)
-        except pykka.ActorDeadError:
-            pass
-        except pykka.Timeout:  # a hung actor is abandoned
-            log.warning("%s did not stop within %.1fs; abandoned", name, timeout)
-            self._abandon(name, ref)
-
     def _abandon(self, name: str, ref: pykka.ActorRef[Any]) -> None:
         """Give up on an instance that won't answer: free what it holds, unregister it."""
-        release = self.ctx.registry.mailbox(name).take_release(ref.actor_urn)
+        mailbox = self.ctx.registry.mailbox(name)
+        record = mailbox.record(ref.actor_urn)
+        if record is not None:
+            record.abandoned = True
+        release = mailbox.take_release(ref.actor_urn)
         if release is not None:
             try:
                 release()
@@ -747,40 +1055,6 @@ class Supervisor:
             pass
         pykka.ActorRegistry.unregister(ref)
 
-    # ---------------------------------------------------------- liveness
-
-    def _check_liveness(self, child: Child, now: float) -> None:
-        ref = child.ref
-        if ref is None:
-            return
-        if not ref.is_alive():
-            # Normally Terminated follows (after release); a death without one
-            # (a BaseException, on_stop failing) is restarted after a grace period.
-            if child.dead_since is None:
-                child.dead_since = now
-            elif now - child.dead_since > SILENT_DEATH_GRACE:
-                self._child_down(child, child.last_error or "stopped without a Terminated")
-            return
-        if child.ping is None:
-            if now - child.ping_sent >= self.policy.watch_interval:
-                try:
-                    child.ping = ref.ask(_PING, block=False)
-                except pykka.ActorDeadError:
-                    return
-                child.ping_sent = now
-            return
-        try:
-            child.ping.get(timeout=0)
-            child.ping = None
-        except pykka.Timeout:
-            if now - child.ping_sent > self.policy.ping_timeout:
-                error = f"hung: no answer to a liveness ping in {self.policy.ping_timeout:g}s"
-                log.error("%s %s; abandoned and replaced", child.name, error)
-                self._abandon(child.name, ref)
-                self._child_down(child, error)
-        except Exception:  # noqa: BLE001 - died meanwhile: its Terminated follows
-            child.ping = None
-
     # ---------------------------------------------------------- the tree's owner table
 
     def _root(self) -> "Supervisor":
@@ -790,16 +1064,17 @@ class Supervisor:
         return sup
 
     def _owner_register(self, name: str) -> None:
-        # No lock: route() runs in actor threads while a supervisor may be waiting
-        # for that very actor to stop; a dict item assignment is atomic.
+        # No lock: route() runs in actor threads; a dict item assignment is atomic.
         self._root()._owners[name] = self
 
     def _owner_of(self, name: str) -> "Supervisor | None":
         return self._root()._owners.get(name)
 
     def _find(self, name: str) -> Child | None:
-        for child_name in self._order:
-            child = self.children[child_name]
+        for child_name in list(self._order):
+            child = self.children.get(child_name)
+            if child is None:
+                continue
             if child_name == name and child.sub is None:
                 return child
             if child.sub is not None:
@@ -812,25 +1087,8 @@ class Supervisor:
 _PING = Ping()
 
 
-def _problems(tree: dict[str, Any]) -> list[str]:
-    """What makes the tree not ok, in a few words each (the /health `reason`):
-    subtrees that gave up, then `restarting: <actors>`."""
-    gave_up: list[str] = []
-    down: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        for child in node["children"]:
-            if child["kind"] == "supervisor":
-                if child["state"] in ("cooling_down", "gave_up"):
-                    when = f"; restarting it in {child['restart_in']:.0f}s" if child.get("restart_in") is not None else ""
-                    gave_up.append(f"{child['name']} gave up ({child.get('reason') or child.get('last_error')}){when}")
-                else:
-                    walk(child)
-            elif child["state"] != "running":
-                down.append(child["name"])
-
-    walk(tree)
-    return gave_up + (["restarting: " + ", ".join(down)] if down else [])
+def _shutdown_timeout(child: Child) -> float:
+    return child.spec.shutdown_timeout
 
 
 def _queue_depth(ref: pykka.ActorRef[Any] | None) -> int | None:

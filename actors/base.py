@@ -1,29 +1,51 @@
-"""What every actor of the node shares: a name, liveness pings, counters, timers.
+"""What every actor of the node shares: a name, progress stamps, owned threads, timers.
 
-Pykka has no supervision and no timers (DESIGN.md); this base class supplies the
-hooks the supervisor relies on, with Pykka's public API only: `Ping` answers
-liveness checks; calls arrive as plain messages through the actor's mailbox
-(runtime/mailbox.py), so a crash costs only the message that caused it; timers
-are entries in the node's one timer service; and once the actor has released
-what it holds (socket, worker process) after a failure or a stop, it tells the
-supervisor `Terminated` as its very last act, so a new instance never races it.
+Pykka has no supervision and no timers; this base class supplies the hooks the
+supervisor relies on, with Pykka's public API only:
+
+* calls arrive as plain messages through the actor's mailbox (runtime/mailbox.py),
+  carrying the interface function to run, so a crash costs only the message that
+  caused it and only declared methods can be called;
+* every message is stamped when it starts and ends (runtime/instances.py): the
+  supervisor tells busy from hung by how long the *current* message has run
+  against `message_budget`, never by a ping queued behind real work;
+* threads the actor needs run as `OwnedThread`s (`spawn`): one that dies crashes
+  the actor, so the supervisor restarts it, counted and visible;
+* timers are entries in the node's one timer service;
+* once the actor has released what it holds (socket, worker process) after a
+  failure or a stop, it tells the supervisor `Terminated` as its very last act, so
+  a new instance never races it.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, TypeVar
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, TypeVar
 
 import pykka
 
 from runtime.context import NodeContext
-from runtime.interfaces import NodeActorApi
+from runtime.instances import InstanceRecord
+from runtime.interfaces import NodeActorApi, declared_methods
 from runtime.mailbox import Call, Deferred, Tick
+from runtime.threads import OwnedThread, ThreadDied
 from runtime.timers import TimerHandle
 from messages.internal import Ping
 
 
 P = TypeVar("P")
 T = TypeVar("T")
+
+DEFAULT_MESSAGE_BUDGET = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedThreadDied:
+    """An owned thread -> its actor: `thread` ended with `error`; the actor fails with it."""
+
+    thread: str
+    error: str
 
 
 class NodeActor(pykka.ThreadingActor, NodeActorApi):
@@ -33,6 +55,12 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
     use_daemon_thread = True
     # Reached through a runtime.mailbox.SupervisedProxy (plain Call/Deferred messages).
     takes_mailbox_calls = True
+    # The longest one message may run before this actor counts as hung (seconds).
+    # Documented per actor in the README's Supervision section.
+    message_budget: ClassVar[float] = DEFAULT_MESSAGE_BUDGET
+    # True for an actor that owns something a second instance must never share (the
+    # store, a listening socket): it is never duplicated; a hang ends the node.
+    owns_shared_state: ClassVar[bool] = False
 
     def __init__(self, ctx: NodeContext, name: str) -> None:
         super().__init__()
@@ -41,19 +69,32 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         self.log = logging.getLogger(f"node.{name}")
         self._timers: list[TimerHandle] = []
         self._mailbox = ctx.registry.mailbox(name)
+        budget = dict(ctx.config.message_budgets).get(name, self.message_budget)
+        self.instance_record = InstanceRecord(name, self.actor_urn, budget)
+        self._mailbox.register(self.instance_record)
+        # Set when this instance is abandoned or released: a stall injected for a test ends then.
+        self._interrupted = threading.Event()
         # If this instance ever hangs, the supervisor abandons it and frees what it holds.
-        self._mailbox.on_release(self.actor_urn, self.release)
+        self._mailbox.on_release(self.actor_urn, self._release_abandoned)
         self._handling: Deferred | None = None  # the call being handled (to know what crashed us)
 
     # ---------------------------------------------------------- protocol
 
     def ping(self) -> str:
-        """Liveness check: answering proves the actor's loop is not stuck."""
+        """Start check: answering proves on_start finished and the loop runs."""
         return "pong"
 
     def crash(self, reason: str = "fault injection") -> None:
         """Fail the way a real bug would: raise inside the actor (call with defer)."""
         raise RuntimeError(f"{self.name}: {reason}")
+
+    def stall(self, seconds: float) -> None:
+        """Fault injection: stay busy in this message for `seconds` (a hang when over budget).
+
+        Waits on an event rather than sleeping blindly, so an instance that was
+        abandoned or stopped lets go of its thread at once.
+        """
+        self._interrupted.wait(max(0.0, float(seconds)))
 
     def queue_depth(self) -> int:
         """Messages waiting in the inbox (safe to read from any thread)."""
@@ -97,17 +138,40 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         self._timers.append(handle)
         return handle
 
-    def _tick_sender(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], None]:
-        """What the timer thread runs: tell us a Tick naming `method`, one of our own public methods.
+    def tell_self(self, method: Callable[..., Any], *args: Any) -> None:
+        """Queue a call of our own public `method(*args)` behind what is already in the inbox."""
+        self.actor_ref.tell(self._tick(method, args))
 
-        Timers take the bound method itself, so a renamed method fails here, where
-        the timer is set, not later on the timer thread.
+    def spawn(self, role: str, target: Callable[..., None], *args: Any) -> OwnedThread:
+        """Start `target(*args)` on a thread this instance owns, named `<actor>.<role>`.
+
+        If it raises, this actor fails with ThreadDied (and is restarted): a loop
+        that dies must never leave a healthy-looking actor behind. The loop calls
+        `runtime.threads.checkpoint()` once per turn so a fault can be injected.
         """
-        if getattr(method, "__self__", None) is not self or method.__name__.startswith("_"):
-            raise ValueError(f"a timer calls a public method of this actor, not {method!r}")
         ref = self.actor_ref
-        message = Tick(method.__name__, args)
+
+        def died(name: str, exc: BaseException) -> None:
+            self.log.error("thread %s died: %s: %s", name, type(exc).__name__, exc)
+            ref.tell(OwnedThreadDied(name, f"{type(exc).__name__}: {exc}"))
+
+        thread = OwnedThread(self.name, role, target, *args, on_death=died)
+        self.instance_record.add_thread(thread)
+        return thread.start()
+
+    def _tick_sender(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], None]:
+        """What the timer thread runs: tell us a Tick of `method`, one of our own public methods."""
+        ref = self.actor_ref
+        message = self._tick(method, args)
         return lambda: ref.tell(message)
+
+    def _tick(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Tick:
+        """A Tick carrying `method`'s function. It takes the bound method itself, so a
+        renamed or foreign method fails here, where it is set, not later on another thread."""
+        function = getattr(method, "__func__", None)
+        if getattr(method, "__self__", None) is not self or function is None or method.__name__.startswith("_"):
+            raise ValueError(f"a timer calls a public method of this actor, not {method!r}")
+        return Tick(function, args)
 
     def _cancel_timers(self) -> None:
         for handle in self._timers:
@@ -118,6 +182,14 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
 
     def on_receive(self, message: Any) -> Any:
         self.ctx.metrics.count_message(self.name)
+        record = self.instance_record
+        record.begin(_describe(message))
+        try:
+            return self._handle(message)
+        finally:
+            record.end()
+
+    def _handle(self, message: Any) -> Any:
         if isinstance(message, Ping):
             return "pong"
         if isinstance(message, Deferred):
@@ -132,15 +204,24 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         if isinstance(message, Tick):
             if not self._mailbox.is_current(self.actor_urn):
                 return None
-            return self._invoke(message.method, message.args, {})
+            if getattr(type(self), message.method.__name__, None) is not message.method:
+                raise AttributeError(f"{type(self).__name__} has no method {message.method.__qualname__}")
+            return message.method(self, *message.args)
+        if isinstance(message, OwnedThreadDied):
+            if self._mailbox.is_current(self.actor_urn):
+                raise ThreadDied(message.thread, message.error)
+            return None
         return super().on_receive(message)
 
-    def _invoke(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if method.startswith("_"):
-            raise AttributeError(f"{type(self).__name__}.{method} is private")
-        return getattr(self, method)(*args, **kwargs)
+    def _invoke(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a call: only a method one of our interfaces declares (runtime/interfaces.py)."""
+        name = getattr(function, "__name__", "")
+        if declared_methods(type(self)).get(name) is not function:
+            raise AttributeError(f"{type(self).__name__} does not declare {getattr(function, '__qualname__', function)!r}")
+        return getattr(self, name)(*args, **kwargs)
 
     def on_stop(self) -> None:
+        self._interrupted.set()
         self._cancel_timers()
         try:
             self.release()
@@ -148,6 +229,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
             self._terminated(None)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._interrupted.set()
         self._cancel_timers()
         try:
             self.release()
@@ -166,6 +248,11 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         self._mailbox.forget(self.actor_urn)
         self.ctx.on_terminated(self.name, self.actor_urn, reason)
 
+    def _release_abandoned(self) -> None:
+        """The supervisor gave up on this instance (hung): let go of any stall, then release."""
+        self._interrupted.set()
+        self.release()
+
     def release(self) -> None:
         """Free what the actor holds (sockets, processes, files). Must be idempotent."""
 
@@ -176,3 +263,11 @@ def _target_name(proxy: Any) -> str:
         return str(proxy.actor_ref.actor_class.__name__)
     except AttributeError:
         return "actor"
+
+
+def _describe(message: Any) -> str:
+    """What a message is, in a few words, for /health's `current` and a hang's log line."""
+    method = getattr(message, "method", None)
+    if method is not None and hasattr(method, "__qualname__"):
+        return str(method.__name__)
+    return type(message).__name__

@@ -32,6 +32,11 @@ STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
 class ChainKeeper(NodeActor, ChainApi):
+    # The store has one writer: never two instances; a hang ends the node (exit 1).
+    owns_shared_state = True
+    # A reorg or sync switch of hundreds of thousands of blocks takes seconds.
+    message_budget = 30.0
+
     def __init__(self, ctx: NodeContext, name: str = "ChainKeeper", clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx, name)
         self.difficulty = ctx.config.difficulty
@@ -296,6 +301,40 @@ class ChainKeeper(NodeActor, ChainApi):
             self.log.warning("reorg: replaced %d blocks above height %d", replaced, first)
         self.log.info("chain now %d blocks (synced %d)", len(self.blocks), top + 1 - first)
         return True
+
+    # ---------------------------------------------------------- ConsensusRunner's requests (told; answered by a tell)
+
+    def send_round_inputs(self, request_id: int) -> None:
+        """Tell ConsensusRunner what a round starts from: our hashes by height and the staged run.
+
+        A storage fault reading the staged run costs only the resume (None), not the round.
+        """
+        hashes = self.all_hashes()
+        try:
+            staged = self.staging_summary()
+        except STORAGE_ERRORS as exc:
+            self.log.warning("staged run unreadable (%s: %s): a sync starts afresh", type(exc).__name__, exc)
+            staged = None
+        tell(self.ctx.registry.consensus(), lambda consensus: consensus.on_round_inputs.defer(request_id, hashes, staged))
+
+    def apply_segment_and_reply(self, request_id: int, fork_height: int, segment: Sequence[Block]) -> None:
+        """`apply_segment`, then tell ConsensusRunner whether it was applied (after the tip notice)."""
+        ok = False
+        try:
+            ok = self.apply_segment(fork_height, segment)
+        finally:  # a bug that crashes us still answers "not applied" (the crash shows it)
+            self._tell_applied(request_id, ok)
+
+    def switch_to_staged_and_reply(self, request_id: int, first: int, top: int, top_hash: str) -> None:
+        """`switch_to_staged`, then tell ConsensusRunner whether it was switched (after the tip notice)."""
+        ok = False
+        try:
+            ok = self.switch_to_staged(first, top, top_hash)
+        finally:
+            self._tell_applied(request_id, ok)
+
+    def _tell_applied(self, request_id: int, ok: bool) -> None:
+        tell(self.ctx.registry.consensus(), lambda consensus: consensus.on_segment_applied.defer(request_id, ok))
 
     # ---------------------------------------------------------- internals
 

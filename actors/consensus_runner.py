@@ -3,16 +3,26 @@
 All the decisions (which chain, which block from whom, what to blame, when to
 give up) are the engine's, which is pure and tested with an injected clock. This
 actor only does the I/O: it feeds the engine what arrives (STATS_REPLYs,
-GET_BLOCK_REPLYs, CONSENSUS, ANNOUNCEs that don't link, tip changes) and the time
-(a slow tick while idle, a fast one during a round), and carries out the actions
-it returns: datagrams to NetworkIO, staging writes and chain switches to
-ChainKeeper, the inputs of a new round (peers from GossipManager, our hashes and
-the staged run from ChainKeeper). Rounds start on join, on a timer, on
-CONSENSUS, and within ~2 s of any sign of a longer chain.
+GET_BLOCK_REPLYs, CONSENSUS, ANNOUNCEs that don't link, tip changes, ChainKeeper's
+answers) and the time, and carries out the actions it returns: datagrams to
+NetworkIO, staging writes and chain switches to ChainKeeper, the inputs of a new
+round (peers from GossipManager, our hashes and the staged run from ChainKeeper).
+Rounds start on join, on a timer, on CONSENSUS, and within ~2 s of any sign of a
+longer chain.
+
+It never waits on another actor: every request is told, with a request id, and
+the answer comes back as a message of its own (`on_round_inputs`,
+`on_peer_addresses`, `on_segment_applied`); an answer that never comes is given up
+on at a deadline, and a late one (an old id) is ignored. Time comes from ONE
+one-shot timer, armed after every message for the earliest of the engine's next
+deadline and this actor's own (a round's inputs, an apply's answer): no polling,
+idle or syncing.
 """
 from __future__ import annotations
 
+import itertools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from actors.base import NodeActor
@@ -22,6 +32,7 @@ from chain.sync import (
     RoundOver,
     Send,
     Stage,
+    Staged,
     StartRound,
     SwitchStaged,
     SyncEngine,
@@ -34,20 +45,58 @@ from runtime.interfaces import ConsensusApi, TipListener
 from runtime.timers import TimerHandle
 from net.address import Address
 
-FAST_TICK_SECONDS = 0.005  # during a round: retransmission timers are this precise
-ASK_TIMEOUT = 5.0  # below the supervisor's 10 s liveness timeout
+INPUTS_TIMEOUT = 5.0  # a round's inputs: then it goes on without GossipManager's peers, or gives up without ChainKeeper's
+# An apply's answer: generous, since switching to a staged chain of 800k blocks takes
+# seconds; past it the engine is told "not applied" (ChainKeeper is down or stuck).
+APPLY_TIMEOUT = 120.0
+MIN_TIMER_DELAY = 0.001  # a deadline already past is ticked this soon (never a busy loop)
 GAUGE_LIMIT = 2**53  # gauges are floats: a claimed height is clamped before it is shown
 MAX_CLAIMS_SEEN = 1024
+MAX_EXTRA_PEERS = 16  # peers named by the triggers of a round that waits for its inputs
+REGISTERED_POLL = 0.02  # a round asked for before the supervisor lists us (start-up) waits this long, ...
+REGISTERED_WAIT = 10.0  # ... again and again, up to this (the supervisor's start timeout)
+
+# Request ids are unique in the process, across instances: an answer meant for a
+# ConsensusRunner that crashed (and is handed to its successor) matches nothing.
+_request_ids = itertools.count(1)
+
+
+@dataclass
+class _Gathering:
+    """A round waiting for its inputs; each part is None until its answer comes."""
+
+    request_id: int
+    reason: str
+    extra_peers: list[Address]
+    deadline: float
+    peers: list[Address] | None = None
+    chain: tuple[Sequence[str], Staged | None] | None = None
+
+
+@dataclass(frozen=True)
+class _Applying:
+    """An Apply / SwitchStaged told to ChainKeeper whose answer has not come yet."""
+
+    request_id: int
+    deadline: float
+    what: str  # for the log line when it never comes
 
 
 class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
+    # Expendable: a hung instance is abandoned and replaced. Starting a round over a
+    # long chain (our hashes) takes a while.
+    message_budget = 30.0
+
     def __init__(self, ctx: NodeContext, name: str = "ConsensusRunner", clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx, name)
         self.clock = clock
         self.engine = SyncEngine(SyncSettings(difficulty=ctx.config.difficulty))
-        self._fast: TimerHandle | None = None
-        self._wakeup: TimerHandle | None = None  # while idle: one tick when a debounced round is due
+        self._timer: TimerHandle | None = None  # the one pending tick ...
+        self._timer_due = 0.0  # ... and when it is due (clock time)
+        self._gathering: _Gathering | None = None
+        self._applying: _Applying | None = None
         self._round_started = 0.0
+        self._waited_for_registry = 0.0
         # For the dashboard: each peer's latest claimed height (a claim, not a fact), bounded.
         self.claims_seen: dict[Address, tuple[int | None, float]] = {}
 
@@ -56,10 +105,9 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self.actor_ref.proxy().start_round.defer("join")
 
     def release(self) -> None:
-        self._stop_fast_tick()
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-            self._wakeup = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # ---------------------------------------------------------- inputs
 
@@ -70,6 +118,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self._run(self.engine.on_announce(addr, block.height, self.clock()))
 
     def on_tip_changed(self, event: TipChanged) -> None:
+        """Also how a late apply is learnt of: ChainKeeper tells the new tip before it answers."""
         self._run(self.engine.set_tip(event.height, self.clock()))
 
     def on_stats_reply(self, reply: StatsReply, addr: Address) -> None:
@@ -81,26 +130,109 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self._run(self.engine.on_blocks([(addr, reply.block) for reply, addr in replies], self.clock()))
 
     def tick(self) -> None:
-        self._wakeup = None
-        self._run(self.engine.tick(self.clock()))
+        """The one timer fired (or a stale one did: harmless): act on whatever is due."""
+        if self._timer is not None and self._timer.cancelled:
+            self._timer = None  # fired (the timer service cancels a one-shot as it fires)
+        now = self.clock()
+        gathering, applying = self._gathering, self._applying
+        if gathering is not None and now >= gathering.deadline:
+            self._begin_round(gathering, overdue=True)
+        if applying is not None and now >= applying.deadline:
+            self.log.warning("no answer from ChainKeeper to the %s within %.0fs: taken as not applied", applying.what, APPLY_TIMEOUT)
+            self._applying = None
+            self._run(self.engine.on_applied(False, now, f"ChainKeeper did not answer the {applying.what}"))
+        self._run(self.engine.tick(now))
         self._update_gauges()
 
+    # ---------------------------------------------------------- rounds
+
     def start_round(self, reason: str, extra_peers: Sequence[Address] = ()) -> None:
+        """Ask ChainKeeper and GossipManager for the round's inputs; it begins when they come."""
         if self.engine.round is not None:
             self._run(self.engine.on_consensus(self.clock()) if reason == "CONSENSUS" else [])
             return
-        peers = self.ask(self.ctx.registry.gossip(), lambda gossip: gossip.peer_addresses(), timeout=ASK_TIMEOUT) or []
-        our_hashes = self.ask(self.ctx.registry.chain(), lambda chain: chain.all_hashes(), timeout=ASK_TIMEOUT)
-        if our_hashes is None:
+        if not self._registered():
+            self._start_when_registered(reason, extra_peers)
+            return
+        gathering = self._gathering
+        if gathering is not None:  # already asked: this trigger's peers join that round
+            gathering.extra_peers = list(dict.fromkeys([*gathering.extra_peers, *extra_peers]))[:MAX_EXTRA_PEERS]
+            return
+        request_id = next(_request_ids)
+        if not tell(self.ctx.registry.chain(), lambda chain: chain.send_round_inputs.defer(request_id)):
             self.engine.last_result = "ChainKeeper unavailable"
             return
-        staged = self.ask(self.ctx.registry.chain(), lambda chain: chain.staging_summary(), timeout=ASK_TIMEOUT)
-        peers = list(dict.fromkeys([*peers, *extra_peers]))
-        self._run(self.engine.start_round(reason, peers, our_hashes, staged, self.clock()))
+        gathering = _Gathering(request_id, reason, list(extra_peers)[:MAX_EXTRA_PEERS], self.clock() + INPUTS_TIMEOUT)
+        self._gathering = gathering
+        if not tell(self.ctx.registry.gossip(), lambda gossip: gossip.send_peer_addresses.defer(request_id)):
+            gathering.peers = []  # GossipManager is restarting: the known peers will do
+        self._rearm()
+
+    def _registered(self) -> bool:
+        """The registry lists this instance: the answers to our requests can reach us."""
+        ref = self.ctx.registry.ref(self.name)
+        return ref is not None and ref.actor_urn == self.actor_urn
+
+    def _start_when_registered(self, reason: str, extra_peers: Sequence[Address]) -> None:
+        """Answers come back through the registry, which lists us only once the supervisor
+        has seen us start (the join round is asked for before): ask again a little later.
+
+        Through the timer service and a plain proxy, since our own timers' ticks are
+        dropped until we are listed; bounded, for an instance that never will be.
+        """
+        if self._waited_for_registry >= REGISTERED_WAIT:
+            self.log.warning("not registered after %.0fs: %s round skipped", REGISTERED_WAIT, reason)
+            return
+        self._waited_for_registry += REGISTERED_POLL
+        proxy, extra = self.actor_ref.proxy(), tuple(extra_peers)
+        self.ctx.timers.after(REGISTERED_POLL, lambda: proxy.start_round.defer(reason, extra))
+
+    def on_round_inputs(self, request_id: int, our_hashes: Sequence[str], staged: Staged | None) -> None:
+        """ChainKeeper's answer to `send_round_inputs`: our block hashes by height, the staged run."""
+        gathering = self._gathering
+        if gathering is None or gathering.request_id != request_id:
+            return  # a round that began (or gave up) without it
+        gathering.chain = (our_hashes, staged)
+        self._begin_round(gathering, overdue=False)
+
+    def on_peer_addresses(self, request_id: int, peers: Sequence[Address]) -> None:
+        """GossipManager's answer to `send_peer_addresses`."""
+        gathering = self._gathering
+        if gathering is None or gathering.request_id != request_id:
+            return
+        gathering.peers = list(peers)
+        self._begin_round(gathering, overdue=False)
+
+    def _begin_round(self, gathering: _Gathering, overdue: bool) -> None:
+        """Start the round once its inputs are in; past its deadline, with what came."""
+        if gathering.chain is None:
+            if overdue:
+                self._gathering = None
+                self.engine.last_result = "ChainKeeper unavailable"
+                self.log.warning("ChainKeeper did not send a round's inputs within %.0fs; round skipped", INPUTS_TIMEOUT)
+            self._rearm()
+            return
+        if gathering.peers is None and not overdue:
+            return  # ChainKeeper's part came first: GossipManager's follows
+        self._gathering = None
+        our_hashes, staged = gathering.chain
+        peers = list(dict.fromkeys([*(gathering.peers or []), *gathering.extra_peers]))
+        now = self.clock()
+        self._run(self.engine.start_round(gathering.reason, peers, our_hashes, staged, now))
         if self.engine.round is not None:
             self.ctx.metrics.sync_rounds.inc()
-            self._round_started = self.clock()
-            self._start_fast_tick()
+            self._round_started = now
+
+    def on_segment_applied(self, request_id: int, ok: bool) -> None:
+        """ChainKeeper's answer to an apply or a switch: whether our chain is now the synced one."""
+        applying = self._applying
+        if applying is None or applying.request_id != request_id:
+            # Given up on already (the engine was told "not applied"). If it was applied
+            # after all, the tip notice sent before this answer has told the engine.
+            self.log.info("late answer from ChainKeeper to a sync's apply (%s): ignored", "applied" if ok else "refused")
+            return
+        self._applying = None
+        self._run(self.engine.on_applied(ok, self.clock()))
 
     # ---------------------------------------------------------- queries
 
@@ -121,7 +253,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
     # ---------------------------------------------------------- outputs
 
     def _run(self, actions: list[Action]) -> None:
-        """Carry out the engine's actions, and those its answers lead to."""
+        """Carry out the engine's actions (and those its immediate answers lead to), then re-arm the timer."""
         queue = list(actions)
         outgoing: list[Any] = []  # every datagram of this turn, to NetworkIO in one message
         while queue:
@@ -129,21 +261,13 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
             if isinstance(action, Send):
                 outgoing += action.messages
             elif isinstance(action, Stage):
-                # Told, not asked: ChainKeeper handles its messages in order, so the
-                # switch asked for later sees every segment staged before it.
+                # ChainKeeper handles its messages in order, so the switch told later
+                # sees every segment staged before it.
                 blocks, reset = list(action.blocks), action.reset
                 tell(self.ctx.registry.chain(), lambda chain: chain.stage_blocks.defer(blocks, reset))
-            elif isinstance(action, Apply):
-                first, segment = action.first, list(action.blocks)
-                ok = self.ask(self.ctx.registry.chain(), lambda chain: chain.apply_segment(first, segment), timeout=ASK_TIMEOUT)
-                queue += self.engine.on_applied(bool(ok), self.clock())
-            elif isinstance(action, SwitchStaged):
-                switch = action
-                ok = self.ask(self.ctx.registry.chain(), lambda chain: chain.switch_to_staged(switch.first, switch.top, switch.top_hash),
-                              timeout=ASK_TIMEOUT)
-                queue += self.engine.on_applied(bool(ok), self.clock())
+            elif isinstance(action, (Apply, SwitchStaged)):
+                queue += self._tell_apply(action)
             elif isinstance(action, RoundOver):
-                self._stop_fast_tick()
                 if self._round_started:
                     self.ctx.metrics.sync_seconds.inc(max(0.0, self.clock() - self._round_started))
                     self._round_started = 0.0
@@ -152,25 +276,60 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
                 self.actor_ref.proxy().start_round.defer(action.reason, action.extra_peers)
         if outgoing:
             tell(self.ctx.registry.network(), lambda network: network.send_many.defer(outgoing))
-        self._arm_wakeup()
+        self._rearm()
 
-    def _arm_wakeup(self) -> None:
-        due = self.engine.wakeup_due()
-        if due is None or self._wakeup is not None or self._fast is not None:
+    def _tell_apply(self, action: Apply | SwitchStaged) -> list[Action]:
+        """Tell ChainKeeper to apply (the answer comes as `on_segment_applied`); if it is
+        down, the engine hears "not applied" at once."""
+        if self._applying is not None:  # the engine issues one at a time; if not, the newest counts
+            self.log.warning("a new %s while the answer to an earlier one is out: the earlier one's is ignored", type(action).__name__)
+        request_id = next(_request_ids)
+        if isinstance(action, Apply):
+            first, segment = action.first, list(action.blocks)
+            what = f"apply of {len(segment)} blocks from height {first}"
+            sent = tell(self.ctx.registry.chain(), lambda chain: chain.apply_segment_and_reply.defer(request_id, first, segment))
+        else:
+            switch = action
+            what = f"switch to the staged chain {switch.first}..{switch.top}"
+            sent = tell(self.ctx.registry.chain(),
+                        lambda chain: chain.switch_to_staged_and_reply.defer(request_id, switch.first, switch.top, switch.top_hash))
+        if not sent:
+            self._applying = None
+            return self.engine.on_applied(False, self.clock(), "ChainKeeper unavailable")
+        self._applying = _Applying(request_id, self.clock() + APPLY_TIMEOUT, what)
+        return []
+
+    def _rearm(self) -> None:
+        """Keep ONE pending tick, due at the earliest deadline (the engine's or ours).
+
+        A pending tick due no later is kept (it re-arms when it fires), so a burst
+        of messages costs no timer churn; one set for a deadline that went away only
+        costs a tick that finds nothing to do.
+        """
+        now = self.clock()
+        dues = [self.engine.next_deadline(now)]
+        if self._gathering is not None:
+            dues.append(self._gathering.deadline)
+        if self._applying is not None:
+            dues.append(self._applying.deadline)
+        due = min((d for d in dues if d is not None), default=None)
+        timer = self._timer
+        if timer is not None and timer.cancelled:
+            timer = self._timer = None  # it fired: its tick is queued or done
+        if due is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
             return
-        self._wakeup = self.after(max(0.0, due - self.clock()) + 0.01, self.tick)
+        if timer is not None:
+            if self._timer_due <= due:
+                return
+            timer.cancel()
+        self._timer = self.after(max(due - now, MIN_TIMER_DELAY), self.tick)
+        self._timer_due = max(due, now + MIN_TIMER_DELAY)
 
     def _update_gauges(self) -> None:
         status = self.engine.status(self.clock())
         target = status["target_height"] or 0
         self.ctx.metrics.sync_target.set(min(int(target), GAUGE_LIMIT))
         self.ctx.metrics.sync_fetched.set(min(int(status["fetched"]), GAUGE_LIMIT))
-
-    def _start_fast_tick(self) -> None:
-        if self._fast is None:
-            self._fast = self.every(FAST_TICK_SECONDS, self.tick)
-
-    def _stop_fast_tick(self) -> None:
-        if self._fast is not None:
-            self._fast.cancel()
-            self._fast = None

@@ -105,6 +105,9 @@ def _snapshot_peer(entry: Any) -> tuple[Address, str] | None:
 
 
 class GossipManager(NodeActor, GossipApi):
+    # Expendable: a hung instance is abandoned and replaced (its peer table is rebuilt by gossip).
+    message_budget = 10.0
+
     def __init__(self, ctx: NodeContext, name: str = "GossipManager", clock: Any = time.monotonic, rng: random.Random | None = None) -> None:
         super().__init__(ctx, name)
         self.clock = clock
@@ -258,6 +261,11 @@ class GossipManager(NodeActor, GossipApi):
         """Peers to ask in a consensus round: the well-known and the tried ones (validated addresses only)."""
         self.expire()
         return self._trusted_targets()
+
+    def send_peer_addresses(self, request_id: int) -> None:
+        """Told by ConsensusRunner starting a round: tell it back `peer_addresses()` (it never waits on us)."""
+        peers = self.peer_addresses()
+        tell(self.ctx.registry.consensus(), lambda consensus: consensus.on_peer_addresses.defer(request_id, peers))
 
     def health_details(self) -> dict[str, Any]:
         """In /health: the size of each membership table."""

@@ -43,7 +43,7 @@ import pykka
 
 from actors.base import NodeActor
 from runtime.context import NodeContext
-from runtime.interfaces import ChainProxy, TipListener
+from runtime.interfaces import ChainProxy, MinerApi, TipListener
 from mining.kernel import warn_if_not_native
 from mining.worker_backends import ProcessWorker, RayWorker, WorkerBackend
 from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
@@ -151,8 +151,11 @@ def usable_words(words: list[str], default: str, mined_by: str = "", height: int
     return tuple(kept) or (default,)
 
 
-class MinerActor(NodeActor, TipListener):
+class MinerActor(NodeActor, MinerApi, TipListener):
     """One miner: owns one worker (local process or Ray actor); public protocol below."""
+    # Expendable: a hung miner is abandoned (its worker process killed) and replaced.
+    # Starting a worker process takes seconds on a loaded machine.
+    message_budget = 30.0
 
     def __init__(self, ctx: NodeContext, name: str, index: int) -> None:
         super().__init__(ctx, name)

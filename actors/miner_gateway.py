@@ -18,10 +18,23 @@ Shape, and why:
   pushes new work to every connected miner at once; stale work ids are then
   refused. A slow poll of the tip backs this up in case a notice was missed
   (e.g. while the gateway was restarting).
+* The acceptor and every connection's reader are owned threads
+  (`MinerGateway.accept`, `MinerGateway.conn-<n>`, runtime/threads.py): one that
+  dies of an unexpected exception (a bug) fails the gateway, which is restarted.
+  The acceptor survives transient errors (EMFILE/ENFILE when out of descriptors,
+  ENOBUFS, ECONNABORTED): it retries with backoff, counts them (its thread's
+  `transient_errors` in /health, `node_thread_transient_errors_total`) and logs at
+  most one line per 10 s with a count. A connection's own OS errors (a peer reset,
+  a timeout) just end that connection.
+* Health line: a connection whose FIRST line is `{"type": "health"}` is answered
+  `{"type": "health_ok"}` and closed, without a token, without telling the actor
+  and without a log line. The node's end-to-end probe uses it: an answer proves
+  that the listener, the acceptor and a connection thread work.
 """
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import select
 import socket
@@ -35,9 +48,10 @@ import pykka
 
 from actors.base import NodeActor
 from runtime.context import NodeContext
-from runtime.interfaces import ChainProxy, TipListener
+from runtime.interfaces import ChainProxy, GatewayApi, TipListener
 from actors.miner import WorkUnit, usable_words
 from mining.protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
+from runtime.threads import Backoff, OwnedThread, RepeatLog, checkpoint, current_thread, is_transient
 from chain.block import MAX_NONCE_CHARS
 from mining.worker import MAX_TAG_CHARS
 from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
@@ -65,6 +79,11 @@ IDLE_TIMEOUT = 120.0  # clients report hashes every second; silence this long is
 KEPT_WORK_PER_CLIENT = 4
 RATE_WINDOW = 5.0
 CLIENT_ID_SPACE = 16**5  # keeps "x<id>-<rand>" + a worker suffix within MAX_TAG_CHARS
+ACCEPT_BACKOFF_MAX = 0.25  # retrying accept() after a transient error: 10 ms doubling to this
+# The health line (first line of a connection) and its answer; see the module docstring.
+HEALTH_LINE = {"type": "health"}
+HEALTH_OK = {"type": "health_ok"}
+_HEALTH_CHECK = "health check"  # _authenticate's verdict for a health line (compared by identity)
 
 
 class _Client:
@@ -195,8 +214,11 @@ class _Template:
     prefix: bytes
 
 
-class MinerGateway(NodeActor, TipListener):
+class MinerGateway(NodeActor, GatewayApi, TipListener):
     """Serves external miners on ctx.config.bind_host:ctx.config.miner_listen."""
+    # The listening socket has one owner: never two instances; a hang ends the node (exit 1).
+    owns_shared_state = True
+    message_budget = 10.0
 
     def __init__(self, ctx: NodeContext, name: str = "MinerGateway") -> None:
         super().__init__(ctx, name)
@@ -204,7 +226,9 @@ class MinerGateway(NodeActor, TipListener):
             raise ValueError("the miner gateway needs a token (--miner-token)")
         self._token = ctx.config.miner_token.encode("utf-8")
         self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
+        self._acceptor: OwnedThread | None = None
+        self._repeats = RepeatLog(self.log)
+        self._connection_seq = 0  # numbers the connection threads (conn-<n>)
         self._stopping = threading.Event()
         self._open_lock = threading.Lock()
         self._open: set[socket.socket] = set()  # every accepted socket, for release()
@@ -223,8 +247,7 @@ class MinerGateway(NodeActor, TipListener):
             address = (self.ctx.config.bind_host, self.ctx.config.miner_listen)
             self._listener = socket.create_server(address, family=_family(address[0]), backlog=16)
             self._listener.settimeout(0.5)  # so the acceptor notices release()
-            self._acceptor = threading.Thread(target=self._accept_loop, args=(self.actor_ref,), name=f"{self.name}-accept", daemon=True)
-            self._acceptor.start()
+            self._acceptor = self.spawn("accept", self._accept_loop, self.actor_ref)
             self.every(TIP_POLL_INTERVAL, self.poll_tip)
             self.every(REFRESH_INTERVAL, self.refresh_work)
         except BaseException:
@@ -248,8 +271,8 @@ class MinerGateway(NodeActor, TipListener):
         for sock in leftover:
             _shutdown(sock)
         acceptor, self._acceptor = self._acceptor, None
-        if acceptor is not None and acceptor is not threading.current_thread():
-            acceptor.join(2.0)
+        if acceptor is not None:
+            acceptor.join(2.0)  # (a no-op from the acceptor itself)
         self._rate_gauge.set(0)
 
     # ---------------------------------------------------------- public protocol
@@ -503,14 +526,28 @@ class MinerGateway(NodeActor, TipListener):
     # ---------------------------------------------------------- socket threads
 
     def _accept_loop(self, ref: pykka.ActorRef[Any]) -> None:
+        """The acceptor thread: until release() sets _stopping (then a clean return).
+
+        Transient errors are retried with backoff (the connection waits in the
+        listen backlog meanwhile); any other exception ends the thread and fails
+        the gateway.
+        """
         listener = self._listener
+        backoff = Backoff(cap=ACCEPT_BACKOFF_MAX)
         while not self._stopping.is_set() and listener is not None:
+            checkpoint()
             try:
                 sock, address = listener.accept()
             except socket.timeout:
                 continue
-            except OSError:
-                return  # closed by release()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return  # closed by release()
+                if not is_transient(exc):
+                    raise
+                self._accept_failed(exc, backoff)
+                continue
+            backoff.reset()
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
             except OSError:
@@ -526,10 +563,33 @@ class MinerGateway(NodeActor, TipListener):
                     self.stats["auth_evicted"] = self.stats.get("auth_evicted", 0) + 1
                 self._open.add(sock)
                 self._pending[sock] = time.monotonic()
-            threading.Thread(target=self._serve, args=(sock, address, ref), name=f"{self.name}-conn", daemon=True).start()
+            self._connection_seq += 1
+            self.spawn(f"conn-{self._connection_seq}", self._connection, sock, address, ref)
+
+    def _accept_failed(self, exc: OSError, backoff: Backoff) -> None:
+        """A transient accept() error: count it, log it (at most once per 10 s, with a count), wait."""
+        owned = current_thread()
+        name = owned.name if owned is not None else f"{self.name}.accept"
+        if owned is not None:
+            owned.count_transient()
+        self.ctx.metrics.thread_transient_errors.labels(thread=name).inc()
+        self._repeats.report(f"accept:{exc.errno}", logging.WARNING, "%s: accept failed (%s); retrying with backoff",
+                             name, exc)
+        self._stopping.wait(backoff.next())
+
+    def _connection(self, sock: socket.socket, address: tuple[str, int], ref: pykka.ActorRef[Any]) -> None:
+        """A connection thread: serve it; a clean end forgets the thread (one that dies stays in /health)."""
+        self._serve(sock, address, ref)
+        owned = current_thread()
+        if owned is not None:
+            self.instance_record.drop_thread(owned.name)
 
     def _serve(self, sock: socket.socket, address: tuple[str, int], ref: pykka.ActorRef[Any]) -> None:
-        """One connection: authenticate (in the pending pool), then relay lines both ways until it ends."""
+        """One connection: authenticate (in the pending pool), then relay lines both ways until it ends.
+
+        The connection's own OS errors (reset, timeout, closed by release() or by
+        the actor) end it with a clean return; anything else is a bug and raises.
+        """
         client = _Client(sock, address)
         connected = False
         try:
@@ -537,6 +597,9 @@ class MinerGateway(NodeActor, TipListener):
             reason, pending = self._authenticate(sock, reader)
             with self._open_lock:
                 self._pending.pop(sock, None)
+            if reason is _HEALTH_CHECK:
+                sock.sendall(encode_line(HEALTH_OK))  # (still blocking, with the auth phase's timeout)
+                return
             sock.setblocking(False)  # from here on nothing waits on this socket but select()
             if reason is not None:
                 client.send({"type": "error", "error": "unauthorized"})
@@ -546,6 +609,7 @@ class MinerGateway(NodeActor, TipListener):
             connected = True
             last_heard = time.monotonic()
             while not self._stopping.is_set() and not client.closed:
+                checkpoint()
                 for line in pending:
                     ref.tell(_parse(client, line))
                 pending = []
@@ -566,8 +630,12 @@ class MinerGateway(NodeActor, TipListener):
                     return
                 last_heard = time.monotonic()
                 pending = [line for line in reader.feed(data) if line is None or line.strip()]
-        except (OSError, ValueError, pykka.ActorDeadError):  # ValueError: select on a closed socket
+        except (OSError, pykka.ActorDeadError):  # the connection ended, or the gateway is going away
             return
+        except ValueError:
+            if sock.fileno() == -1:
+                return  # select() on a socket closed by release() or the actor
+            raise
         finally:
             if client.overflowed:
                 self.log.warning("external miner %d (%s:%d) dropped: not reading (over %d bytes queued)",
@@ -585,10 +653,12 @@ class MinerGateway(NodeActor, TipListener):
     def _authenticate(self, sock: socket.socket, reader: LineReader) -> tuple[str | None, list[bytes | None]]:
         """Read the first line within AUTH_PHASE_SECONDS.
 
-        Returns (None, lines that came after it) if it carries our token, else (why not, []).
+        Returns (None, lines that came after it) if it carries our token,
+        (_HEALTH_CHECK, []) for the health line, else (why not, []).
         """
         deadline = time.monotonic() + min(AUTH_TIMEOUT, AUTH_PHASE_SECONDS)
         while True:
+            checkpoint()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "no auth line in time", []
@@ -609,6 +679,8 @@ class MinerGateway(NodeActor, TipListener):
             message = decode_line(first)
         except ProtocolError as exc:
             return f"first line is not an auth message ({exc})", []
+        if message["type"] == HEALTH_LINE["type"]:
+            return _HEALTH_CHECK, []
         token = message.get("token")
         if message["type"] != "auth" or not isinstance(token, str):
             return "first line is not an auth message", []

@@ -10,11 +10,19 @@ at most 3x what that IP sent us until it has answered a STATS or GOSSIP we sent 
 and token buckets per IP and in all; a request whose smallest reply is already over
 budget is dropped on arrival. Only IPv4 literals ever reach `sendto()` (no lookups,
 no TypeError), and any send error is counted, never raised.
+
+The reader is an owned thread (`NetworkIO.reader`, runtime/threads.py): if it dies,
+NetworkIO fails and is restarted, so a socket nobody reads never hides behind a
+healthy-looking actor. Transient OS errors (EMFILE, ENOBUFS, ENOMEM, ...) in
+`select`/`recvfrom` are not a death: they are retried with backoff, counted (the
+thread's `transient_errors` in /health, `node_thread_transient_errors_total`) and
+logged at most once per 10 s with a count. Any other error ends the thread.
 """
 from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import select
 import socket
 import threading
@@ -25,6 +33,7 @@ from typing import Any, Callable
 from actors.base import NodeActor
 from runtime.context import NodeContext, Registry, tell
 from runtime.interfaces import DatagramApi
+from runtime.threads import Backoff, OwnedThread, RepeatLog, checkpoint, current_thread, is_transient
 from net.address import valid_port
 from net.ratelimit import AntiAmplification, TokenBuckets
 from messages.wire import (
@@ -50,6 +59,8 @@ READ_TIMEOUT = 0.2  # how often the reader checks it should stop
 HELD_RETRY = 0.02  # how often datagrams held for a restarting actor are retried
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 READ_BATCH = 64
+# Retrying a transient error in the reader: 10 ms doubling to this (reset by a clean turn).
+TRANSIENT_BACKOFF_MAX = 0.25
 
 # Requests that make us reply, and the smallest reply each can cause: a request is
 # dropped on arrival (before any actor works on it) when its destination can't be
@@ -133,10 +144,15 @@ def _arguments(message: WireMessage, addr: Address) -> tuple[Any, ...]:
 
 
 class NetworkIO(NodeActor, DatagramApi):
+    # The UDP socket has one owner: never two instances; a hang ends the node (exit 1).
+    owns_shared_state = True
+    message_budget = 10.0
+
     def __init__(self, ctx: NodeContext, name: str = "NetworkIO") -> None:
         super().__init__(ctx, name)
         self.sock: socket.socket | None = None
-        self._reader: threading.Thread | None = None
+        self._reader: OwnedThread | None = None
+        self._repeats = RepeatLog(self.log)
         self._stopping = threading.Event()
         self.address: Address | None = None
         cfg = ctx.config
@@ -160,8 +176,7 @@ class NetworkIO(NodeActor, DatagramApi):
     def on_start(self) -> None:
         self.sock = self._bind()
         self.address = self.sock.getsockname()[:2]
-        self._reader = threading.Thread(target=self._read_loop, args=(self.sock,), name="NetworkIO-reader", daemon=True)
-        self._reader.start()
+        self._reader = self.spawn("reader", self._read_loop, self.sock)
         self.log.info("listening on udp %s:%d", *self.address)
 
     def _bind(self) -> socket.socket:
@@ -186,8 +201,8 @@ class NetworkIO(NodeActor, DatagramApi):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(timeout=2 * READ_TIMEOUT + 1)
+        if self._reader is not None:
+            self._reader.join(timeout=2 * READ_TIMEOUT + TRANSIENT_BACKOFF_MAX + 1)  # (a no-op from the reader itself)
         self._reader = None
 
     # ---------------------------------------------------------- protocol
@@ -283,16 +298,30 @@ class NetworkIO(NodeActor, DatagramApi):
     # ---------------------------------------------------------- reader thread
 
     def _read_loop(self, sock: socket.socket) -> None:
+        """The reader thread: until release() sets _stopping (then a clean return).
+
+        A transient OS error is retried after a backoff; any other exception ends
+        the thread, which fails this actor (the supervisor restarts it).
+        """
+        backoff = Backoff(cap=TRANSIENT_BACKOFF_MAX)
         while not self._stopping.is_set():
+            checkpoint()
             try:
                 readable, _, _ = select.select([sock], [], [], HELD_RETRY if self._held else READ_TIMEOUT)
-            except (OSError, ValueError):  # socket closed under us: stopping
-                return
+            except (OSError, ValueError) as exc:  # ValueError: the socket was closed (by release())
+                if self._stopping.is_set():
+                    return
+                if is_transient(exc):
+                    self._transient("select", exc, backoff)
+                    continue
+                raise
             if self._held:
                 self._deliver_held()
             if not readable:
+                backoff.reset()
                 continue
             batch: list[tuple[bytes, Any]] = []
+            failed = False
             while len(batch) < READ_BATCH:
                 try:
                     batch.append(sock.recvfrom(RECV_BUFFER))
@@ -300,16 +329,33 @@ class NetworkIO(NodeActor, DatagramApi):
                     break
                 except ConnectionRefusedError:
                     continue  # ICMP port unreachable from an earlier send: not a reader problem
-                except OSError:
+                except OSError as exc:
                     if self._stopping.is_set():
                         return
+                    if not is_transient(exc):
+                        raise
+                    self._transient("recvfrom", exc, backoff)
+                    failed = True
                     break
+            if not failed:
+                backoff.reset()  # a turn without an error: the next one starts from the shortest wait
             if batch:
                 try:
                     self._dispatch(batch)
                 except Exception:  # noqa: BLE001 - the reader must outlive any one bad batch
                     self.ctx.metrics.dropped.labels(reason="internal_error").inc(len(batch))
                     self.log.exception("dropped a batch of %d datagrams after an internal error", len(batch))
+
+    def _transient(self, call: str, exc: OSError, backoff: Backoff) -> None:
+        """A transient error in the reader: count it, log it (at most once per 10 s), wait, go on."""
+        owned = current_thread()
+        name = owned.name if owned is not None else f"{self.name}.reader"
+        if owned is not None:
+            owned.count_transient()
+        self.ctx.metrics.thread_transient_errors.labels(thread=name).inc()
+        self._repeats.report(f"{call}:{exc.errno}", logging.WARNING, "%s: %s failed (%s); retrying with backoff",
+                             name, call, exc)
+        self._stopping.wait(backoff.next())
 
     def _dispatch(self, datagrams: list[tuple[bytes, Any]]) -> None:
         """Decode a batch; send hot message kinds to their actor as one message per kind."""

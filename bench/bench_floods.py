@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import NodeConfig  # noqa: E402
 from node import Node  # noqa: E402
+from ops.health import render_health  # noqa: E402
 from sim.chains import make_chain  # noqa: E402
 from sim.flood import StatsProbe, gossip_flood, word_flood  # noqa: E402
 from sim.peer import ScriptedPeer  # noqa: E402
@@ -158,7 +159,7 @@ def main() -> None:
             out, back = amplification(node)
             print(f"forged STATS/GET_BLOCK at 127.0.0.2: sent {out} B, victim got {back} B: {back / out:.2f}x (limit 3x)")
             print(f"introduced peer fetches 300 blocks: {introduced_fetch(node):.2f} s (limit 3 s)")
-            print(f"restarts: {sum(a['restarts'] for a in node.health()['actors'])}")
+            print(f"restarts: {sum(a['restarts'] for a in render_health(node.health_facts())['actors'])}")
         finally:
             node.stop()
 

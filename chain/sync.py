@@ -2,8 +2,11 @@
 
 Pure: no sockets, no clocks, no actors. The ConsensusRunner feeds it what arrives
 (`on_stats`, `on_block`, `on_announce`, `on_consensus`, `set_tip`, `on_applied`)
-and the time (`tick(now)`), and carries out the actions it returns (`Send`,
-`Stage`, `Apply`, `SwitchStaged`, `StartRound`, `RoundOver`).
+and the time (`tick(now)`, due at `next_deadline(now)`: the actor arms one timer
+for it, never a poll), and carries out the actions it returns (`Send`, `Stage`,
+`Apply`, `SwitchStaged`, `StartRound`, `RoundOver`). The answer to an Apply or
+SwitchStaged comes back later (`on_applied`); until it does the round stays in
+its "apply" stage and issues no other one.
 
 A round: STATS to every peer (re-sent to the silent ones) until all answered or
 `collect_seconds` passed; the claims are ranked (chain.selection); each candidate
@@ -47,6 +50,7 @@ crash, or when it grew on top of what was staged) resumes from the staged run.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
@@ -143,6 +147,10 @@ class SyncSettings:
     # staged blocks are kept, so a retry resumes where the last attempt stopped.
     retry_seconds: float = 5.0
     retry_max_seconds: float = 120.0
+    # `next_deadline` is rounded up to this grid: deadlines that fall close together
+    # share one tick, and a request is judged lost no sooner than the retransmission
+    # logic (chain.fetch) was tuned for (it was ticked every 5 ms).
+    tick_grain: float = 0.005
 
 
 # ---------------------------------------------------------------- state
@@ -203,6 +211,33 @@ def _capped_put(table: "OrderedDict[Any, float]", key: Any, value: float, cap: i
     table.move_to_end(key)
     while len(table) > cap:
         table.popitem(last=False)
+
+
+def _expiry_bound(req: Requests) -> float:
+    """No request of `req` times out before this (inf if none is in flight).
+
+    Requests keeps this lower bound so `expire` can skip its scan; a request
+    answered since only makes it early, and the tick at it scans and tightens it.
+    (Read here rather than scanning every in-flight request after each message;
+    it belongs in chain/fetch.py as a public method.)
+    """
+    return req._earliest if req.inflight_count else float("inf")
+
+
+def _resend_candidates(req: Requests, h: int) -> list[float]:
+    """The times at which chain.fetch's loss tests (`overtaken`, `stale`, `overdue`) may turn
+    true for the request in flight for `h`, ascending: its send time plus each test's delay.
+    (Reads the request's send time, which chain/fetch.py does not expose yet.)"""
+    request = req._inflight.get(h)
+    link = req.links.get(request.peer) if request is not None else None
+    if request is None or link is None:
+        return []
+    delays: list[float] = []
+    if link.srtt is not None:
+        delays += [link.srtt, link.srtt + 2 * link.rttvar, link.srtt + 2 * link.rttvar + 0.005]
+    if link.min_rtt is not None:
+        delays += [2 * link.min_rtt, 4 * link.min_rtt + 0.01, max(4 * link.min_rtt, 2 * req.min_rto)]
+    return sorted(request.sent + d + 1e-6 for d in delays)  # just past each: the tests compare with >=
 
 
 def _fmt(addr: Address) -> str:
@@ -271,6 +306,12 @@ class SyncEngine:
             return self._pending_due(now)
         return []
 
+    @property
+    def applying(self) -> bool:
+        """An Apply or SwitchStaged is out and its answer (`on_applied`) has not come back:
+        the engine issues no other one meanwhile (the round stays open until it does)."""
+        return self.round is not None and self.round.stage == "apply"
+
     def wakeup_due(self) -> float | None:
         """When an idle engine next needs a tick (a debounced round), or None."""
         return self._pending[0] if self._pending is not None and self.round is None else None
@@ -288,7 +329,11 @@ class SyncEngine:
         """Begin a round with these inputs (gathered by the actor for a StartRound)."""
         if self.round is not None:
             return self._want_round(reason, (), now, 0.3)
-        self._pending = None
+        if self._pending is not None:
+            # This round is the one a debounced trigger was waiting for: ask its peers too
+            # (the announcer of a longer chain may be no peer of ours).
+            peers = [*peers, *self._pending[2]]
+            self._pending = None
         self.our_len = len(our_hashes)
         self.staged = staged
         self._expire_memory(now)
@@ -690,13 +735,10 @@ class SyncEngine:
         if not a.req.links:
             return self._fail_attempt("every peer backing it dropped out", now, retry=True)
         sends: list[tuple[Any, Address]] = []
-        low = self._lowest_wanted(a)
+        needed, low, blocked = self._frontier(a)
         # Fast retransmit: the next blocks the frontier needs, if answers to later requests overtook them.
-        needed = a.k if a.content is None else a.k - 1
-        # The window is used up and waits on the frontier: nothing new can overtake what it needs.
-        blocked = a.next_new < low or len(a.buffer) + a.req.inflight_count >= self.s.window - 8
         for h in range(needed, max(low, a.k - FAST_RETRANSMIT_DEPTH) - 1, -1):
-            if a.req.overtaken(h, now, eager=h == needed) or a.req.stale(h, now, blocking=blocked and h == needed):
+            if self._lost(a, h, now, needed, blocked):
                 asked = a.req.asked(h)
                 a.req.cancel(h)
                 a.retry[h] = asked
@@ -737,6 +779,19 @@ class SyncEngine:
                 sends.append((GetBlock(h), peer))
         return [Send(tuple(sends))] if sends else []
 
+    def _frontier(self, a: _Attempt) -> tuple[int, int, bool]:
+        """(the height the frontier waits on, the window's lowest height, whether the window
+        is used up and waits on the frontier: then nothing new can overtake what it needs)."""
+        low = self._lowest_wanted(a)
+        needed = a.k if a.content is None else a.k - 1
+        blocked = a.next_new < low or len(a.buffer) + a.req.inflight_count >= self.s.window - 8
+        return needed, low, blocked
+
+    @staticmethod
+    def _lost(a: _Attempt, h: int, now: float, needed: int, blocked: bool) -> bool:
+        """The request for `h` (near the frontier) is very likely lost: re-send it now."""
+        return a.req.overtaken(h, now, eager=h == needed) or a.req.stale(h, now, blocking=blocked and h == needed)
+
     def _lowest_wanted(self, a: _Attempt) -> int:
         """The window: heights at most `window` below the frontier, and only a few below our top
         until the blocks there are shown not to be ours (a short extension costs only itself)."""
@@ -746,16 +801,20 @@ class SyncEngine:
     # ============================================================ time
 
     def tick(self, now: float) -> list[Action]:
+        """Whatever has fallen due by `now`. Each test here compares `now` with the very
+        expression `next_deadline` returns, so a tick at that time always acts on it."""
         out = self._pending_due(now)
         r = self.round
-        if r is None:
+        if r is None or r.stage == "apply":
+            # Applying: ChainKeeper's answer ends the round (the actor gives up on a lost
+            # one itself); ending it here could let a new round apply meanwhile.
             return out
-        if now - r.started > self.s.round_seconds:
+        if now >= r.started + self.s.round_seconds:
             return out + self._finish(f"round deadline ({self.s.round_seconds:.0f}s) passed")
         if r.stage == "collect":
-            if now - r.started >= self.s.collect_seconds:
+            if now >= r.started + self.s.collect_seconds:
                 return out + self._end_collect(now)
-            if now - r.stats_sent_at >= self.s.stats_resend_seconds:
+            if now >= r.stats_sent_at + self.s.stats_resend_seconds:
                 out += self._send_stats(now)
             return out
         a = r.attempt
@@ -768,12 +827,74 @@ class SyncEngine:
         for p in silent:
             log.info("%s answers no GET_BLOCK; set aside for this round", _fmt(p))
             out += self._set_aside(p, now)
-        if now - a.progress_at > self.s.stall_seconds:
+        if now >= a.progress_at + self.s.stall_seconds:
             return out + self._fail_attempt(f"no progress in {self.s.stall_seconds:.0f}s", now, retry=True)
-        if a.top_confirmed and now - r.last_progress_log >= self.s.progress_every and now - a.started >= self.s.progress_every:
+        if a.top_confirmed and now >= self._progress_log_due(r, a):
             r.last_progress_log = now
             log.info("sync %s", self.progress_line(now))
         return out + self._pump(now)
+
+    def next_deadline(self, now: float) -> float | None:
+        """When the engine next needs a `tick`, or None while only an input can move it.
+
+        The actor arms one timer for this instead of polling: idle, it is a debounced
+        round; collecting, the STATS re-send and the end of the collection; fetching,
+        the earliest request timeout, the stall and round deadlines, a progress line,
+        and the re-sends and hedges of requests near the frontier; applying, nothing.
+        A time at or before `now` means "tick now" (a request expired between ticks);
+        after a tick at `now` it is always later than `now`.
+
+        Rounded up to the `tick_grain` grid, strictly past the exact time: a tick
+        exactly at `sent + rto` could find `now - sent` a hair below `rto` (floats)
+        and not count the timeout.
+        """
+        due = self._next_due(now)
+        if due is None or self.s.tick_grain <= 0:
+            return due
+        grain = self.s.tick_grain
+        rounded = math.ceil((due + 1e-6) / grain) * grain
+        return rounded if rounded > due else rounded + grain
+
+    def _next_due(self, now: float) -> float | None:
+        """The exact earliest time something falls due (see `next_deadline`)."""
+        r = self.round
+        if r is None:
+            return self.wakeup_due()
+        if r.stage == "apply":
+            return None
+        due = r.started + self.s.round_seconds
+        if r.stage == "collect":
+            return min(due, r.started + self.s.collect_seconds, r.stats_sent_at + self.s.stats_resend_seconds)
+        a = r.attempt
+        if a is None or a.finished:
+            return due
+        due = min(due, a.progress_at + self.s.stall_seconds)
+        due = min(due, _expiry_bound(a.req))
+        if a.top_confirmed:
+            due = min(due, self._progress_log_due(r, a))
+        resend = self._resend_due(a, now)
+        return due if resend is None else min(due, resend)
+
+    def _progress_log_due(self, r: _Round, a: _Attempt) -> float:
+        return max(r.last_progress_log, a.started) + self.s.progress_every
+
+    def _resend_due(self, a: _Attempt, now: float) -> float | None:
+        """The first time after `now` at which `_pump` re-sends or hedges a request near the
+        frontier if nothing arrives meanwhile (an arrival pumps, and the timer is re-armed).
+
+        The candidate times are each in-flight request's send time plus the delays
+        chain.fetch's tests use; the tests themselves decide which ones count.
+        """
+        needed, low, blocked = self._frontier(a)
+        best: float | None = None
+        for h in range(needed, max(low, a.k - FAST_RETRANSMIT_DEPTH) - 1, -1):
+            for t in _resend_candidates(a.req, h):
+                if t > now and (best is None or t < best):
+                    hedge = h == needed and len(a.req.asked(h)) < 2 and a.req.overdue(h, t)
+                    if hedge or self._lost(a, h, t, needed, blocked):
+                        best = t
+                        break
+        return best
 
     # ============================================================ endings
 
@@ -803,11 +924,12 @@ class SyncEngine:
         out = self._flush(a) if a.linked else []
         return out + [SwitchStaged(first, a.length - 1, a.top_hash)]
 
-    def on_applied(self, ok: bool, now: float) -> list[Action]:
-        """The ChainKeeper's answer to Apply / SwitchStaged."""
+    def on_applied(self, ok: bool, now: float, refusal: str = "ChainKeeper refused the synced chain") -> list[Action]:
+        """The answer to the Apply / SwitchStaged out (it comes later, as a message), or
+        "not applied" with `refusal` when the actor gave up waiting for it."""
         r = self.round
-        if r is None or r.attempt is None:
-            return []
+        if r is None or r.stage != "apply" or r.attempt is None:
+            return []  # nothing is out: a duplicate or a stray answer changes nothing
         a = r.attempt
         if ok:
             self._refusals = 0
@@ -819,7 +941,7 @@ class SyncEngine:
         self._refusals += 1
         if self._refusals <= 2 and self._rerun is None:
             self._rerun = ("our chain changed during the sync", tuple(a.req.links))
-        return self._finish("ChainKeeper refused the synced chain")
+        return self._finish(refusal)
 
     def _fail_attempt(self, why: str, now: float, retry: bool = False) -> list[Action]:
         """End the current attempt; `retry` when nothing was proven against the chain (it may sync later)."""

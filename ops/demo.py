@@ -40,6 +40,8 @@ from config import NodeConfig
 
 if TYPE_CHECKING:  # imported inside run_demo so `run_node.py --help` stays light
     from node import Node
+    from ops.runner import ServedNode
+    from ops.view import NodeView
 
 LOOPBACK = "127.0.0.1"
 NODE_COUNT = 3
@@ -127,9 +129,9 @@ def demo_configs(base: Path, difficulty: int, miners: int, fault_injection: bool
     return configs
 
 
-def tip_of(node: "Node") -> tuple[int | None, str | None, str | None]:
+def tip_of(node: "NodeView") -> tuple[int | None, str | None, str | None]:
     """(height, top hash, who mined the top block) of a node; Nones while its ChainKeeper can't answer."""
-    chain = node.ctx.registry.chain()
+    chain = node.chain()
     if chain is None:
         return None, None, None
     try:
@@ -143,12 +145,12 @@ def tip_of(node: "Node") -> tuple[int | None, str | None, str | None]:
 COLUMN = 24
 
 
-def header_line(nodes: "list[Node]") -> str:
+def header_line(nodes: "list[NodeView]") -> str:
     """Column titles for the progress lines: one column per node."""
     return f"{'time':>7}  " + "".join(f"{node.config.name:<{COLUMN}}" for node in nodes).rstrip()
 
 
-def progress_line(elapsed: float, nodes: "list[Node]") -> str:
+def progress_line(elapsed: float, nodes: "list[NodeView]") -> str:
     """One line: each node's height, top hash and who mined it, and whether the nodes agree."""
     tips = [tip_of(node) for node in nodes]
     cells = [
@@ -178,8 +180,13 @@ def demo_command(miners_per_node: int, difficulty: int | str, interval: float, d
 
 
 def run_demo(miners: int, difficulty: int | str, interval: float, duration: float, fault_injection: bool) -> int:
-    """Run the network until Ctrl-C/SIGTERM or `duration`; 0 on a clean stop, 1 if a node failed."""
+    """Run the network until Ctrl-C/SIGTERM or `duration`; 0 on a clean stop, 1 if a node failed.
+
+    Each node runs with its ops HTTP server (ops/runner.py), which the status URLs point at.
+    """
     from node import Node
+    from ops.health import render_health
+    from ops.runner import start_node_with_http
 
     chosen = ""
     if difficulty == AUTO:
@@ -188,16 +195,17 @@ def run_demo(miners: int, difficulty: int | str, interval: float, duration: floa
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    nodes: "list[Node]" = []
+    served: "list[ServedNode[Node]]" = []
     exit_code = 0
     with tempfile.TemporaryDirectory(prefix="pow-node-demo-") as tmp:
         try:
             for config in demo_configs(Path(tmp), difficulty, miners, fault_injection):
-                nodes.append(Node(config).start())
+                served.append(start_node_with_http(Node(config)))
                 if stop.is_set():
                     break
             click.echo(f"3-node demo network on {LOOPBACK}: difficulty {difficulty}{chosen}, {miners} miner(s) per node; "
                        "Ctrl-C stops it.")
+            nodes = [s.node for s in served]
             for node in nodes:
                 cfg = node.config
                 peers = ", ".join(f"{h}:{p}" for h, p in cfg.peers) or "-"
@@ -209,11 +217,10 @@ def run_demo(miners: int, difficulty: int | str, interval: float, duration: floa
             while not stop.wait(interval):
                 elapsed = time.monotonic() - started
                 click.echo(progress_line(elapsed, nodes))
-                failed = [n.config.name for n in nodes if n.supervisor.stopped]
+                failed = [n for n in nodes if n.stopped]
                 if failed:
-                    click.echo(f"node(s) {', '.join(failed)} stopped: "
-                               f"{'; '.join(str(n.supervisor.gave_up_reason) for n in nodes if n.supervisor.stopped)}",
-                               err=True)
+                    click.echo(f"node(s) {', '.join(n.config.name for n in failed)} stopped: "
+                               f"{'; '.join(str(render_health(n.health_facts())['reason']) for n in failed)}", err=True)
                     exit_code = 1
                     break
                 if duration and elapsed >= duration:
@@ -223,8 +230,8 @@ def run_demo(miners: int, difficulty: int | str, interval: float, duration: floa
             exit_code = 1
         finally:
             click.echo("stopping the demo network ...")
-            for node in reversed(nodes):
-                node.stop()
+            for each in reversed(served):
+                each.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     click.echo("stopped.")

@@ -1,4 +1,4 @@
-"""The ops HTTP server: /health, /metrics, /chain, /peers, POST /admin/crash/{actor}; the dashboard and explorer (ops/status_page.py).
+"""The ops HTTP server: /health, /metrics, /chain, /peers, POST /admin/...; the dashboard and explorer (ops/status_page.py).
 
 A Flask app served by hypercorn on a background thread, beside the actors
 (ops/serving.py: no hand-written HTTP parsing, slow and idle clients cost no
@@ -11,30 +11,31 @@ answer every path with metrics). Gauges that are only true at scrape time (actor
 liveness, queue depth, process and worker CPU/RSS, miner hash rate) are refreshed
 from a /health snapshot just before each scrape.
 
-Nothing here waits long on an actor: see ops/snapshot.py.
+Nothing here waits long on an actor: see ops/snapshot.py. The server sees the node
+only through `NodeView` (reads) and, when the operator turned fault injection on,
+a `FaultInjector` (ops/view.py); `ops/runner.py` starts and stops it with its node.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import math
+from typing import Any, Callable
 
-import pykka
 from flask import Flask, Response, jsonify, request
 from prometheus_client import make_wsgi_app
 from werkzeug.exceptions import HTTPException
 
 from ops import status_page
 from ops.serving import BackgroundServer
-from ops.snapshot import MINER_PREFIX, NodeInspector
-
-if TYPE_CHECKING:  # node imports ops lazily; no import cycle at run time
-    from node import Node
+from ops.snapshot import NodeInspector
+from ops.view import FaultInjector, NodeView
 
 log = logging.getLogger("node.ops.http")
 
 MAX_CHAIN_LIMIT = 100
 DEFAULT_CHAIN_LIMIT = 20
-KILL_WORKER_TIMEOUT = 2.0
+MAX_STALL_SECONDS = 3600.0
+FAULTS_OFF = "fault injection is off (start the node with --enable-fault-injection)"
 
 
 class ParamError(ValueError):
@@ -51,11 +52,15 @@ def _int_param(name: str, default: int) -> int:
         raise ParamError(f"'{name}' must be an integer, got {raw!r}") from None
 
 
-def create_app(node: "Node", inspector: NodeInspector) -> Flask:
-    """The Flask app for one node (one app per node: tests run several in a process)."""
+def create_app(node: NodeView, inspector: NodeInspector, faults: FaultInjector | None = None) -> Flask:
+    """The Flask app for one node (one app per node: tests run several in a process).
+
+    `faults` is None unless the operator allowed fault injection: the /admin
+    endpoints then refuse with 403.
+    """
     app = Flask(f"pow-node-ops-{node.config.name}")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep "status" first, as documented
-    metrics_app = make_wsgi_app(registry=node.ctx.metrics.registry)
+    metrics_app = make_wsgi_app(registry=node.metrics.registry)
 
     @app.errorhandler(ParamError)
     def bad_request(exc: ParamError) -> tuple[Response, int]:
@@ -103,56 +108,65 @@ def create_app(node: "Node", inspector: NodeInspector) -> Flask:
 
     @app.post("/admin/crash/<actor>")
     def crash(actor: str) -> tuple[Response, int]:
-        if not node.config.enable_fault_injection:
-            return jsonify(error="fault injection is off (start the node with --enable-fault-injection)"), 403
-        return _crash(node, actor)
+        if faults is None:
+            return jsonify(error=FAULTS_OFF), 403
+        return _inject(lambda: faults.crash(actor, "fault injection via HTTP"), inspector.actor_names)
+
+    @app.post("/admin/stall/<actor>")
+    def stall(actor: str) -> tuple[Response, int]:
+        if faults is None:
+            return jsonify(error=FAULTS_OFF), 403
+        seconds = _stall_seconds()
+        return _inject(lambda: faults.stall(actor, seconds), inspector.actor_names)
+
+    @app.post("/admin/kill-thread/<thread>")
+    def kill_thread(thread: str) -> tuple[Response, int]:
+        if faults is None:
+            return jsonify(error=FAULTS_OFF), 403
+        return _inject(lambda: faults.kill_thread(thread), lambda: [])
 
     return app
 
 
-def _crash(node: "Node", actor: str) -> tuple[Response, int]:
-    """Make `actor` fail the way a real bug would; say what was done.
+def _stall_seconds() -> float:
+    """`{"seconds": S}` from the request body: a number in (0, MAX_STALL_SECONDS]; else a 400."""
+    body = request.get_json(force=True, silent=True)  # `curl -d` sends no JSON content type
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or not 0 < seconds <= MAX_STALL_SECONDS:
+        raise ParamError(f'the body must be JSON {{"seconds": S}} with 0 < S <= {MAX_STALL_SECONDS:g}')
+    return float(seconds)
 
-    A MinerActor loses its worker process (SIGKILL), which it notices and fails
-    on, as after a real worker crash; every other actor (NetworkIO, GossipManager,
-    ChainKeeper, ConsensusRunner, ...) gets NodeActor.crash told to it, so the
-    exception is raised inside the actor and reaches its on_failure.
-    """
-    if node.supervisor.child(actor) is None:
-        names = [entry["name"] for entry in node.supervisor.actor_entries()]
-        return jsonify(error=f"no actor named {actor!r}", actors=names), 404
-    registry = node.ctx.registry
-    ref = registry.ref(actor)
-    proxy = registry.proxy(actor)
-    if ref is None or proxy is None:
-        return jsonify(error=f"{actor} is not running (restarting or stopped)"), 409
-    if not hasattr(ref.actor_class, "crash"):
-        return jsonify(error=f"{actor} has no fault injection"), 404
-    urn = ref.actor_urn
-    if actor.startswith(MINER_PREFIX) and hasattr(ref.actor_class, "kill_worker"):
-        try:
-            result = proxy.kill_worker().get(timeout=KILL_WORKER_TIMEOUT)
-        except pykka.Timeout:
-            return jsonify(error=f"{actor} did not answer kill_worker within {KILL_WORKER_TIMEOUT:g}s"), 504
-        except Exception as exc:  # noqa: BLE001 - dead meanwhile, or the miner refused
-            return jsonify(error=f"{actor}.kill_worker failed: {type(exc).__name__}: {exc}"), 409
-        log.warning("fault injection: killed %s's worker process (%s)", actor, result)
-        return jsonify(actor=actor, urn=urn, action="worker process killed (SIGKILL)", result=result), 202
+
+def _inject(fault: Callable[[], dict[str, Any]], actor_names: Callable[[], list[str]]) -> tuple[Response, int]:
+    """Run one fault and turn what it did, or why it could not, into a response (errors as FaultInjector lists them)."""
     try:
-        proxy.crash.defer("fault injection via HTTP")
-    except pykka.ActorDeadError:
-        return jsonify(error=f"{actor} is not running (restarting or stopped)"), 409
-    log.warning("fault injection: raised an exception inside %s (%s)", actor, urn)
-    return jsonify(actor=actor, urn=urn, action="exception raised inside the actor"), 202
+        done = fault()
+    except NotImplementedError as exc:  # before RuntimeError, its base class
+        return jsonify(error=str(exc) or "not offered by this node"), 501
+    except LookupError as exc:  # KeyError's str() would quote the message: take it as given
+        doc: dict[str, Any] = {"error": str(exc.args[0]) if exc.args else type(exc).__name__}
+        names = actor_names()
+        if names:
+            doc["actors"] = names
+        return jsonify(doc), 404
+    except TimeoutError as exc:
+        return jsonify(error=str(exc)), 504
+    except RuntimeError as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(done), 202
 
 
 class OpsHttpServer:
-    """Serves the ops endpoints of `node` on a background thread until `stop()` (see ops/serving.py)."""
+    """Serves the ops endpoints of `node` on a background thread until `stop()` (see ops/serving.py).
 
-    def __init__(self, node: "Node") -> None:
+    `faults` enables the /admin endpoints; leave it None unless the operator asked for fault injection.
+    """
+
+    def __init__(self, node: NodeView, faults: FaultInjector | None = None) -> None:
         self.node = node
         self.inspector = NodeInspector(node)
-        self.app = create_app(node, self.inspector)
+        self.app = create_app(node, self.inspector, faults)
         self._server: BackgroundServer | None = None
         self.addresses: list[tuple[str, int]] = []
 

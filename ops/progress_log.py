@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ops.formatting import fmt_rate
 from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown
-
-if TYPE_CHECKING:
-    from node import Node
+from ops.view import NodeView
 
 log = logging.getLogger("node.mining")
 
@@ -40,7 +38,7 @@ def mining_line(breakdown: dict[str, float], difficulty: int, blocks_found: int,
 class MiningReporter:
     """Logs `mining_line` every `interval` seconds until `stop()`."""
 
-    def __init__(self, node: "Node", interval: float = REPORT_SECONDS, first: float = FIRST_REPORT_SECONDS,
+    def __init__(self, node: NodeView, interval: float = REPORT_SECONDS, first: float = FIRST_REPORT_SECONDS,
                  blocks_found: Callable[[], int] | None = None) -> None:
         from ops.snapshot import NodeInspector
 
@@ -49,7 +47,7 @@ class MiningReporter:
         self.first = first
         self.inspector = NodeInspector(node)
         self._blocks_found = blocks_found or (
-            lambda: int(node.ctx.metrics.registry.get_sample_value("node_blocks_mined_total") or 0))
+            lambda: int(node.metrics.registry.get_sample_value("node_blocks_mined_total") or 0))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mining-reporter", daemon=True)
 

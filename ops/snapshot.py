@@ -1,8 +1,8 @@
 """Reading a running node's state for the ops endpoints, never waiting long on an actor.
 
 Everything the HTTP server shows comes through `NodeInspector`. It asks actors
-through the registry (so it always reaches the *current* instance after a
-restart), sends all of one snapshot's asks at once and waits for them against one
+through the node's view (ops/view.py: it always hands out the *current* instance
+after a restart), sends all of one snapshot's asks at once and waits for them against one
 shared deadline: a hung or restarting actor costs the endpoint at most
 `timeout` seconds, not `timeout` per actor, and it shows up as a field saying so
 instead of an error page.
@@ -14,16 +14,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import psutil
 import pykka
 
 from chain.block import Block
-from runtime.context import Registry
-
-if TYPE_CHECKING:  # node imports ops lazily; no import cycle at run time
-    from node import Node
+from ops.health import render_health
+from ops.view import NodeView
 
 log = logging.getLogger("node.ops")
 
@@ -36,9 +34,9 @@ MINER_KEYS = ("pid", "kernel", "hashrate", "cpu_percent", "rss_bytes", "backend"
 
 @dataclass(frozen=True)
 class Call:
-    """One ask to send: `ask(find(registry))`, e.g. `Call(Registry.chain, lambda chain: chain.tip())`."""
+    """One ask to send: `ask(find(node))`, e.g. `Call(find_chain, lambda chain: chain.tip())`."""
 
-    find: Callable[[Registry], Any]
+    find: Callable[[NodeView], Any]
     ask: Callable[[Any], "pykka.Future[Any]"]
 
 
@@ -51,10 +49,25 @@ class Answer:
     error: str | None = None
 
 
+def find_chain(node: NodeView) -> Any:
+    """ChainKeeper's proxy (a `Call.find`: a Protocol's own method can't be passed unbound)."""
+    return node.chain()
+
+
+def find_gossip(node: NodeView) -> Any:
+    """GossipManager's proxy (a `Call.find`)."""
+    return node.gossip()
+
+
+def find_consensus(node: NodeView) -> Any:
+    """ConsensusRunner's proxy (a `Call.find`)."""
+    return node.consensus()
+
+
 class NodeInspector:
     """The ops endpoints' read side of one node (see the module docstring)."""
 
-    def __init__(self, node: "Node", timeout: float = ASK_TIMEOUT) -> None:
+    def __init__(self, node: NodeView, timeout: float = ASK_TIMEOUT) -> None:
         self.node = node
         self.timeout = timeout
         # One Process object for the server's life: psutil's cpu_percent() measures
@@ -70,11 +83,10 @@ class NodeInspector:
 
     def ask_many(self, calls: dict[str, Call]) -> dict[str, Answer]:
         """Send every call at once, then collect the answers before one deadline."""
-        registry = self.node.ctx.registry
         futures: dict[str, Any] = {}
         answers: dict[str, Answer] = {}
         for key, call in calls.items():
-            proxy = call.find(registry)
+            proxy = call.find(self.node)
             if proxy is None:
                 answers[key] = Answer(False, error="not running (restarting or stopped)")
                 continue
@@ -116,16 +128,16 @@ class NodeInspector:
     # ---------------------------------------------------------- snapshots
 
     def health(self, *, with_chain: bool = True, with_peers: bool = True, with_consensus: bool = True) -> dict[str, Any]:
-        """The /health document (see DESIGN.md, Contracts, and README, Operations)."""
-        supervision = self.node.supervisor.health()
+        """The /health document (its fields: README, Operations)."""
+        supervision = render_health(self.node.health_facts())
         actors: list[dict[str, Any]] = supervision["actors"]
         calls = {f"details:{a['name']}": _details_call(a["name"]) for a in actors}
         if with_chain:
-            calls["chain"] = Call(Registry.chain, lambda chain: chain.tip())
+            calls["chain"] = Call(find_chain, lambda chain: chain.tip())
         if with_peers:
-            calls["peers"] = Call(Registry.gossip, lambda gossip: gossip.peer_table())
+            calls["peers"] = Call(find_gossip, lambda gossip: gossip.peer_table())
         if with_consensus:
-            calls["consensus"] = Call(Registry.consensus, lambda consensus: consensus.status())
+            calls["consensus"] = Call(find_consensus, lambda consensus: consensus.status())
         answers = self.ask_many(calls)
 
         for entry in actors:
@@ -171,14 +183,14 @@ class NodeInspector:
 
     def blocks(self, start: int, limit: int) -> list[Block]:
         """Blocks [start, start+limit) of our chain; raises LookupError if ChainKeeper can't answer."""
-        answer = self.ask(Call(Registry.chain, lambda chain: chain.get_blocks(start, limit)))
+        answer = self.ask(Call(find_chain, lambda chain: chain.get_blocks(start, limit)))
         if not answer.ok:
             raise LookupError(f"ChainKeeper: {answer.error}")
         return list(answer.value)
 
     def peers(self) -> list[dict[str, Any]]:
         """The peer table; raises LookupError if GossipManager can't answer."""
-        answer = self.ask(Call(Registry.gossip, lambda gossip: gossip.peer_table()))
+        answer = self.ask(Call(find_gossip, lambda gossip: gossip.peer_table()))
         if not answer.ok:
             raise LookupError(f"GossipManager: {answer.error}")
         return list(answer.value)
@@ -186,7 +198,7 @@ class NodeInspector:
     # ---------------------------------------------------------- metrics
 
     def actor_names(self) -> list[str]:
-        return [entry["name"] for entry in self.node.supervisor.health()["actors"]]
+        return [entry["name"] for entry in self.node.health_facts()["actors"]]
 
     def init_metrics(self) -> None:
         """Give every per-miner series a value before anything happens.
@@ -197,7 +209,7 @@ class NodeInspector:
         other per-actor series come from the supervisor at scrape time
         (runtime/metrics.py, SupervisionCollector).
         """
-        metrics = self.node.ctx.metrics
+        metrics = self.node.metrics
         for name in self.actor_names():
             metrics.actor_errors.labels(actor=name)
             if name.startswith(MINER_PREFIX):
@@ -209,7 +221,7 @@ class NodeInspector:
 
     def refresh_metrics(self, health: dict[str, Any]) -> None:
         """Set the gauges that are only true at scrape time from a /health snapshot."""
-        metrics = self.node.ctx.metrics
+        metrics = self.node.metrics
         for entry in health["actors"]:
             name = entry["name"]
             if name.startswith(MINER_PREFIX):
@@ -236,7 +248,7 @@ class NodeInspector:
 
 def _details_call(name: str) -> Call:
     """Ask the actor called `name` for its extra /health fields."""
-    return Call(lambda registry: registry.actor(name), lambda actor: actor.health_details())
+    return Call(lambda node: node.actor(name), lambda actor: actor.health_details())
 
 
 def _set_if_number(gauge: Any, value: Any) -> None:

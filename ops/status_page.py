@@ -26,11 +26,10 @@ from chain.block import HASH_RE, Block
 from ops.formatting import fmt_time
 from ops.history import History, RateMeter, Sample
 from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown, sync_progress
-from ops.snapshot import Call
-from runtime.context import Registry
+from ops.snapshot import Call, find_chain, find_consensus
+from ops.view import NodeView
 
 if TYPE_CHECKING:
-    from node import Node
     from ops.snapshot import NodeInspector
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -43,7 +42,7 @@ REFRESH_MS = 2000
 class Dashboard:
     """What the page and the explorer need from one node, assembled for JSON."""
 
-    def __init__(self, node: "Node", inspector: "NodeInspector", history: History | None = None) -> None:
+    def __init__(self, node: NodeView, inspector: "NodeInspector", history: History | None = None) -> None:
         self.node = node
         self.inspector = inspector
         self.history = history or History()
@@ -54,7 +53,7 @@ class Dashboard:
 
     def start_sampler(self) -> None:
         """Sample the figures the charts show, until the node stops."""
-        self.history.run_sampler(self.sample, lambda: self.node.supervisor.stopped)
+        self.history.run_sampler(self.sample, lambda: self.node.stopped)
 
     def sample(self) -> Sample:
         health = self.inspector.health(with_consensus=False)
@@ -80,7 +79,7 @@ class Dashboard:
 
         mining = hashrate_breakdown(health)
         mining["expected_block_seconds"] = expected_block_seconds(mining["total"], cfg.difficulty)
-        mining["blocks_found"] = int(self.node.ctx.metrics.registry.get_sample_value("node_blocks_mined_total") or 0)
+        mining["blocks_found"] = int(self.node.metrics.registry.get_sample_value("node_blocks_mined_total") or 0)
         mining["miners_configured"] = cfg.miners
 
         top = latest[0] if latest else None
@@ -112,14 +111,14 @@ class Dashboard:
 
     def _calls(self, height: Any) -> dict[str, Call]:
         calls = {
-            "claims": Call(Registry.consensus, lambda consensus: consensus.claimed_heights()),
-            "words": Call(Registry.chain, lambda chain: chain.pending_words(PENDING_WORDS_SHOWN)),
-            "word_count": Call(Registry.chain, lambda chain: chain.word_count()),
+            "claims": Call(find_consensus, lambda consensus: consensus.claimed_heights()),
+            "words": Call(find_chain, lambda chain: chain.pending_words(PENDING_WORDS_SHOWN)),
+            "word_count": Call(find_chain, lambda chain: chain.word_count()),
         }
         if isinstance(height, int) and height > 0:
             latest, recent = max(0, height - RECENT_BLOCKS), max(0, height - INTERVAL_BLOCKS)
-            calls["latest"] = Call(Registry.chain, lambda chain: chain.get_blocks(latest, RECENT_BLOCKS))
-            calls["recent"] = Call(Registry.chain, lambda chain: chain.get_blocks(recent, INTERVAL_BLOCKS))
+            calls["latest"] = Call(find_chain, lambda chain: chain.get_blocks(latest, RECENT_BLOCKS))
+            calls["recent"] = Call(find_chain, lambda chain: chain.get_blocks(recent, INTERVAL_BLOCKS))
         return calls
 
     def _sync(self, health: dict[str, Any], now: float) -> dict[str, Any]:
@@ -159,7 +158,7 @@ class Dashboard:
 
         Raises LookupError when ChainKeeper can't answer (restarting).
         """
-        tip = self.inspector.ask(Call(Registry.chain, lambda chain: chain.tip()))
+        tip = self.inspector.ask(Call(find_chain, lambda chain: chain.tip()))
         if not tip.ok:
             raise LookupError(f"ChainKeeper: {tip.error}")
         height = tip.value[0]
@@ -167,7 +166,7 @@ class Dashboard:
             found = self._at(int(ref)) if int(ref) < height else None
         else:
             wanted = ref.lower()
-            answer = self.inspector.ask(Call(Registry.chain, lambda chain: chain.find_block(wanted)))
+            answer = self.inspector.ask(Call(find_chain, lambda chain: chain.find_block(wanted)))
             if not answer.ok:
                 raise LookupError(f"ChainKeeper: {answer.error}")
             found = answer.value
@@ -200,7 +199,7 @@ def _intervals(blocks: list[Block], now: float, window: float) -> list[list[floa
 # ---------------------------------------------------------------- routes
 
 
-def register(app: Flask, node: "Node", inspector: "NodeInspector") -> Dashboard:
+def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboard:
     """Add the dashboard, its JSON, its assets and the explorer to `app`."""
     dashboard = Dashboard(node, inspector)
     dashboard.start_sampler()
@@ -248,7 +247,7 @@ def register(app: Flask, node: "Node", inspector: "NodeInspector") -> Dashboard:
     return dashboard
 
 
-def _explorer_page(node: "Node", block: Block | None, previous: Block | None, height: int | None, query: str,
+def _explorer_page(node: NodeView, block: Block | None, previous: Block | None, height: int | None, query: str,
                    error: str | None) -> str:
     return render_template_string(
         _BLOCK_PAGE, block=block, previous=previous, height=height, query=query, error=error, name=node.config.name,

@@ -28,7 +28,42 @@ if TYPE_CHECKING:  # types only: the codec and chain rules import nothing from h
     from messages.wire import GetBlockReply, Gossip, GossipReply, StatsReply, WireMessage
 
 
-class NodeActorApi:
+class ActorInterface:
+    """Base of every interface an actor offers: the only methods its mailbox dispatches.
+
+    A supervised actor's callable surface is the set of public methods declared on
+    the `ActorInterface` subclasses it inherits (`declared_methods`). A proxy refuses
+    any other name where it is called (so a typo or `proxy.stop` fails in the
+    caller, at once), and a call message carries the declared function itself,
+    never its name as a string.
+    """
+
+
+def declared_methods(actor_class: type) -> dict[str, Any]:
+    """`{name: interface function}` of every method `actor_class`'s interfaces declare."""
+    cached = _DECLARED.get(actor_class)
+    if cached is not None:
+        return cached
+    methods: dict[str, Any] = {}
+    for klass in reversed(actor_class.__mro__):
+        if klass is ActorInterface or not issubclass(klass, ActorInterface) or _is_actor(klass):
+            continue
+        for name, value in vars(klass).items():
+            if not name.startswith("_") and callable(value):
+                methods[name] = value
+    _DECLARED[actor_class] = methods
+    return methods
+
+
+def _is_actor(klass: type) -> bool:
+    """An actor class (it has an inbox), as opposed to an interface it implements."""
+    return issubclass(klass, pykka.Actor)
+
+
+_DECLARED: dict[type, dict[str, Any]] = {}
+
+
+class NodeActorApi(ActorInterface):
     """What every supervised actor answers: liveness, fault injection, ops details."""
 
     def ping(self) -> str:
@@ -40,15 +75,35 @@ class NodeActorApi:
     def health_details(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def stall(self, seconds: float) -> None:
+        """Fault injection: keep this actor busy `seconds` (a message like any other)."""
+        raise NotImplementedError
 
-class TipListener:
+
+class MinerApi(ActorInterface):
+    """MinerActor: fault injection on its worker process."""
+
+    def kill_worker(self) -> int | None:
+        """SIGKILL the worker process (a crash drill); its pid, or None without one."""
+        raise NotImplementedError
+
+
+class GatewayApi(ActorInterface):
+    """MinerGateway: work for external miners."""
+
+    def refresh_work(self) -> None:
+        """Send every connected miner fresh work (a new timestamp and words)."""
+        raise NotImplementedError
+
+
+class TipListener(ActorInterface):
     """Told (never asked) when our chain's top changes; ChainKeeper is the only sender."""
 
     def on_tip_changed(self, event: TipChanged) -> None:
         raise NotImplementedError
 
 
-class ChainApi:
+class ChainApi(ActorInterface):
     """ChainKeeper: the chain's only writer; answers STATS and GET_BLOCK."""
 
     def tip(self) -> tuple[int, str | None]:
@@ -100,8 +155,20 @@ class ChainApi:
     def switch_to_staged(self, first: int, top: int, top_hash: str) -> bool:
         raise NotImplementedError
 
+    def send_round_inputs(self, request_id: int) -> None:
+        """Told: answer ConsensusRunner's `on_round_inputs(request_id, our hashes, staged run)`."""
+        raise NotImplementedError
 
-class DatagramApi:
+    def apply_segment_and_reply(self, request_id: int, fork_height: int, segment: Sequence[Block]) -> None:
+        """Told: `apply_segment`, then ConsensusRunner's `on_segment_applied(request_id, ok)`."""
+        raise NotImplementedError
+
+    def switch_to_staged_and_reply(self, request_id: int, first: int, top: int, top_hash: str) -> None:
+        """Told: `switch_to_staged`, then ConsensusRunner's `on_segment_applied(request_id, ok)`."""
+        raise NotImplementedError
+
+
+class DatagramApi(ActorInterface):
     """NetworkIO: sends datagrams (fire and forget)."""
 
     def send(self, message: WireMessage, addr: Address) -> None:
@@ -111,7 +178,7 @@ class DatagramApi:
         raise NotImplementedError
 
 
-class GossipApi:
+class GossipApi(ActorInterface):
     """GossipManager: membership."""
 
     def on_gossip(self, gossip: Gossip, source: Address) -> None:
@@ -129,8 +196,12 @@ class GossipApi:
     def peer_table(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def send_peer_addresses(self, request_id: int) -> None:
+        """Told: answer ConsensusRunner's `on_peer_addresses(request_id, peer_addresses())`."""
+        raise NotImplementedError
 
-class ConsensusApi:
+
+class ConsensusApi(ActorInterface):
     """ConsensusRunner: chain selection and sync."""
 
     def on_consensus(self) -> None:
@@ -151,6 +222,18 @@ class ConsensusApi:
     def claimed_heights(self) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
 
+    def on_round_inputs(self, request_id: int, our_hashes: Sequence[str], staged: Staged | None) -> None:
+        """ChainKeeper's answer to `send_round_inputs`."""
+        raise NotImplementedError
+
+    def on_peer_addresses(self, request_id: int, peers: Sequence[Address]) -> None:
+        """GossipManager's answer to `send_peer_addresses`."""
+        raise NotImplementedError
+
+    def on_segment_applied(self, request_id: int, ok: bool) -> None:
+        """ChainKeeper's answer to `apply_segment_and_reply` / `switch_to_staged_and_reply`."""
+        raise NotImplementedError
+
 
 # ------------------------------------------------------------------ typed proxies
 
@@ -159,6 +242,7 @@ class NodeActorProxy(ActorMemberMixin, pykka.ActorProxy[NodeActorApi]):
     ping = proxy_method(NodeActorApi.ping)
     crash = proxy_method(NodeActorApi.crash)
     health_details = proxy_method(NodeActorApi.health_details)
+    stall = proxy_method(NodeActorApi.stall)
 
 
 class TipListenerProxy(ActorMemberMixin, pykka.ActorProxy[TipListener]):
@@ -182,6 +266,9 @@ class ChainProxy(ActorMemberMixin, pykka.ActorProxy[ChainApi]):
     stage_blocks = proxy_method(ChainApi.stage_blocks)
     staging_summary = proxy_method(ChainApi.staging_summary)
     switch_to_staged = proxy_method(ChainApi.switch_to_staged)
+    send_round_inputs = proxy_method(ChainApi.send_round_inputs)
+    apply_segment_and_reply = proxy_method(ChainApi.apply_segment_and_reply)
+    switch_to_staged_and_reply = proxy_method(ChainApi.switch_to_staged_and_reply)
 
 
 class DatagramProxy(ActorMemberMixin, pykka.ActorProxy[DatagramApi]):
@@ -195,6 +282,7 @@ class GossipProxy(ActorMemberMixin, pykka.ActorProxy[GossipApi]):
     broadcast = proxy_method(GossipApi.broadcast)
     peer_addresses = proxy_method(GossipApi.peer_addresses)
     peer_table = proxy_method(GossipApi.peer_table)
+    send_peer_addresses = proxy_method(GossipApi.send_peer_addresses)
 
 
 class ConsensusProxy(ActorMemberMixin, pykka.ActorProxy[ConsensusApi]):
@@ -204,3 +292,6 @@ class ConsensusProxy(ActorMemberMixin, pykka.ActorProxy[ConsensusApi]):
     on_get_block_replies = proxy_method(ConsensusApi.on_get_block_replies)
     status = proxy_method(ConsensusApi.status)
     claimed_heights = proxy_method(ConsensusApi.claimed_heights)
+    on_round_inputs = proxy_method(ConsensusApi.on_round_inputs)
+    on_peer_addresses = proxy_method(ConsensusApi.on_peer_addresses)
+    on_segment_applied = proxy_method(ConsensusApi.on_segment_applied)

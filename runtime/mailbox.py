@@ -14,8 +14,14 @@ registry across restarts), and only with Pykka's public API:
 * an ask (`proxy.method(...)`) is a plain `Call` asked of the instance: the caller
   waits on it, so it is never replayed (a dead instance answers ActorDeadError).
 
-`SupervisedProxy` gives callers the same shape as a Pykka proxy (`p.m(...)` is a
-future, `p.m.defer(...)` is fire-and-forget).
+Calls carry the interface function itself (e.g. `ChainApi.tip`), never a method
+name: `SupervisedProxy` gives callers the same shape as a Pykka proxy (`p.m(...)`
+is a future, `p.m.defer(...)` is fire-and-forget) but only for the methods the
+actor's interfaces declare (runtime/interfaces.py), so a misspelt or undeclared
+name (`proxy.stop`, `proxy.release`) raises AttributeError where it is written.
+
+The mailbox also keeps the record of each instance (runtime/instances.py):
+progress stamps and threads, which the supervisor reads without asking.
 """
 from __future__ import annotations
 
@@ -27,6 +33,9 @@ from typing import Any, Callable
 
 import pykka
 
+from runtime.instances import InstanceRecord
+from runtime.interfaces import declared_methods
+
 log = logging.getLogger("node.mailbox")
 
 MAX_JOURNAL = 5000  # unstarted fire-and-forget calls kept per actor, at most
@@ -34,28 +43,31 @@ MAX_JOURNAL = 5000  # unstarted fire-and-forget calls kept per actor, at most
 
 @dataclass(frozen=True, slots=True)
 class Deferred:
-    """A fire-and-forget call of `method(*args, **kwargs)`, number `seq` in its mailbox."""
+    """A fire-and-forget call of `method(*args, **kwargs)`, number `seq` in its mailbox.
+
+    `method` is the declared interface function (e.g. `ChainApi.on_announce`)."""
 
     seq: int
-    method: str
+    method: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """An ask: the caller waits for `method(*args, **kwargs)`'s result."""
+    """An ask: the caller waits for `method(*args, **kwargs)`'s result (`method`: an interface function)."""
 
-    method: str
+    method: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """A timer firing: `method(*args)` on the actor that set the timer (never replayed)."""
+    """A timer firing (or a message to itself): `method(actor, *args)` on the actor that
+    sent it, `method` being one of that actor's own public functions (never replayed)."""
 
-    method: str
+    method: Callable[..., Any]
     args: tuple[Any, ...] = ()
 
 
@@ -71,6 +83,7 @@ class Mailbox:
         self._next_seq = 0
         self._dropped = 0
         self._releases: dict[str, Callable[[], None]] = {}
+        self._instances: dict[str, InstanceRecord] = {}
 
     # ---------------------------------------------------------- senders
 
@@ -78,7 +91,7 @@ class Mailbox:
     def ref(self) -> pykka.ActorRef[Any] | None:
         return self._ref
 
-    def defer(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def defer(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Journal and tell; raises ActorDeadError when no instance is up (nothing kept then)."""
         with self._lock:
             ref = self._ref
@@ -98,7 +111,7 @@ class Mailbox:
                 self._journal.pop(seq, None)
                 raise
 
-    def ask(self, method: str, *args: Any, **kwargs: Any) -> pykka.Future[Any]:
+    def ask(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> pykka.Future[Any]:
         ref = self._ref
         if ref is None:
             raise pykka.ActorDeadError(f"{self.name} is not running")
@@ -133,8 +146,44 @@ class Mailbox:
             return len(copies)
 
     def is_current(self, urn: str) -> bool:
+        """`urn` is the attached instance. False while none is attached: an instance that
+        was abandoned (or is stopping) must not run its timers meanwhile."""
         ref = self._ref
-        return ref is None or ref.actor_urn == urn
+        return ref is not None and ref.actor_urn == urn
+
+    # ---------------------------------------------------------- instance records
+
+    def register(self, record: InstanceRecord) -> None:
+        """A new instance of this actor exists (called from its constructor)."""
+        with self._lock:
+            self._prune_locked()
+            self._instances[record.urn] = record
+
+    def record(self, urn: str) -> InstanceRecord | None:
+        with self._lock:
+            return self._instances.get(urn)
+
+    def current_record(self) -> InstanceRecord | None:
+        with self._lock:
+            ref = self._ref
+            return self._instances.get(ref.actor_urn) if ref is not None else None
+
+    def live_records(self) -> list[InstanceRecord]:
+        """Instances whose thread still runs and that were not abandoned (never more than one
+        for an actor that owns shared state)."""
+        with self._lock:
+            self._prune_locked()
+            return [r for r in self._instances.values() if not r.abandoned and r.thread_alive()]
+
+    def abandoned_records(self) -> list[InstanceRecord]:
+        """Hung instances given up on whose thread has not ended yet."""
+        with self._lock:
+            self._prune_locked()
+            return [r for r in self._instances.values() if r.abandoned and r.thread_alive()]
+
+    def _prune_locked(self) -> None:
+        for urn in [urn for urn, r in self._instances.items() if r.actor_thread is not None and not r.actor_thread.is_alive()]:
+            del self._instances[urn]
 
     def on_release(self, urn: str, release: Callable[[], None]) -> None:
         """An instance tells how to free what it holds, in case it hangs and must be abandoned."""
@@ -187,7 +236,7 @@ class Mailbox:
 
 
 def _same_call(call: Deferred, culprit: Deferred) -> bool:
-    if call.method != culprit.method:
+    if call.method is not culprit.method:
         return False
     try:
         return bool(call.args == culprit.args and call.kwargs == culprit.kwargs)
@@ -196,28 +245,31 @@ def _same_call(call: Deferred, culprit: Deferred) -> bool:
 
 
 class _Method:
-    __slots__ = ("_mailbox", "_name")
+    __slots__ = ("_mailbox", "_function")
 
-    def __init__(self, mailbox: Mailbox, name: str) -> None:
+    def __init__(self, mailbox: Mailbox, function: Callable[..., Any]) -> None:
         self._mailbox = mailbox
-        self._name = name
+        self._function = function
 
     def __call__(self, *args: Any, **kwargs: Any) -> pykka.Future[Any]:
-        return self._mailbox.ask(self._name, *args, **kwargs)
+        return self._mailbox.ask(self._function, *args, **kwargs)
 
     def defer(self, *args: Any, **kwargs: Any) -> None:
-        self._mailbox.defer(self._name, *args, **kwargs)
+        self._mailbox.defer(self._function, *args, **kwargs)
 
 
 class SupervisedProxy:
     """A Pykka-proxy look-alike over a Mailbox: `p.m(...)` asks, `p.m.defer(...)` tells.
 
-    Unknown or private methods fail at once with AttributeError, as a Pykka proxy's do.
+    Only the methods declared by the actor's interfaces exist: any other name
+    (private, misspelt, or an actor method that is not part of its protocol, such
+    as `stop` or `release`) raises AttributeError at once, where it is called.
     """
 
     def __init__(self, mailbox: Mailbox, ref: pykka.ActorRef[Any]) -> None:
         self._mailbox = mailbox
         self._actor_class = ref.actor_class
+        self._methods = declared_methods(ref.actor_class)
         self.actor_ref = ref  # the instance this proxy was made for (calls go to the current one)
 
     @property
@@ -225,9 +277,13 @@ class SupervisedProxy:
         return self._actor_class
 
     def __getattr__(self, name: str) -> _Method:
-        if name.startswith("_") or not callable(getattr(self._actor_class, name, None)):
-            raise AttributeError(f"{self._actor_class.__name__} has no method {name!r}")
-        return _Method(self._mailbox, name)
+        function = self._methods.get(name)
+        if function is None:
+            raise AttributeError(f"{self._actor_class.__name__} declares no method {name!r} in its interfaces")
+        return _Method(self._mailbox, function)
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._methods)
 
     def __repr__(self) -> str:
         return f"<SupervisedProxy {self._mailbox.name}>"

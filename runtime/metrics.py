@@ -91,6 +91,9 @@ class NodeMetrics:
         # gives every per-miner series a value before its first event.
         self.miner_worker_cpu = Gauge("node_miner_worker_cpu_percent", "CPU use of each miner's worker process (100 = one core)", ["miner", "backend"], registry=r)
         self.miner_worker_rss = Gauge("node_miner_worker_resident_memory_bytes", "Resident memory of each miner's worker process", ["miner", "backend"], registry=r)
+        self.thread_transient_errors = Counter("node_thread_transient_errors_total",
+                                               "Transient OS errors (EMFILE, ENOBUFS, ...) an owned thread retried, by thread",
+                                               ["thread"], registry=r)
         self.process_cpu_percent = Gauge("node_process_cpu_percent", "CPU use of the node process since the previous reading (100 = one core)", registry=r)
         # Per-actor series from the supervisor (installed by it) and our own tally.
         self.supervision_source: SupervisionSource | None = None

@@ -146,3 +146,12 @@ def introduce_and_run_consensus(node: Any, peers: Any) -> None:
         client.send(node.config.port, {"type": "CONSENSUS"})
     finally:
         client.close()
+
+
+def health(node_or_supervisor: Any) -> dict[str, Any]:
+    """The /health document of an in-process node (or of a bare supervisor: no probes)."""
+    from ops.health import render_health
+
+    facts = node_or_supervisor.health_facts() if hasattr(node_or_supervisor, "health_facts") \
+        else node_or_supervisor.snapshot()
+    return render_health(facts)

@@ -100,3 +100,35 @@ def test_each_file_in_actors_defines_an_actor_class():
             for node in tree.body if isinstance(node, ast.ClassDef) for b in node.bases
         }
         assert bases & {"NodeActor", "ThreadingActor"}, f"{path.name} defines no actor class"
+
+
+def _every_import(source: str) -> set[str]:
+    """Every module named by an import in `source`, wherever it is: top level, in a function, under TYPE_CHECKING."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module)
+    return out
+
+
+def _names_ops(module: str) -> bool:
+    return module == "ops" or module.startswith("ops.")
+
+
+def test_the_import_reader_sees_lazy_and_type_checking_imports():
+    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from node import Node\n"
+              "def f():\n    import ops.http_server as h\n")
+    assert _every_import(source) == {"typing", "node", "ops.http_server"}
+
+
+def test_node_imports_nothing_from_ops_and_only_the_demo_in_ops_imports_node():
+    """ops reads a node through ops/view.py's protocols; run_node.py (and the demo, which starts nodes) wire them."""
+    node_imports = _every_import((ROOT / "node.py").read_text())
+    assert "supervisor" in node_imports  # the reader sees node.py's imports
+    assert not {m for m in node_imports if _names_ops(m)}
+    ops_imports = {path.relative_to(ROOT).as_posix(): _every_import(path.read_text())
+                   for path in (ROOT / "ops").rglob("*.py")}
+    assert "ops.view" in ops_imports["ops/http_server.py"]  # the scan covers ops/
+    assert {path for path, modules in ops_imports.items() if "node" in modules} <= {"ops/demo.py"}

@@ -11,15 +11,16 @@ import pytest
 from actors.base import NodeActor
 from config import NodeConfig
 from runtime.context import NodeContext
+from runtime.interfaces import ActorInterface
 from sim.chains import make_chain
 from supervisor import ChildSpec, Supervisor, SupervisorPolicy, SupervisorSpec
-from tests.helpers import wait_for, wire_block
+from tests.helpers import health, wait_for, wire_block
 
 ACTORS = ["ChainKeeper", "NetworkIO", "GossipManager", "ConsensusRunner"]
 
 
 def restarts(node, name):
-    return next(a for a in node.health()["actors"] if a["name"] == name)["restarts"]
+    return next(a for a in health(node)["actors"] if a["name"] == name)["restarts"]
 
 
 def stats(client, node):
@@ -48,11 +49,11 @@ def test_killed_actor_comes_back_with_its_state(make_node, client, name, how):
         node.ctx.registry.proxy(name).crash.defer("test")
     else:
         old_ref.stop()
-    wait_for(lambda: restarts(node, name) == 1 and node.health()["status"] == "ok", timeout=10)
+    wait_for(lambda: restarts(node, name) == 1 and health(node)["status"] == "ok", timeout=10)
     new_ref = node.supervisor.ref(name)
     assert new_ref is not old_ref and new_ref.actor_urn != old_ref.actor_urn
     assert not old_ref.is_alive() and new_ref.is_alive()
-    entry = next(a for a in node.health()["actors"] if a["name"] == name)
+    entry = next(a for a in health(node)["actors"] if a["name"] == name)
     assert entry["alive"] and entry["last_restart"] is not None
     if how == "raise":
         assert "RuntimeError" in entry["last_error"]
@@ -66,7 +67,13 @@ def test_killed_actor_comes_back_with_its_state(make_node, client, name, how):
 # ---------------------------------------------------------------- test actors
 
 
-class Sleepy(NodeActor):
+class SleepyApi(ActorInterface):
+    def hang(self, release): ...
+
+    def record(self, value): ...
+
+
+class Sleepy(NodeActor, SleepyApi):
     """An actor whose handler can be made to block, as a real deadlock would."""
 
     released: list = []
@@ -83,8 +90,8 @@ class Sleepy(NodeActor):
 
 
 def test_hung_actor_is_detected_abandoned_and_replaced(tmp_path):
-    ctx = NodeContext(NodeConfig(data_dir=tmp_path))
-    policy = SupervisorPolicy(backoff_base=0.01, watch_interval=0.05, ping_timeout=0.5)
+    ctx = NodeContext(NodeConfig(data_dir=tmp_path, message_budgets=(("Sleepy", 0.5),)))
+    policy = SupervisorPolicy(backoff_base=0.01, watch_interval=0.05)
     sup = Supervisor(ctx, [ChildSpec("Sleepy", lambda c, n: Sleepy.start(c, n))], policy)
     sup.start()
     release = threading.Event()
@@ -96,8 +103,8 @@ def test_hung_actor_is_detected_abandoned_and_replaced(tmp_path):
         proxy.hang.defer(release)
         for value in range(3):
             proxy.record.defer(value)  # queued behind the hang
-        wait_for(lambda: sup.child("Sleepy").restarts == 1 and sup.health()["status"] == "ok", timeout=10)
-        entry = sup.health()["actors"][0]
+        wait_for(lambda: sup.child("Sleepy").restarts == 1 and health(sup)["status"] == "ok", timeout=10)
+        entry = health(sup)["actors"][0]
         assert "hung" in entry["last_error"]
         new = sup.ref("Sleepy")
         assert new is not old
@@ -133,7 +140,7 @@ def test_restart_intensity_limit_of_the_root_stops_everything_non_zero(tmp_path)
     sup.start()
     assert sup.wait(timeout=10) == 1
     assert "restart intensity exceeded" in sup.gave_up_reason
-    assert sup.health()["status"] == "down"
+    assert health(sup)["status"] == "down"
     assert sup.child("Flaky").restarts == 3
     assert not live(Flaky) and not live(Steady)
 
@@ -146,9 +153,14 @@ class Clock:
         return self.now
 
 
+def _settle(sup: Supervisor) -> None:
+    """Turn the loop until the restarts it began are done (a start completes when the actor answers)."""
+    wait_for(lambda: (sup.step(0.005), not sup._ops and sup._op is None)[1])
+
+
 def _crash_and_handle(sup: Supervisor, name: str) -> None:
     """Crash `name` and let the supervisor handle its Terminated (no loop thread, no real waiting)."""
-    sup.ref(name).proxy().crash.defer("test")
+    sup.ctx.registry.actor(name).crash.defer("test")
     assert sup.step(timeout=5), "no Terminated arrived"
 
 
@@ -157,7 +169,7 @@ def test_backoff_grows_is_capped_and_resets_after_a_stable_period(tmp_path):
     clock = Clock()
     ctx = NodeContext(NodeConfig(data_dir=tmp_path))
     policy = SupervisorPolicy(max_restarts=100, period=1.0, backoff_base=1.0, backoff_max=8.0, stable_after=30.0,
-                              ping_timeout=1e9)  # the fake clock jumps: no liveness verdicts here
+                              start_timeout=1e9)  # the fake clock jumps: no liveness verdicts here
     sup = Supervisor(ctx, [ChildSpec("X", lambda c, n: Steady.start(c, n))], policy, clock=clock, rng=random.Random(1))
     sup.start(run_loop=False)
     child = sup.child("X")
@@ -168,7 +180,7 @@ def test_backoff_grows_is_capped_and_resets_after_a_stable_period(tmp_path):
             assert child.state == "restarting"
             delays.append(child.due - clock.now)
             clock.now = child.due
-            sup.step()
+            _settle(sup)
             assert child.state == "running"
         bases = [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped at 8
         for delay, base in zip(delays, bases):
@@ -181,7 +193,7 @@ def test_backoff_grows_is_capped_and_resets_after_a_stable_period(tmp_path):
         assert 1.0 <= child.due - clock.now <= 1.25
         # ... whereas a failure soon after a restart keeps growing the delay.
         clock.now = child.due
-        sup.step()
+        _settle(sup)
         clock.now += 1.0
         _crash_and_handle(sup, "X")
         assert 2.0 <= child.due - clock.now <= 2.5
@@ -194,23 +206,23 @@ def test_intensity_window_slides_with_the_clock(tmp_path):
     """max_restarts in period: restarts older than the period no longer count."""
     clock = Clock()
     ctx = NodeContext(NodeConfig(data_dir=tmp_path))
-    policy = SupervisorPolicy(max_restarts=2, period=10.0, backoff_base=0.1, backoff_max=0.1, ping_timeout=1e9)
+    policy = SupervisorPolicy(max_restarts=2, period=10.0, backoff_base=0.1, backoff_max=0.1, start_timeout=1e9)
     sup = Supervisor(ctx, [ChildSpec("X", lambda c, n: Steady.start(c, n))], policy, clock=clock, rng=random.Random(2))
     sup.start(run_loop=False)
     child = sup.child("X")
     for _ in range(2):
         _crash_and_handle(sup, "X")
         clock.now = child.due
-        sup.step()
+        _settle(sup)
     clock.now += 11.0  # both restarts are now out of the window
     _crash_and_handle(sup, "X")
     assert sup.gave_up_reason is None and child.state == "restarting"
     clock.now = child.due
-    sup.step()
+    _settle(sup)
     _crash_and_handle(sup, "X")
     assert sup.gave_up_reason is None  # 2 in the window: still allowed
     clock.now = child.due
-    sup.step()
+    _settle(sup)
     _crash_and_handle(sup, "X")  # the third within 10 s
     assert "restart intensity exceeded" in sup.gave_up_reason
     assert sup.wait(timeout=5) == 1 and not live(Steady)
@@ -249,23 +261,24 @@ def test_a_crash_loop_in_each_subtree_degrades_the_node_and_heals_after_a_cool_d
         core_urn = sup.ref("Core").actor_urn
 
         def gave_up(name):
-            node = next(c for c in sup.health()["supervision"]["children"] if c["name"] == name)
+            node = next(c for c in health(sup)["supervision"]["children"] if c["name"] == name)
             return node["state"] == "cooling_down"
 
         wait_for(lambda: gave_up("sync") and gave_up("miners"), timeout=10)
-        health = sup.health()
-        assert health["status"] == "degraded"
-        assert "sync gave up" in health["reason"] and "miners gave up" in health["reason"]
-        assert "restart intensity exceeded" in health["reason"]
+        doc = health(sup)
+        assert doc["status"] == "degraded"
+        assert "sync gave up" in doc["reason"] and "miners gave up" in doc["reason"]
+        assert "restart intensity exceeded" in doc["reason"]
         assert not live(SyncLike) and not live(MinerLike)
         assert sup.ref("MinerLike-1") is None  # the whole subtree is stopped, not only the failing child
         fail["sync"] = fail["miners"] = False  # the bug is gone (the hostile peer left)
-        wait_for(lambda: sup.health()["status"] == "ok", timeout=10)
+        wait_for(lambda: health(sup)["status"] == "ok", timeout=10)
         assert sup.ref("SyncLike").is_alive() and sup.ref("MinerLike-0").is_alive()
         assert sup.ref("Core").actor_urn == core_urn and sup.child("Core").restarts == 0
         assert sup.gave_up_reason is None and not sup.stopped
-        tree = sup.health()["supervision"]
-        assert {c["name"]: c["restarts"] for c in tree["children"]} == {"Core": 0, "sync": 1, "miners": 1}
+        tree = health(sup)["supervision"]
+        restarted = {c["name"]: c["restarts"] for c in tree["children"]}
+        assert restarted["Core"] == 0 and restarted["sync"] >= 1 and restarted["miners"] >= 1
     finally:
         sup.stop()
     assert not live(SyncLike) and not live(MinerLike) and not live(Steady)
@@ -274,8 +287,8 @@ def test_a_crash_loop_in_each_subtree_degrades_the_node_and_heals_after_a_cool_d
 def test_cool_down_doubles_at_each_give_up_and_is_capped(tmp_path):
     clock = Clock()
     ctx = NodeContext(NodeConfig(data_dir=tmp_path))
-    root = SupervisorPolicy(cooldown_base=30.0, cooldown_max=100.0, cooldown_reset=300.0, ping_timeout=1e9)
-    sub = SupervisorPolicy(ping_timeout=1e9)  # the fake clock jumps: no liveness verdicts here
+    root = SupervisorPolicy(cooldown_base=30.0, cooldown_max=100.0, cooldown_reset=300.0, start_timeout=1e9)
+    sub = SupervisorPolicy(start_timeout=1e9)  # the fake clock jumps: no liveness verdicts here
     sup = Supervisor(ctx, [SupervisorSpec("sync", lambda c: [ChildSpec("S", lambda c, n: Steady.start(c, n))], sub)],
                      root, clock=clock, rng=random.Random(3))
     sup.start(run_loop=False)
@@ -287,7 +300,7 @@ def test_cool_down_doubles_at_each_give_up_and_is_capped(tmp_path):
             assert child.state == "cooling_down"
             cooldowns.append(child.due - clock.now)
             clock.now = child.due
-            sup.step()
+            _settle(sup)
             assert child.state == "running" and sup.ref("S").is_alive()
         for got, base in zip(cooldowns, [30.0, 60.0, 100.0, 100.0]):
             assert base <= got <= base * 1.1
@@ -307,7 +320,7 @@ def _gave_up_event(name):
 
 def test_health_supervision_tree_is_nested_down_to_each_actor(make_node):
     node = make_node(miner_listen=0)
-    tree = node.health()["supervision"]
+    tree = health(node)["supervision"]
     assert tree["name"] == "node" and tree["kind"] == "supervisor" and tree["strategy"] == "one_for_one"
     assert tree["state"] == "running" and tree["restarts"] == 0
     assert set(tree["intensity"]) >= {"max_restarts", "period"}
@@ -330,7 +343,15 @@ def test_health_supervision_tree_is_nested_down_to_each_actor(make_node):
 # ---------------------------------------------------------------- handover
 
 
-class Recorder(NodeActor):
+class RecorderApi(ActorInterface):
+    def slow(self, seconds): ...
+
+    def record(self, value): ...
+
+    def crash_on(self, value): ...
+
+
+class Recorder(NodeActor, RecorderApi):
     """Records calls in a list shared by all its instances; its release is slow."""
 
     seen: list = []

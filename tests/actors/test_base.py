@@ -42,6 +42,7 @@ def ctx(tmp_path):
 def test_a_timer_calls_the_bound_method_with_its_arguments(ctx):
     fired = threading.Event()
     ref = Ticking.start(ctx, fired)
+    ctx.registry.mailbox("Ticking").attach(ref)  # the current instance: only it runs its timers
     try:
         ref.proxy().start_beating().get(timeout=2)
         assert fired.wait(5)

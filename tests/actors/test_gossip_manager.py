@@ -1,6 +1,7 @@
 """GossipManager rules with an injected clock and RNG (no sockets)."""
 from __future__ import annotations
 
+from tests.helpers import health
 import random
 
 from config import NodeConfig
@@ -90,7 +91,7 @@ def test_peer_table_survives_a_restart(make_node):
         gm.on_gossip.defer(Gossip("127.0.0.1", port, f"id{port}", f"p{port}"), ("127.0.0.1", port))
     wait_for(lambda: len(gm.peer_table().get(timeout=5)) == 2)
     gm.crash.defer("test")
-    wait_for(lambda: node.health()["status"] == "ok" and node.supervisor.children["GossipManager"].restarts == 1)
+    wait_for(lambda: health(node)["status"] == "ok" and node.supervisor.children["GossipManager"].restarts == 1)
     table = node.ctx.registry.proxy("GossipManager").peer_table().get(timeout=5)
     assert {p["port"] for p in table} == {40001, 40002}
 
@@ -106,7 +107,7 @@ def test_silent_well_known_peer_gets_exactly_one_warning(make_node, caplog, monk
         _time.sleep(1.0)
     warnings = [r for r in caplog.records if "has not answered" in r.getMessage()]
     assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0].getMessage()
-    assert node.health()["status"] == "ok"
+    assert health(node)["status"] == "ok"
 
 
 def test_forged_originators_never_evict_tried_or_well_known_peers(tmp_path):

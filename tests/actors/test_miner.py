@@ -8,13 +8,13 @@ import time
 import psutil
 
 from chain.block import check_chain
-from tests.helpers import UdpClient, metric, wait_for
+from tests.helpers import health, UdpClient, metric, wait_for
 
 NO_BLOCKS = 20  # a difficulty nothing reaches in a test: the worker just hashes
 
 
 def miner_entry(node, name="MinerActor-0"):
-    return next(a for a in node.health()["actors"] if a["name"] == name)
+    return next(a for a in health(node)["actors"] if a["name"] == name)
 
 
 def details(node, name="MinerActor-0"):

@@ -1,9 +1,11 @@
 """External miners over TCP: auth, work, verification, invalidation, garbage, the CLI client."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -19,7 +21,7 @@ from mining.kernel import available_kernels
 from mining.worker import Search
 from chain.block import check_chain
 from sim.chains import mine_block
-from tests.helpers import free_tcp_port, wait_for, wire_block
+from tests.helpers import health, free_tcp_port, wait_for, wire_block
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token"
@@ -212,8 +214,8 @@ def test_a_miner_that_never_reads_is_dropped_and_the_gateway_stays_responsive(ma
             if gateway_details(node)["clients"] == 0:
                 break
         assert gateway_details(node)["clients"] == 0  # dropped, not waited on
-        assert node.health()["status"] == "ok"
-        assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+        assert health(node)["status"] == "ok"
+        assert sum(a["restarts"] for a in health(node)["actors"]) == 0
     finally:
         deaf.close()
 
@@ -327,3 +329,104 @@ def test_cli_miner_replaces_a_worker_that_dies(make_node):
     stderr = proc.stderr.read()
     assert f"worker 0 (pid {first}) died (exit -9); starting a new one" in stderr
     check_chain(chain_of(node), 3)
+
+
+# ---------------------------------------------------------------- owned threads, health line
+
+def actor_entry(node, name):
+    """`name`'s /health entry, read from the supervisor (never asks the actor)."""
+    return next(e for e in node.supervisor.actor_entries() if e["name"] == name)
+
+
+def health_check(port: int, timeout: float = 5.0):
+    """Send the health line as a connection's first line; (the answer, what followed it: None for EOF)."""
+    probe = LineClient(port)
+    try:
+        probe.send({"type": "health"})
+        return probe.recv(timeout=timeout), probe.recv(timeout=timeout)
+    finally:
+        probe.close()
+
+
+def test_the_health_line_is_answered_without_a_token_and_without_a_trace(make_node, caplog):
+    caplog.set_level(logging.DEBUG, logger="node.MinerGateway")
+    node, port = gateway_node(make_node)
+    for _ in range(3):
+        assert health_check(port) == ({"type": "health_ok"}, None)  # answered, then closed
+    details = gateway_details(node)
+    assert details["clients"] == 0 and details["connections"] == 0 and details["auth_refused"] == 0
+    assert not [r for r in caplog.records if r.name == "node.MinerGateway" and "accepting" not in r.getMessage()]
+    # The connection threads ended cleanly: /health lists only the acceptor.
+    wait_for(lambda: [t["name"] for t in actor_entry(node, "MinerGateway")["threads"]] == ["MinerGateway.accept"])
+    # Only as the first line: after auth it is an unknown type like any other.
+    miner = LineClient(port)
+    try:
+        miner.send({"type": "auth", "token": TOKEN})
+        assert miner.recv(expect="welcome") is not None
+        miner.send({"type": "health"})
+        assert "unknown type" in miner.recv(expect="error")["error"]
+    finally:
+        miner.close()
+
+
+def test_an_injected_fault_in_the_acceptor_or_a_connection_restarts_the_gateway(make_node):
+    node, port = gateway_node(make_node)
+    acceptor = node.supervisor.thread("MinerGateway.accept")
+    assert acceptor is not None and acceptor.is_alive()
+    acceptor.inject()
+    wait_for(lambda: actor_entry(node, "MinerGateway")["restarts"] == 1)
+    assert "MinerGateway.accept" in actor_entry(node, "MinerGateway")["last_error"]
+    wait_for(lambda: health_check(port, timeout=1.0)[0] == {"type": "health_ok"})
+
+    miner = LineClient(port)  # a connection thread that dies (as of a bug) takes the gateway down too
+    try:
+        miner.send({"type": "auth", "token": TOKEN})
+        assert miner.recv(expect="welcome") is not None
+        conns = [t["name"] for t in actor_entry(node, "MinerGateway")["threads"] if t["name"] != "MinerGateway.accept"]
+        assert len(conns) == 1 and conns[0].startswith("MinerGateway.conn-")
+        node.supervisor.thread(conns[0]).inject()
+        wait_for(lambda: actor_entry(node, "MinerGateway")["restarts"] == 2)
+        assert conns[0] in actor_entry(node, "MinerGateway")["last_error"]
+    finally:
+        miner.close()
+    wait_for(lambda: health_check(port, timeout=1.0)[0] == {"type": "health_ok"})
+
+
+def test_the_acceptor_survives_running_out_of_file_descriptors(make_node, caplog):
+    """With the process out of descriptors, accept() fails with EMFILE: retried, counted, logged once."""
+    caplog.set_level(logging.INFO, logger="node.MinerGateway")
+    node, port = gateway_node(make_node)
+    acceptor = node.supervisor.thread("MinerGateway.accept")
+    waiting = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # its descriptor, taken while there are some
+    fillers: list[int] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+        try:
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE
+        waiting.connect(("127.0.0.1", port))  # completed by the kernel: it waits in the listen backlog
+        wait_for(lambda: acceptor.transient_errors >= 3)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    waiting.settimeout(5)
+    waiting.sendall(json.dumps({"type": "health"}).encode() + b"\n")
+    assert waiting.makefile("rb").readline() == b'{"type":"health_ok"}\n'  # accepted once descriptors were free
+    waiting.close()
+    miner = LineClient(port)  # and a real miner gets in
+    try:
+        miner.send({"type": "auth", "token": TOKEN})
+        assert miner.recv(expect="welcome") is not None
+    finally:
+        miner.close()
+    assert node.supervisor.thread("MinerGateway.accept") is acceptor and acceptor.is_alive()
+    assert actor_entry(node, "MinerGateway")["restarts"] == 0
+    assert node.ctx.metrics.registry.get_sample_value(
+        "node_thread_transient_errors_total", {"thread": "MinerGateway.accept"}) == acceptor.transient_errors
+    about_it = [r for r in caplog.records if r.name == "node.MinerGateway" and "accept failed" in r.getMessage()]
+    assert 1 <= len(about_it) <= 2 and all(r.levelno == logging.WARNING for r in about_it)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

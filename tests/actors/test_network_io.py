@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
+import select
+import socket
+import threading
+from types import SimpleNamespace
 
+import pytest
+
+import actors.network_io as network_io
 from messages.wire import DECODE_ERROR_KINDS
 from sim.chains import make_chain
-from tests.helpers import UdpClient, metric, real_blocks, wait_for, wire_block
+from tests.helpers import health, UdpClient, metric, real_blocks, wait_for, wire_block
 
 
 def stats(client, node):
@@ -56,7 +65,7 @@ def test_malformed_burst_leaves_node_serving_and_chain_unchanged(make_node, clie
             client.send(node.config.port, data)
     assert stats(client, node) == {"type": "STATS_REPLY", "height": 3, "hash": chain[-1].hash}
     wait_for(lambda: sum(metric(node, "node_malformed_datagrams_total", reason=r) for r in DECODE_ERROR_KINDS) >= 1800)
-    assert all(a["alive"] for a in node.health()["actors"])
+    assert all(a["alive"] for a in health(node)["actors"])
 
 
 def test_gossip_reply_goes_to_the_originator_in_the_message(make_node, client):
@@ -105,4 +114,118 @@ def test_sends_to_addresses_sendto_cannot_take_are_dropped_and_counted(make_node
         proxy.send.defer(Stats(), addr)
     assert client.ask(node.config.port, {"type": "STATS"}) is not None
     assert metric(node, "node_datagrams_dropped_total", reason="bad_address") == 8
-    assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+    assert sum(a["restarts"] for a in health(node)["actors"]) == 0
+
+
+# ---------------------------------------------------------------- the reader thread
+
+def actor_entry(node, name):
+    """`name`'s /health entry, read from the supervisor (never asks the actor)."""
+    return next(e for e in node.supervisor.actor_entries() if e["name"] == name)
+
+
+def answered(client, node):
+    """True once the node answers a STATS (each try waits briefly: the node may be restarting NetworkIO)."""
+    return client.ask(node.config.port, {"type": "STATS"}, timeout=0.3) is not None
+
+
+class ReaderFaults:
+    """Make the NetworkIO reader's next `select` calls (or the next `recvfrom`s) raise given OSErrors.
+
+    Only the thread named NetworkIO.reader is affected: other threads and the
+    sockets of other code are left alone.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: dict[str, list[OSError]] = {"select": [], "recvfrom": []}
+        self.raised = 0
+
+    def fail(self, call: str, *errors: OSError) -> None:
+        with self.lock:
+            self.pending[call].extend(errors)
+
+    def take(self, call: str) -> None:
+        if threading.current_thread().name != "NetworkIO.reader":
+            return
+        with self.lock:
+            error = self.pending[call].pop(0) if self.pending[call] else None
+            if error is not None:
+                self.raised += 1
+        if error is not None:
+            raise error
+
+    def left(self) -> int:
+        with self.lock:
+            return sum(len(errors) for errors in self.pending.values())
+
+
+@pytest.fixture
+def reader_faults(monkeypatch) -> ReaderFaults:
+    """Installed before the node starts: NetworkIO's socket class and select() go through it."""
+    faults = ReaderFaults()
+
+    def faulty_select(*args, **kwargs):
+        faults.take("select")
+        return select.select(*args, **kwargs)
+
+    class FaultySocket(socket.socket):
+        def recvfrom(self, *args, **kwargs):
+            faults.take("recvfrom")
+            return super().recvfrom(*args, **kwargs)
+
+    fake_socket_module = SimpleNamespace(**{name: getattr(socket, name) for name in dir(socket) if name.isupper()})
+    fake_socket_module.socket = FaultySocket
+    monkeypatch.setattr(network_io, "select", SimpleNamespace(select=faulty_select))
+    monkeypatch.setattr(network_io, "socket", fake_socket_module)
+    return faults
+
+
+def test_a_reader_killed_by_a_fault_restarts_network_io_and_stats_are_answered_again(make_node, client):
+    node = make_node()
+    assert stats(client, node) is not None
+    reader = node.supervisor.thread("NetworkIO.reader")
+    assert reader is not None and reader.is_alive()
+    assert [t["name"] for t in actor_entry(node, "NetworkIO")["threads"]] == ["NetworkIO.reader"]
+    reader.inject()
+    wait_for(lambda: actor_entry(node, "NetworkIO")["restarts"] == 1)
+    entry = actor_entry(node, "NetworkIO")
+    assert "NetworkIO.reader" in entry["last_error"] and "InjectedFault" in entry["last_error"]
+    wait_for(lambda: answered(client, node))
+    fresh = node.supervisor.thread("NetworkIO.reader")
+    assert fresh is not None and fresh is not reader and fresh.is_alive()
+    assert not reader.is_alive()
+    assert actor_entry(node, "NetworkIO")["restarts"] == 1
+
+
+def test_transient_errors_do_not_end_the_reader_and_are_counted(make_node, client, reader_faults, caplog):
+    caplog.set_level(logging.WARNING, logger="node.NetworkIO")
+    node = make_node()
+    reader = node.supervisor.thread("NetworkIO.reader")
+    reader_faults.fail("select", *[OSError(errno.EMFILE, "Too many open files") for _ in range(4)])
+    wait_for(lambda: reader_faults.left() == 0)
+    reader_faults.fail("recvfrom", OSError(errno.ENOBUFS, "No buffer space available"))
+    wait_for(lambda: answered(client, node))  # its datagram makes the reader call recvfrom (which fails once)
+    assert reader_faults.raised == 5
+    assert node.supervisor.thread("NetworkIO.reader") is reader and reader.is_alive()
+    assert reader.transient_errors == 5
+    assert metric(node, "node_thread_transient_errors_total", thread="NetworkIO.reader") == 5
+    assert actor_entry(node, "NetworkIO")["restarts"] == 0
+    reported = [r.getMessage() for r in caplog.records if r.name == "node.NetworkIO" and "retrying" in r.getMessage()]
+    # One line per kind of error; the repeats within 10 s are only counted.
+    assert len([m for m in reported if "select failed" in m]) == 1
+    assert len([m for m in reported if "recvfrom failed" in m]) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_non_transient_error_in_the_reader_crashes_network_io(make_node, client, reader_faults):
+    node = make_node()
+    reader = node.supervisor.thread("NetworkIO.reader")
+    reader_faults.fail("select", OSError(errno.EIO, "Input/output error"))
+    wait_for(lambda: actor_entry(node, "NetworkIO")["restarts"] == 1)
+    entry = actor_entry(node, "NetworkIO")
+    assert "NetworkIO.reader" in entry["last_error"] and "Input/output error" in entry["last_error"]
+    assert not reader.is_alive() and reader.error is not None and "OSError" in reader.error
+    wait_for(lambda: answered(client, node))
+    assert actor_entry(node, "NetworkIO")["restarts"] == 1
+    assert reader.transient_errors == 0

@@ -1,18 +1,124 @@
-"""The sync engine, scenario by scenario, on a simulated network with a virtual clock."""
+"""The sync engine, scenario by scenario, on a simulated network with a virtual clock.
+
+Every scenario runs twice: driven as the ConsensusRunner drives it (ticked only at
+`next_deadline`, ChainKeeper's answer to an apply coming later as a message) and
+ticked every 5 ms (a tick at any time, e.g. from a timer that became stale, must
+be harmless).
+"""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import heapq
+import random
+from typing import Callable
 
 import pytest
 
 from chain.block import Block
-from messages.wire import MAX_HEIGHT
+from chain.sync import Apply, RoundOver, StartRound, SwitchStaged
+from messages.wire import MAX_HEIGHT, GetBlock, Stats
 from sim.chains import make_chain, mine_block
-from tests.chain.sync_harness import DIFFICULTY, Harness, SimPeer
+from tests.chain.sync_harness import DIFFICULTY, SimPeer
+from tests.chain.sync_harness import Harness as PollingHarness
 
 HONEST = [("127.0.0.1", 7000 + i) for i in range(4)]
 LIAR = ("127.0.0.66", 6666)
 STRANGER = ("127.0.0.99", 9999)
+APPLY_DELAY = 0.05  # virtual seconds ChainKeeper takes to answer an apply
+
+
+class DeadlineHarness(PollingHarness):
+    """Ticks only when the engine's `next_deadline` comes, as the actor's one timer does,
+    and answers Apply / SwitchStaged `APPLY_DELAY` later, as ChainKeeper's message does.
+
+    Checks on the way what the actor relies on: a tick leaves nothing due (else its
+    timer would spin), and no second apply is issued while one is out.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ticks = 0
+        self.out: Apply | SwitchStaged | None = None
+        self.hold = False  # True: the answer to an apply is lost (ChainKeeper down)
+        self.probe: random.Random | None = None  # set: check ticks between deadlines (see `_probe`)
+        self.missed: list[tuple[float, list]] = []
+
+    def run(self, until: float, stop: Callable[["PollingHarness"], bool] | None = None) -> None:
+        while self.now < until:
+            if stop is not None and stop(self):
+                return
+            event = self._events[0][0] if self._events else float("inf")
+            if self.probe is not None:
+                self._probe(min(event, until))
+            deadline = self.engine.next_deadline(self.now)
+            due = float("inf") if deadline is None else max(deadline, self.now)
+            if min(event, due) > until:
+                self.now = until
+                return
+            if event <= due:
+                at, _, kind, payload = heapq.heappop(self._events)
+                self.now = max(self.now, at)
+                self._deliver(kind, payload)
+            else:
+                self.now = due
+                self.ticks += 1
+                self.do(self.engine.tick(self.now))
+                after = self.engine.next_deadline(self.now)
+                assert after is None or after > self.now, f"still due after a tick at {self.now}: {after}"
+            r = self.engine.round
+            if r is not None and r.attempt is not None:
+                a = r.attempt
+                self.max_held = max(self.max_held, len(a.buffer) + a.req.inflight_count + len(a.linked))
+
+    def _probe(self, until: float) -> None:
+        """A tick at a random time before the exact next deadline (and the next arrival) must
+        do nothing: else the actor, which ticks only at deadlines, would miss what it does."""
+        due = self.engine._next_due(self.now)
+        until = min(until, due if due is not None else float("inf")) - 1e-9
+        if until > self.now and self.probe.random() < 0.3:
+            at = self.now + (until - self.now) * self.probe.random()
+            actions = copy.deepcopy(self.engine).tick(at)
+            if actions:
+                self.missed.append((at, actions))
+
+    def do(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, (Apply, SwitchStaged)):
+                assert self.out is None, "a second apply while the answer to one is out"
+                assert self.engine.applying
+                self.out = action
+                if not self.hold:
+                    self.inject(APPLY_DELAY, "call", (DeadlineHarness._answer,))
+            else:
+                super().do([action])
+
+    def _answer(self) -> None:
+        """ChainKeeper's answer: the tip notice first (`_apply` sets the tip), then whether it was applied."""
+        action, self.out = self.out, None
+        self.do(self.engine.on_applied(self.carry_out(action), self.now))
+
+    def carry_out(self, action: Apply | SwitchStaged) -> bool:
+        """What ChainKeeper does with an apply: True if our chain is now the synced one."""
+        if isinstance(action, Apply):
+            ok = self._apply(action.first, list(action.blocks), "memory")
+        else:
+            blocks = [self.staging.get(h) for h in range(action.first, action.top + 1)]
+            ok = None not in blocks and blocks[-1].hash == action.top_hash and self._apply(action.first, blocks, "staged")
+            if ok:
+                self.staging.clear()
+        return bool(ok)
+
+
+Harness: type[PollingHarness] = DeadlineHarness
+
+
+@pytest.fixture(autouse=True, params=["deadlines", "polling"])
+def ticking(request, monkeypatch) -> str:
+    """Which Harness the scenarios below get (they name it `Harness`)."""
+    if request.param == "polling":
+        monkeypatch.setitem(globals(), "Harness", PollingHarness)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +392,133 @@ def test_a_peer_that_reports_its_top_index_is_still_followed(chain):
     h.start()
     h.run(10, stop=lambda h: synced(h, longer))
     assert synced(h, longer)
+
+
+# ---------------------------------------------------------------- deadlines and answers that come later
+
+ONCE = pytest.mark.parametrize("ticking", ["deadlines"], indirect=True)  # the engine alone: no harness to vary
+
+
+def near(deadline: float | None, due: float, grain: float = 0.005) -> bool:
+    """`deadline` is `due` rounded up to the tick grid (strictly after it)."""
+    return deadline is not None and due < deadline <= due + grain + 1e-6
+
+
+@ONCE
+def test_an_idle_engine_needs_no_tick_until_a_trigger_is_due(chain):
+    h = DeadlineHarness(chain[:100], [])
+    e = h.engine
+    assert e.next_deadline(0.0) is None
+    e.on_announce(HONEST[0], 500, 1.0)
+    due = e.next_deadline(1.0)
+    assert near(due, 1.0 + e.s.trigger_delay)
+    assert e.tick(due - 0.01) == []
+    assert [type(a) for a in e.tick(due)] == [StartRound]
+    assert e.next_deadline(due) is None
+
+
+@ONCE
+def test_collecting_wakes_for_the_stats_resend_and_the_end_of_the_collection(chain):
+    h = DeadlineHarness(chain[:100], [])
+    e = h.engine
+    e.start_round("test", [HONEST[0]], [b.hash for b in chain[:100]], None, 0.0)
+    due = e.next_deadline(0.0)
+    assert near(due, e.s.stats_resend_seconds)
+    assert e.tick(due - 0.01) == []
+    resent = e.tick(due)
+    assert [m for action in resent for m, _ in action.messages] == [Stats()]
+    times = [due]
+    while e.round is not None:
+        times.append(e.next_deadline(times[-1]))
+        out = e.tick(times[-1])
+    assert out == [RoundOver("nothing better")]
+    assert near(times[-1], e.s.collect_seconds) and len(times) == 4  # re-sends at 0.25, 0.5, 0.75; ends at 1.0
+
+
+@ONCE
+def test_a_request_is_re_sent_at_its_timeout_not_before(chain):
+    silent = SimPeer(HONEST[0], chain, serve=lambda hgt: "silent")
+    h = DeadlineHarness(chain[:1490], [silent])
+    h.start()
+    h.run(1.0, stop=lambda h: len(silent.get_blocks) >= 1)
+    timeout_at = h.engine.round.attempt.req.next_deadline()
+    h.run(5.0, stop=lambda h: len(silent.get_blocks) >= 2)
+    assert silent.get_blocks == [1499, 1499]
+    assert near(h.now, timeout_at)  # re-sent at its timeout, on the tick grid: not before, not a poll's period later
+    assert h.ticks <= 2  # the time a hedge would be due (nobody to hedge with), the timeout
+
+
+@ONCE
+@pytest.mark.parametrize("scenario", ["lossy", "slow", "lossy extension"])
+def test_between_deadlines_a_tick_would_do_nothing(chain, scenario):
+    """`next_deadline` misses nothing a 5 ms poll would have done: the early re-sends and
+    hedges near the frontier, the timeouts, the stall and progress times."""
+    peers = {"lossy": lambda: honest(chain, 2, loss=0.2),
+             "slow": lambda: [SimPeer(HONEST[0], chain, delay=0.3, serial=True)],
+             "lossy extension": lambda: honest(chain, 3, loss=0.3)}[scenario]()
+    h = DeadlineHarness({"lossy": [], "slow": chain[:1400], "lossy extension": chain[:1300]}[scenario], peers)
+    h.probe = random.Random(5)
+    h.start()
+    h.run(120, stop=lambda h: synced(h, chain))
+    assert synced(h, chain)
+    assert h.missed == []
+
+
+@ONCE
+def test_a_round_waiting_on_a_slow_peer_ticks_only_at_its_deadlines(chain):
+    """What the 5 ms poll was for (retransmission timers) now comes from the deadlines:
+    the same requests, with a tick only when one is due."""
+    slow = SimPeer(HONEST[0], chain, delay=0.3, serial=True)
+    h = DeadlineHarness(chain[:1400], [slow])
+    h.start()
+    h.run(120, stop=lambda h: synced(h, chain))
+    assert synced(h, chain)
+    assert len(slow.get_blocks) < 100 * 2
+    assert h.ticks * 20 < h.now / 0.005  # a 5 ms poll would have ticked 20 times as often, at least
+
+
+@ONCE
+def test_a_lost_apply_answer_is_given_up_on_and_a_late_one_changes_nothing(chain):
+    h = DeadlineHarness(chain[:1450], honest(chain, 2))
+    h.hold = True
+    h.start()
+    h.run(10, stop=lambda h: h.out is not None)
+    e, lost = h.engine, h.out
+    assert isinstance(lost, Apply) and e.applying
+    assert e.next_deadline(h.now) is None  # only the answer (or the actor's give-up) moves it now
+    assert e.tick(h.now + e.s.round_seconds + 1) == [] and e.applying  # not even the round deadline
+    # The actor's deadline passes: "not applied".
+    given_up = e.on_applied(False, h.now + 120, "ChainKeeper did not answer the apply")
+    assert given_up[0] == RoundOver("ChainKeeper did not answer the apply") and isinstance(given_up[1], StartRound)
+    assert not e.applying and e.last_result == "ChainKeeper did not answer the apply"
+    # ChainKeeper applies it after all: its tip notice comes first (carry_out sets the tip), then the answer.
+    assert h.carry_out(lost)
+    assert e.on_applied(True, h.now + 121) == []
+    assert e.last_result == "ChainKeeper did not answer the apply" and e.our_len == len(chain)
+    h.do(given_up[1:])  # the re-run the give-up asked for: nothing left to fetch
+    h.run(h.now + 10, stop=lambda h: h.engine.round is None)
+    assert h.results[-1] == "our chain is the best valid one"
+    assert h.applied == [("memory", 1450, 50)]
+
+
+@ONCE
+def test_while_an_apply_is_out_nothing_issues_another(chain):
+    longer = make_chain(1600, DIFFICULTY, base=chain, tag="longer")
+    h = DeadlineHarness(chain[:1450], honest(chain, 2))
+    h.hold = True
+    h.start()
+    h.run(10, stop=lambda h: h.out is not None)
+    e, now = h.engine, h.now
+    outputs = [
+        e.on_consensus(now),
+        e.on_announce(HONEST[2], 1599, now),
+        e.on_stats(HONEST[3], 1600, longer[-1].hash, now),
+        e.start_round("timer", [HONEST[3]], [b.hash for b in chain[:1450]], None, now),
+        e.set_tip(1451, now),
+        e.tick(now + 5),
+    ]
+    assert not [a for out in outputs for a in out if isinstance(a, (Apply, SwitchStaged, StartRound))]
+    assert e.applying
+    done = e.on_applied(True, now + 6)
+    assert done[0] == RoundOver(done[0].result) and done[0].result.startswith("synced to height 1500")
+    assert [type(a) for a in done[1:]] == [StartRound]  # the triggers seen meanwhile: one round, after

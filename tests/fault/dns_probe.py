@@ -17,7 +17,7 @@ from pathlib import Path
 
 from node import Node
 from tests.conftest import FAST_POLICY
-from tests.helpers import node_config
+from tests.helpers import health, node_config
 
 
 class CountingDns:
@@ -69,7 +69,7 @@ def main() -> None:
             time.sleep(0.05)
         time.sleep(1.5)  # several keep-alives to whatever the table holds
         result["wire_queries"] = dns.queries
-        result["restarts"] = sum(a["restarts"] for a in node.health()["actors"])
+        result["restarts"] = sum(a["restarts"] for a in health(node)["actors"])
     finally:
         node.stop()
         dns.close()

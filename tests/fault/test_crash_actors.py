@@ -20,7 +20,7 @@ import pytest
 
 from sim.chains import make_chain
 from supervisor import SupervisorPolicy
-from tests.helpers import UdpClient, free_tcp_port, free_udp_port, node_config, wait_for, wire_block
+from tests.helpers import health, UdpClient, free_tcp_port, free_udp_port, node_config, wait_for, wire_block
 from tests.ops.ops_helpers import http, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_repeated_crashes_lose_nothing(make_node, client, name):
     wait_for(lambda: node.ctx.registry.proxy("ChainKeeper").pending_words().get(timeout=5) == ["keepme"])
     for i in range(5):
         node.ctx.registry.proxy(name).crash.defer(f"drill {i}")
-        wait_for(lambda: entry(node.health(), name)["restarts"] == i + 1 and node.health()["status"] == "ok", timeout=10)
+        wait_for(lambda: entry(health(node), name)["restarts"] == i + 1 and health(node)["status"] == "ok", timeout=10)
         stats = client.ask(node.config.port, {"type": "STATS"}, timeout=1.0)
         assert stats is not None and stats["height"] >= 10  # never shortened, always served
     # Still fully working: it takes new blocks and kept the queued word.

@@ -11,7 +11,7 @@ import threading
 from sim.chains import make_chain
 from sim.flood import StatsProbe, gossip_flood, word_flood
 from sim.peer import ScriptedPeer
-from tests.helpers import wait_for
+from tests.helpers import health, wait_for
 
 
 def _dir_bytes(path) -> int:
@@ -38,7 +38,7 @@ def test_forged_gossip_flood_keeps_the_honest_peer_and_its_longer_chain(make_nod
         assert sum(1 for p in table if p["table"] == "tried") == 1  # no forged originator got in
         wait_for(lambda: keeper.tip().get(timeout=5)[0] == 40, timeout=20)
         assert probe.answered_within(1.0) >= 0.9, probe.latencies
-        assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+        assert sum(a["restarts"] for a in health(node)["actors"]) == 0
 
 
 def test_new_word_flood_is_bounded_and_stats_stay_answered(make_node):

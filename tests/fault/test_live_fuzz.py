@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from node import Node
 from sim.chains import make_chain
 from tests.conftest import FAST_POLICY
-from tests.helpers import UdpClient, node_config, wait_for
+from tests.helpers import health, UdpClient, node_config, wait_for
 
 TYPES = ["GOSSIP", "GOSSIP_REPLY", "GET_BLOCK", "GET_BLOCK_REPLY", "ANNOUNCE", "STATS", "STATS_REPLY", "CONSENSUS", "NEW_WORD"]
 FIELDS = ["host", "port", "id", "name", "height", "hash", "minedBy", "messages", "nonce", "timestamp", "word"]
@@ -36,14 +36,14 @@ def _malformed(node) -> float:
 
 
 def _restarts(node) -> int:
-    return sum(a["restarts"] for a in node.health()["actors"])
+    return sum(a["restarts"] for a in health(node)["actors"])
 
 
 def _still_serving(node, client, chain):
     reply = wait_for(lambda: client.ask(node.config.port, {"type": "STATS"}, timeout=0.5), timeout=5)
     assert reply == {"type": "STATS_REPLY", "height": 5, "hash": chain[-1].hash}
-    assert node.health()["status"] == "ok"
-    assert all(a["alive"] for a in node.health()["actors"])
+    assert health(node)["status"] == "ok"
+    assert all(a["alive"] for a in health(node)["actors"])
     assert _restarts(node) == 0
 
 

@@ -13,9 +13,10 @@ from actors.base import NodeActor
 from config import NodeConfig
 from node import Node
 from runtime.context import NodeContext
+from runtime.interfaces import ActorInterface
 from supervisor import ChildSpec, Supervisor, SupervisorPolicy
 from tests.conftest import FAST_POLICY
-from tests.helpers import UdpClient, metric, node_config, wait_for
+from tests.helpers import health, UdpClient, metric, node_config, wait_for
 
 BAD_HOSTS = ["\ud800", "127.0.0.1\u0000", "\u0080", "xn--\u00e9", "localhost", "a" * 300]
 
@@ -32,7 +33,7 @@ def poison_datagrams() -> list[bytes]:
 
 
 def restarts(node: Node) -> int:
-    return sum(a["restarts"] for a in node.health()["actors"])
+    return sum(a["restarts"] for a in health(node)["actors"])
 
 
 def counted(node: Node, reason: str) -> float:
@@ -55,7 +56,7 @@ def test_poison_datagrams_restart_nothing_now_or_after_a_restart(tmp_path):
         time.sleep(1.0)  # several keep-alives go out to whatever the table holds
         assert client.ask(config.port, {"type": "STATS"}) is not None
         assert restarts(node) == 0
-        assert all(a["alive"] for a in node.health()["actors"])
+        assert all(a["alive"] for a in health(node)["actors"])
         assert counted(node, "bad_host") >= rounds * len(BAD_HOSTS)
         assert counted(node, "bad_text") >= rounds * 2
         assert counted(node, "bad_word") >= rounds * 2
@@ -92,7 +93,13 @@ def test_a_poisoned_peers_json_is_validated_on_load(tmp_path):
         node.stop()
 
 
-class Poisonable(NodeActor):
+class PoisonableApi(ActorInterface):
+    def slow(self, seconds): ...
+
+    def handle(self, value): ...
+
+
+class Poisonable(NodeActor, PoisonableApi):
     """Crashes on the value "poison" (test only)."""
 
     seen: list = []

@@ -11,21 +11,21 @@ import time
 from sim.chains import make_chain
 from supervisor import SupervisorPolicy
 from tests.conftest import FAST_POLICY
-from tests.helpers import metric, wait_for
+from tests.helpers import health, metric, wait_for
 
 SMALL_BUDGET = SupervisorPolicy(max_restarts=2, period=30.0, backoff_base=0.02, backoff_max=0.1, watch_interval=0.05,
-                                ping_timeout=5.0)
+                                start_timeout=5.0)
 ROOT = SupervisorPolicy(max_restarts=FAST_POLICY.max_restarts, period=FAST_POLICY.period, backoff_base=0.02,
-                        backoff_max=0.5, watch_interval=0.05, ping_timeout=5.0, cooldown_base=2.0, cooldown_max=4.0)
+                        backoff_max=0.5, watch_interval=0.05, start_timeout=5.0, cooldown_base=2.0, cooldown_max=4.0)
 FAST = dict(gossip_interval=0.3, peer_timeout=5.0, consensus_interval=3600.0)
 
 
 def subtree(node, name):
-    return next(c for c in node.health()["supervision"]["children"] if c["name"] == name)
+    return next(c for c in health(node)["supervision"]["children"] if c["name"] == name)
 
 
 def entry(node, name):
-    return next(a for a in node.health()["actors"] if a["name"] == name)
+    return next(a for a in health(node)["actors"] if a["name"] == name)
 
 
 def crash_until_given_up(node, subtree_name, crash):
@@ -52,9 +52,9 @@ def test_sync_crash_loop_degrades_the_node_then_sync_comes_back_and_syncs(make_n
                 pass
 
     crash_until_given_up(node, "sync", crash)
-    health = node.health()
-    assert health["status"] == "degraded"
-    assert "sync gave up" in health["reason"] and "restart intensity exceeded" in health["reason"]
+    doc = health(node)
+    assert doc["status"] == "degraded"
+    assert "sync gave up" in doc["reason"] and "restart intensity exceeded" in doc["reason"]
     assert not entry(node, "ConsensusRunner")["alive"]
     assert metric(node, "node_supervisor_running", supervisor="sync") == 0
     assert metric(node, "node_supervisor_running", supervisor="node") == 1
@@ -63,7 +63,7 @@ def test_sync_crash_loop_degrades_the_node_then_sync_comes_back_and_syncs(make_n
     client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": source.config.port, "id": "intro",
                                    "name": "source"})
     # The cool-down passes: sync is restarted by the root, by itself, and syncs.
-    wait_for(lambda: node.health()["status"] == "ok", timeout=20)
+    wait_for(lambda: health(node)["status"] == "ok", timeout=20)
     assert subtree(node, "sync")["restarts"] == 1
     assert metric(node, "node_supervisor_running", supervisor="sync") == 1
     assert metric(node, "node_supervisor_restarts_total", supervisor="sync") == 1
@@ -85,11 +85,11 @@ def test_miner_crash_loop_degrades_the_node_then_mining_resumes(make_node, clien
                 pass
 
     crash_until_given_up(node, "miners", crash)
-    health = node.health()
-    assert health["status"] == "degraded" and "miners gave up" in health["reason"]
+    doc = health(node)
+    assert doc["status"] == "degraded" and "miners gave up" in doc["reason"]
     assert entry(node, "ChainKeeper")["restarts"] == 0 and entry(node, "NetworkIO")["restarts"] == 0
     assert client.ask(node.config.port, {"type": "STATS"}, timeout=2) is not None
-    wait_for(lambda: node.health()["status"] == "ok", timeout=30)
+    wait_for(lambda: health(node)["status"] == "ok", timeout=30)
 
     def hashing():
         details = node.ctx.registry.proxy("MinerActor-0").health_details().get(timeout=5)

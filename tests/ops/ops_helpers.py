@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.base import NodeActor
+from runtime.interfaces import MinerApi
 
 
 @dataclass
@@ -31,9 +32,10 @@ class HttpResult:
         return self.body.decode("utf-8")
 
 
-def http(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> HttpResult:
-    """One request to 127.0.0.1:`port`; HTTP errors are returned, not raised."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None)
+def http(port: int, path: str, method: str = "GET", timeout: float = 5.0, body: bytes | None = None) -> HttpResult:
+    """One request to 127.0.0.1:`port` (a POST sends `body`, empty by default); HTTP errors are returned, not raised."""
+    data = (body if body is not None else b"") if method == "POST" else body
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=data)
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -63,7 +65,7 @@ def actor_entry(health: dict[str, Any], name: str) -> dict[str, Any]:
     return next(a for a in health["actors"] if a["name"] == name)
 
 
-class FakeMiner(NodeActor):
+class FakeMiner(NodeActor, MinerApi):
     """A MinerActor stand-in: fixed health details, a hang on demand, kill_worker."""
 
     HASHRATE = 1234.5

@@ -13,7 +13,7 @@ import node as node_module
 from chain.store import ChainStore
 from sim.chains import make_chain
 from supervisor import ChildSpec, SupervisorPolicy
-from tests.helpers import free_tcp_port, free_udp_port, wait_for
+from tests.helpers import health, free_tcp_port, free_udp_port, wait_for
 from tests.ops.ops_helpers import FakeMiner, actor_entry, http
 
 CORE_ACTORS = ["ChainKeeper", "NetworkIO", "GossipManager", "ConsensusRunner"]
@@ -51,7 +51,7 @@ def test_health_names_every_actor_with_its_supervision_state(make_node):
     doc = result.json()
     assert doc["status"] == "ok" and doc["reason"] is None
     assert [a["name"] for a in doc["actors"]] == CORE_ACTORS
-    supervision = node.supervisor.health()["actors"]
+    supervision = health(node.supervisor)["actors"]
     for entry, expected in zip(doc["actors"], supervision):
         assert entry["alive"] is True
         assert entry["restarts"] == 0
@@ -103,8 +103,9 @@ def test_metrics_count_datagrams_by_type_and_malformed_by_reason(make_node, clie
     client.send(node.config.port, b"\xff\xfe not json")
     wait_for(lambda: 'node_malformed_datagrams_total{reason=' in http(node.config.http_port, "/metrics").text)
     samples = metric_samples(http(node.config.http_port, "/metrics").text)
-    assert samples[("node_datagrams_received_total", (("type", "STATS"),))] == 1
-    assert samples[("node_datagrams_sent_total", (("type", "STATS_REPLY"),))] == 1
+    # Ours, and the node's own end-to-end probes (a real STATS every 2 s, runtime/probes.py).
+    assert samples[("node_datagrams_received_total", (("type", "STATS"),))] >= 1
+    assert samples[("node_datagrams_sent_total", (("type", "STATS_REPLY"),))] >= 1
     assert sum(v for (name, _), v in samples.items() if name == "node_malformed_datagrams_total") == 1
 
 
@@ -186,17 +187,15 @@ def test_http_listens_on_loopback_only(make_node):
             socket.create_connection((other, port), timeout=1).close()
 
 
-def test_stop_releases_the_port_for_the_next_node(make_node):
+def test_stop_releases_the_port_for_the_next_node(make_served_node):
     port = free_tcp_port()
-    first = make_node(http_port=port)
+    first = make_served_node(http_port=port)
     assert http(port, "/health").status == 200
-    started = time.monotonic()
-    first.stop()
-    assert time.monotonic() - started < 3
+    first.stop()  # the HTTP server first, then the node
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    second = make_node(http_port=port)
-    assert http(port, "/health").json()["node"]["udp"] == f"127.0.0.1:{second.config.port}"
+    second = make_served_node(http_port=port)
+    assert http(port, "/health").json()["node"]["udp"] == f"127.0.0.1:{second.node.config.port}"
 
 
 def test_a_taken_port_fails_the_start_with_one_line_naming_it(make_node):
@@ -211,13 +210,18 @@ def test_a_taken_port_fails_the_start_with_one_line_naming_it(make_node):
 
 
 def test_a_port_taken_after_the_check_fails_the_start_and_stops_the_actors(make_node, monkeypatch):
-    monkeypatch.setattr(node_module, "check_http_port", lambda host, port: None)  # lose the race
+    import ops.runner
+
+    monkeypatch.setattr(ops.runner, "check_http_port", lambda host, port: None)  # lose the race
+    udp_port = free_udp_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
-            make_node(http_port=port, port=free_udp_port())
+            make_node(http_port=port, port=udp_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", udp_port))  # NetworkIO was stopped and its socket closed
 
 
 @pytest.fixture
@@ -244,7 +248,7 @@ def test_miner_details_appear_in_health_metrics_and_page(node_with_fake_miner):
 
 def test_a_hung_actor_does_not_hang_health(node_with_fake_miner):
     node = node_with_fake_miner
-    node.ctx.registry.proxy("MinerActor-0").hang.defer(1.5)
+    node.ctx.registry.proxy("MinerActor-0").stall.defer(1.5)
     time.sleep(0.05)
     result = http(node.config.http_port, "/health")
     assert result.status == 200
@@ -257,7 +261,7 @@ def test_a_hung_actor_does_not_hang_health(node_with_fake_miner):
 
 
 def test_endpoints_keep_answering_while_chain_keeper_is_down(make_node):
-    slow_restart = SupervisorPolicy(backoff_base=20.0, backoff_max=20.0, watch_interval=0.05, ping_timeout=2.0)
+    slow_restart = SupervisorPolicy(backoff_base=20.0, backoff_max=20.0, watch_interval=0.05, start_timeout=2.0)
     node = make_node(policy=slow_restart, http_port=free_tcp_port())
     port = node.config.http_port
     node.ctx.registry.proxy("ChainKeeper").crash.defer("test")

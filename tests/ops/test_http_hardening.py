@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.helpers import free_tcp_port
+from tests.helpers import health, free_tcp_port
 from tests.ops.ops_helpers import http
 
 
@@ -50,8 +50,8 @@ def test_a_50_mb_body_is_refused_before_it_is_read(make_node):
         assert response.startswith(b"HTTP/1.1 413"), response[:80]
     finally:
         sock.close()
-    assert node.health()["actors"][0]["restarts"] == 0  # the crash endpoint never ran
-    assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+    assert health(node)["actors"][0]["restarts"] == 0  # the crash endpoint never ran
+    assert sum(a["restarts"] for a in health(node)["actors"]) == 0
 
 
 def test_a_chunked_body_is_refused_at_the_limit_and_the_endpoint_never_runs(make_node):
@@ -70,19 +70,19 @@ def test_a_chunked_body_is_refused_at_the_limit_and_the_endpoint_never_runs(make
     finally:
         sock.close()
     assert sent < 8 * 1024 * 1024  # socket buffers hold a few MiB at most; the body was not consumed
-    assert sum(a["restarts"] for a in node.health()["actors"]) == 0
+    assert sum(a["restarts"] for a in health(node)["actors"]) == 0
 
 
-def test_stop_frees_the_port_through_the_public_api(make_node):
+def test_stop_frees_the_port_through_the_public_api(make_served_node):
     import ops.http_server as http_server
     import ops.serving as serving
 
     for module in (http_server, serving):
         assert "waitress" not in open(module.__file__).read()
     port = free_tcp_port()
-    node = make_node(http_port=port)
+    served = make_served_node(http_port=port)
     assert http(port, "/health").status == 200
-    node.http.stop()
+    served.http.stop()
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a new server would (TIME_WAIT is fine)
         probe.bind(("127.0.0.1", port))  # free again

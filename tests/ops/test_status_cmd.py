@@ -54,7 +54,7 @@ def test_status_of_a_dead_port_is_one_line_and_non_zero():
 
 
 def test_status_of_a_degraded_node_shows_the_table_and_exits_1(make_node):
-    slow_restart = SupervisorPolicy(backoff_base=20.0, backoff_max=20.0, watch_interval=0.05, ping_timeout=2.0)
+    slow_restart = SupervisorPolicy(backoff_base=20.0, backoff_max=20.0, watch_interval=0.05, start_timeout=2.0)
     node = make_node(policy=slow_restart, http_port=free_tcp_port())
     node.ctx.registry.proxy("GossipManager").crash.defer("test")
     wait_for(lambda: http_get(node.config.http_port, "/health").json()["status"] == "degraded", timeout=5)
@@ -70,7 +70,7 @@ def test_status_of_a_degraded_node_shows_the_table_and_exits_1(make_node):
 
 
 def test_status_of_a_node_whose_supervisor_gave_up_exits_3(make_node):
-    give_up_at_once = SupervisorPolicy(max_restarts=0, watch_interval=0.05, ping_timeout=2.0)
+    give_up_at_once = SupervisorPolicy(max_restarts=0, watch_interval=0.05, start_timeout=2.0)
     node = make_node(policy=give_up_at_once, http_port=free_tcp_port())
     node.ctx.registry.proxy("GossipManager").crash.defer("test")  # a core actor: its supervisor is the root
     wait_for(lambda: http_get(node.config.http_port, "/health").status == 503, timeout=5)

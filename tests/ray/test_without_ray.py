@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mining.ray_backend import MinerWorker, QueueInbox, QueueOutbox
 from mining.worker import run_worker
 from chain.block import hash_prefix
-from tests.helpers import free_tcp_port, free_udp_port, wait_for
+from tests.helpers import health, free_tcp_port, free_udp_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +128,7 @@ def test_auto_pool_follows_the_ray_clusters_cpu_count(make_node):
     watcher = ray_cluster_watcher(address)
 
     def miners():
-        return sorted(a["name"] for a in node.health()["actors"] if a["name"].startswith("MinerActor-"))
+        return sorted(a["name"] for a in health(node)["actors"] if a["name"].startswith("MinerActor-"))
 
     watcher.update(ClusterReading(cpus=2, nodes=1))
     wait_for(lambda: miners() == ["MinerActor-0", "MinerActor-1"], timeout=20)
@@ -136,5 +136,5 @@ def test_auto_pool_follows_the_ray_clusters_cpu_count(make_node):
     wait_for(lambda: miners() == ["MinerActor-0", "MinerActor-1", "MinerActor-2"], timeout=20)
     watcher.update(ClusterReading(cpus=1, nodes=1))  # two CPUs left
     wait_for(lambda: miners() == ["MinerActor-0"], timeout=20)
-    entry = next(a for a in node.health()["actors"] if a["name"] == "MinerActor-0")
+    entry = next(a for a in health(node)["actors"] if a["name"] == "MinerActor-0")
     assert entry["alive"] and entry["restarts"] == 0

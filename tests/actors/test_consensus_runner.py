@@ -1,0 +1,235 @@
+"""ConsensusRunner's messages, with fake ChainKeeper, GossipManager and NetworkIO actors.
+
+An injected clock drives the node's timer service by hand (no timer thread), the
+"network" answers in-process (no sockets), and the tests wait on conditions, never
+for a fixed time. What is checked is the actor's protocol: it asks nobody (every
+request is told and answered by a message), gives up on an answer that never
+comes at a deadline, ignores one that comes after it, and keeps one one-shot
+timer at the engine's next deadline instead of polling.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import pykka
+import pytest
+
+from actors.consensus_runner import APPLY_TIMEOUT, REGISTERED_POLL, ConsensusRunner
+from chain.block import Block
+from config import NodeConfig
+from messages.internal import TipChanged
+from messages.wire import GetBlock, GetBlockReply, Stats, StatsReply
+from net.address import Address
+from runtime.context import NodeContext, tell
+from runtime.interfaces import ChainApi, DatagramApi, GossipApi
+from runtime.timers import TimerHandle, TimerService
+from sim.chains import make_chain
+from tests.helpers import wait_for
+
+PEER: Address = ("127.0.0.1", 7001)
+OURS = 40  # blocks we hold; the peer holds CHAIN_LENGTH of the same chain
+CHAIN_LENGTH = 60
+
+
+@pytest.fixture(scope="module")
+def chain() -> list[Block]:
+    return make_chain(CHAIN_LENGTH, 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingTimers(TimerService):
+    """The node's timer service, run by hand, remembering every timer set and when it is due."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock, thread=False)
+        self.clock = clock
+        self.made: list[tuple[str, float, float, TimerHandle]] = []  # (kind, interval, first due, handle)
+
+    def every(self, interval: float, callback: Callable[[], Any]) -> TimerHandle:
+        handle = super().every(interval, callback)
+        self.made.append(("every", interval, self.clock.now + interval, handle))
+        return handle
+
+    def after(self, delay: float, callback: Callable[[], Any]) -> TimerHandle:
+        handle = super().after(delay, callback)
+        self.made.append(("after", delay, self.clock.now + max(0.0, delay), handle))
+        return handle
+
+    def pending_once(self) -> list[float]:
+        return sorted(due for kind, _, due, h in self.made if kind == "after" and not h.cancelled)
+
+
+class FakeChain(pykka.ThreadingActor, ChainApi):
+    """ChainKeeper's side of the protocol: told requests, answers told back. Its ask-style
+    methods are not implemented (the interface's raise): ConsensusRunner must not use them."""
+
+    def __init__(self, ctx: NodeContext, blocks: list[Block]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.blocks = list(blocks)
+        self.calls: list[str] = []
+        self.hold = threading.Event()  # set: applies wait in `held` for `release`
+        self.held: list[tuple[int, int, list[Block]]] = []
+
+    def send_round_inputs(self, request_id: int) -> None:
+        self.calls.append("send_round_inputs")
+        hashes = [b.hash for b in self.blocks]
+        tell(self.ctx.registry.consensus(), lambda c: c.on_round_inputs.defer(request_id, hashes, None))
+
+    def stage_blocks(self, blocks: Sequence[Block], reset: bool = False) -> None:
+        self.calls.append("stage_blocks")
+
+    def apply_segment_and_reply(self, request_id: int, fork_height: int, segment: Sequence[Block]) -> None:
+        self.calls.append("apply_segment_and_reply")
+        self.held.append((request_id, fork_height, list(segment)))
+        if not self.hold.is_set():
+            self.release(len(self.held) - 1)
+
+    def release(self, index: int) -> None:
+        """Apply held request `index` now: the tip notice first, then the answer (as ChainKeeper does)."""
+        request_id, first, segment = self.held[index]
+        ok = first <= len(self.blocks) < first + len(segment)
+        if ok:
+            self.blocks[first:] = segment
+            event = TipChanged(len(self.blocks), self.blocks[-1].hash)
+            tell(self.ctx.registry.consensus(), lambda c: c.on_tip_changed.defer(event))
+        tell(self.ctx.registry.consensus(), lambda c: c.on_segment_applied.defer(request_id, ok))
+
+
+class FakeGossip(pykka.ThreadingActor, GossipApi):
+    def __init__(self, ctx: NodeContext, peers: list[Address]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.peers = peers
+
+    def send_peer_addresses(self, request_id: int) -> None:
+        peers = list(self.peers)
+        tell(self.ctx.registry.consensus(), lambda c: c.on_peer_addresses.defer(request_id, peers))
+
+
+class FakeNetwork(pykka.ThreadingActor, DatagramApi):
+    """The peers, in-process: STATS and GET_BLOCK answered from `chain` unless `silent`."""
+
+    def __init__(self, ctx: NodeContext, chain: list[Block]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.chain = chain
+        self.silent = threading.Event()
+        self.sent: list[tuple[Any, Address]] = []
+
+    def send_many(self, messages: list[tuple[Any, Address]]) -> None:
+        self.sent += messages
+        consensus = self.ctx.registry.consensus()
+        for message, addr in messages:
+            if self.silent.is_set():
+                continue
+            if isinstance(message, Stats):
+                reply = StatsReply(len(self.chain), self.chain[-1].hash)
+                tell(consensus, lambda c: c.on_stats_reply.defer(reply, addr))
+            elif isinstance(message, GetBlock):
+                replies = [(GetBlockReply(self.chain[message.height]), addr)]
+                tell(consensus, lambda c: c.on_get_block_replies.defer(replies))
+
+
+class World:
+    """A ConsensusRunner among the fakes, on a hand-driven clock."""
+
+    def __init__(self, tmp_path: Any, chain: list[Block]) -> None:
+        self.clock = Clock()
+        self.timers = RecordingTimers(self.clock)
+        self.ctx = NodeContext(NodeConfig(data_dir=tmp_path, difficulty=1, consensus_interval=3600.0), timers=self.timers)
+        self.chain_ref = FakeChain.start(self.ctx, chain[:OURS])
+        self.gossip_ref = FakeGossip.start(self.ctx, [PEER])
+        self.network_ref = FakeNetwork.start(self.ctx, chain)
+        for name, ref in (("ChainKeeper", self.chain_ref), ("GossipManager", self.gossip_ref), ("NetworkIO", self.network_ref)):
+            self.ctx.registry.set(name, ref)
+        self.keeper: FakeChain = self.chain_ref._actor  # type: ignore[attr-defined]  # read from the test thread
+        self.network: FakeNetwork = self.network_ref._actor  # type: ignore[attr-defined]
+        self.runner_ref = ConsensusRunner.start(self.ctx, clock=self.clock)
+        self.ctx.registry.set("ConsensusRunner", self.runner_ref)
+        self.runner = self.ctx.registry.proxy("ConsensusRunner")
+        # The join round, asked for before the registry listed the runner, waits for it (a timer).
+        wait_for(lambda: "send_round_inputs" in self.keeper.calls or self.advance(REGISTERED_POLL))
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock, fire what is due, and let the runner handle what that told it."""
+        self.clock.now += seconds
+        self.timers.run_due(self.clock.now)
+        self.status()
+
+    def status(self) -> dict[str, Any]:
+        """An ask from the test (not an actor): it queues behind what the runner was told before."""
+        return self.runner.status().get(timeout=10)
+
+    def result(self) -> str | None:
+        return self.status()["last_result"]
+
+    def stop(self) -> None:
+        for ref in (self.runner_ref, self.network_ref, self.gossip_ref, self.chain_ref):
+            ref.stop()
+        self.timers.close()
+
+
+@pytest.fixture
+def world(tmp_path, chain) -> Iterator[World]:
+    w = World(tmp_path, chain)
+    yield w
+    w.stop()
+
+
+def test_a_round_completes_with_every_answer_a_message(world, chain):
+    wait_for(lambda: (world.result() or "").startswith(f"synced to height {CHAIN_LENGTH}"))
+    assert world.keeper.blocks == chain
+    assert world.keeper.calls == ["send_round_inputs", "apply_segment_and_reply"]  # told only; nothing asked
+    assert {type(m) for m, _ in world.network.sent} == {Stats, GetBlock}
+    assert world.status()["running"] is False
+    assert world.timers.pending_once() == []  # idle: no tick pending at all
+
+
+def test_a_lost_apply_answer_times_out_and_a_late_one_is_ignored(world, chain):
+    world.keeper.hold.set()
+    wait_for(lambda: len(world.keeper.held) == 1)
+    status = world.status()
+    assert status["running"] and status["stage"] == "apply"
+    assert world.timers.pending_once() == [pytest.approx(world.clock.now + APPLY_TIMEOUT)]  # one timer: the give-up
+    world.advance(APPLY_TIMEOUT - 1.0)
+    assert world.status()["stage"] == "apply"  # still waiting: generous, a switch can take seconds
+    world.advance(1.0)
+    # Given up: the engine heard "not applied" and re-ran the round, which applies again (held too).
+    wait_for(lambda: len(world.keeper.held) == 2)
+    assert world.result() == f"ChainKeeper did not answer the apply of {CHAIN_LENGTH - OURS} blocks from height {OURS}"
+    # The first apply happens after all: its tip notice, then its (stale) answer.
+    world.keeper.release(0)
+    assert world.keeper.blocks == chain
+    status = world.status()
+    assert status["stage"] == "apply" and status["last_result"].startswith("ChainKeeper did not answer")
+    # The second one is refused (our chain is that long already); the re-run finds nothing better.
+    world.keeper.release(1)
+    wait_for(lambda: world.result() == "our chain is the best valid one")
+    assert world.keeper.calls.count("apply_segment_and_reply") == 2
+    assert "apply_segment" not in world.keeper.calls
+
+
+def test_no_fast_ticker_during_a_round_only_one_timer_at_the_next_deadline(world, chain):
+    wait_for(lambda: (world.result() or "").startswith("synced"))  # the join round
+    world.network.silent.set()  # STATS go unanswered now: a round that only time moves
+    world.runner.on_consensus.defer()
+    wait_for(lambda: world.status()["running"])
+    ticks = 0
+    while world.status()["running"]:
+        pending = world.timers.pending_once()
+        assert len(pending) == 1, pending  # ONE tick pending, at the engine's (or the runner's) next deadline
+        world.advance(max(0.0, pending[0] - world.clock.now))
+        ticks += 1
+        assert ticks < 100, "ticking as if polled"
+    assert world.result() == "nothing better"  # the STATS collection ended without an answer
+    assert all(interval >= 1.0 for kind, interval, _, _ in world.timers.made if kind == "every")
+    assert ticks <= 6  # STATS re-sends at 0.25 s steps, the end of the collection: not one per 5 ms
