@@ -51,5 +51,7 @@ class NodeConfig:
     # (actors/base.py `message_budget`): `(("ChainKeeper", 2.0),)`. Tests use it to
     # make a hang show in seconds; operators have no flag for it.
     message_budgets: tuple[tuple[str, float], ...] = ()
-    # How often the node proves its parts work end to end (runtime/probes.py).
+    # How often the node proves its parts work end to end (runtime/probes.py); 0
+    # turns the probes off (a test that counts every byte sent to 127.0.0.1, whose
+    # budget the probes would share). /health then shows no probes.
     probe_interval: float = 2.0

@@ -171,7 +171,8 @@ class Node:
             raise
         if self.config.ray_address and self.config.miners == "auto":
             self.pool_sizer = RayPoolSizer(self).start()
-        self.prober = self._make_prober().start()
+        if self.config.probe_interval > 0:
+            self.prober = self._make_prober().start()
         return self
 
     def _make_prober(self) -> HealthProber:

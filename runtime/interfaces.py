@@ -177,6 +177,10 @@ class DatagramApi(ActorInterface):
     def send_many(self, messages: list[tuple[WireMessage, Address]]) -> None:
         raise NotImplementedError
 
+    def validated_addresses(self) -> int:
+        """How many IPs have proved their address (answered a STATS or GOSSIP we sent)."""
+        raise NotImplementedError
+
 
 class GossipApi(ActorInterface):
     """GossipManager: membership."""
@@ -274,6 +278,7 @@ class ChainProxy(ActorMemberMixin, pykka.ActorProxy[ChainApi]):
 class DatagramProxy(ActorMemberMixin, pykka.ActorProxy[DatagramApi]):
     send = proxy_method(DatagramApi.send)
     send_many = proxy_method(DatagramApi.send_many)
+    validated_addresses = proxy_method(DatagramApi.validated_addresses)
 
 
 class GossipProxy(ActorMemberMixin, pykka.ActorProxy[GossipApi]):

@@ -67,39 +67,47 @@ class RecordingTimers(TimerService):
         return sorted(due for kind, _, due, h in self.made if kind == "after" and not h.cancelled)
 
 
-class FakeChain(pykka.ThreadingActor, ChainApi):
-    """ChainKeeper's side of the protocol: told requests, answers told back. Its ask-style
-    methods are not implemented (the interface's raise): ConsensusRunner must not use them."""
+class Keeper:
+    """What the fake ChainKeeper holds and was told (the test reads it)."""
 
-    def __init__(self, ctx: NodeContext, blocks: list[Block]) -> None:
-        super().__init__()
-        self.ctx = ctx
+    def __init__(self, blocks: list[Block]) -> None:
         self.blocks = list(blocks)
         self.calls: list[str] = []
         self.hold = threading.Event()  # set: applies wait in `held` for `release`
         self.held: list[tuple[int, int, list[Block]]] = []
 
+
+class FakeChain(pykka.ThreadingActor, ChainApi):
+    """ChainKeeper's side of the protocol: told requests, answers told back. Its ask-style
+    methods are not implemented (the interface's raise): ConsensusRunner must not use them."""
+
+    def __init__(self, ctx: NodeContext, state: Keeper) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.state = state
+
     def send_round_inputs(self, request_id: int) -> None:
-        self.calls.append("send_round_inputs")
-        hashes = [b.hash for b in self.blocks]
+        self.state.calls.append("send_round_inputs")
+        hashes = [b.hash for b in self.state.blocks]
         tell(self.ctx.registry.consensus(), lambda c: c.on_round_inputs.defer(request_id, hashes, None))
 
     def stage_blocks(self, blocks: Sequence[Block], reset: bool = False) -> None:
-        self.calls.append("stage_blocks")
+        self.state.calls.append("stage_blocks")
 
     def apply_segment_and_reply(self, request_id: int, fork_height: int, segment: Sequence[Block]) -> None:
-        self.calls.append("apply_segment_and_reply")
-        self.held.append((request_id, fork_height, list(segment)))
-        if not self.hold.is_set():
-            self.release(len(self.held) - 1)
+        self.state.calls.append("apply_segment_and_reply")
+        self.state.held.append((request_id, fork_height, list(segment)))
+        if not self.state.hold.is_set():
+            self.release(len(self.state.held) - 1)
 
     def release(self, index: int) -> None:
         """Apply held request `index` now: the tip notice first, then the answer (as ChainKeeper does)."""
-        request_id, first, segment = self.held[index]
-        ok = first <= len(self.blocks) < first + len(segment)
+        blocks = self.state.blocks
+        request_id, first, segment = self.state.held[index]
+        ok = first <= len(blocks) < first + len(segment)
         if ok:
-            self.blocks[first:] = segment
-            event = TipChanged(len(self.blocks), self.blocks[-1].hash)
+            blocks[first:] = segment
+            event = TipChanged(len(blocks), blocks[-1].hash)
             tell(self.ctx.registry.consensus(), lambda c: c.on_tip_changed.defer(event))
         tell(self.ctx.registry.consensus(), lambda c: c.on_segment_applied.defer(request_id, ok))
 
@@ -115,44 +123,53 @@ class FakeGossip(pykka.ThreadingActor, GossipApi):
         tell(self.ctx.registry.consensus(), lambda c: c.on_peer_addresses.defer(request_id, peers))
 
 
-class FakeNetwork(pykka.ThreadingActor, DatagramApi):
-    """The peers, in-process: STATS and GET_BLOCK answered from `chain` unless `silent`."""
+class Peers:
+    """The peers' chain, whether they answer, and what was sent to them (the test reads it)."""
 
-    def __init__(self, ctx: NodeContext, chain: list[Block]) -> None:
-        super().__init__()
-        self.ctx = ctx
+    def __init__(self, chain: list[Block]) -> None:
         self.chain = chain
         self.silent = threading.Event()
         self.sent: list[tuple[Any, Address]] = []
 
+
+class FakeNetwork(pykka.ThreadingActor, DatagramApi):
+    """The peers, in-process: STATS and GET_BLOCK answered from their chain unless silent."""
+
+    def __init__(self, ctx: NodeContext, state: Peers) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.state = state
+
     def send_many(self, messages: list[tuple[Any, Address]]) -> None:
-        self.sent += messages
+        self.state.sent += messages
         consensus = self.ctx.registry.consensus()
+        chain = self.state.chain
         for message, addr in messages:
-            if self.silent.is_set():
+            if self.state.silent.is_set():
                 continue
             if isinstance(message, Stats):
-                reply = StatsReply(len(self.chain), self.chain[-1].hash)
+                reply = StatsReply(len(chain), chain[-1].hash)
                 tell(consensus, lambda c: c.on_stats_reply.defer(reply, addr))
             elif isinstance(message, GetBlock):
-                replies = [(GetBlockReply(self.chain[message.height]), addr)]
+                replies = [(GetBlockReply(chain[message.height]), addr)]
                 tell(consensus, lambda c: c.on_get_block_replies.defer(replies))
 
 
 class World:
     """A ConsensusRunner among the fakes, on a hand-driven clock."""
 
-    def __init__(self, tmp_path: Any, chain: list[Block]) -> None:
+    def __init__(self, tmp_path: Any, chain: list[Block], hold_applies: bool = False) -> None:
         self.clock = Clock()
         self.timers = RecordingTimers(self.clock)
         self.ctx = NodeContext(NodeConfig(data_dir=tmp_path, difficulty=1, consensus_interval=3600.0), timers=self.timers)
-        self.chain_ref = FakeChain.start(self.ctx, chain[:OURS])
+        self.keeper, self.network = Keeper(chain[:OURS]), Peers(chain)
+        if hold_applies:
+            self.keeper.hold.set()
+        self.chain_ref = FakeChain.start(self.ctx, self.keeper)
         self.gossip_ref = FakeGossip.start(self.ctx, [PEER])
-        self.network_ref = FakeNetwork.start(self.ctx, chain)
+        self.network_ref = FakeNetwork.start(self.ctx, self.network)
         for name, ref in (("ChainKeeper", self.chain_ref), ("GossipManager", self.gossip_ref), ("NetworkIO", self.network_ref)):
             self.ctx.registry.set(name, ref)
-        self.keeper: FakeChain = self.chain_ref._actor  # type: ignore[attr-defined]  # read from the test thread
-        self.network: FakeNetwork = self.network_ref._actor  # type: ignore[attr-defined]
         self.runner_ref = ConsensusRunner.start(self.ctx, clock=self.clock)
         self.ctx.registry.set("ConsensusRunner", self.runner_ref)
         self.runner = self.ctx.registry.proxy("ConsensusRunner")
@@ -169,6 +186,10 @@ class World:
         """An ask from the test (not an actor): it queues behind what the runner was told before."""
         return self.runner.status().get(timeout=10)
 
+    def release(self, index: int) -> None:
+        """ChainKeeper carries out held apply `index` now (in its own thread, as it would)."""
+        self.chain_ref.proxy().release(index).get(timeout=10)
+
     def result(self) -> str | None:
         return self.status()["last_result"]
 
@@ -179,8 +200,9 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path, chain) -> Iterator[World]:
-    w = World(tmp_path, chain)
+def world(request, tmp_path, chain) -> Iterator[World]:
+    """A World; `@pytest.mark.parametrize("world", [True], indirect=True)` holds every apply's answer."""
+    w = World(tmp_path, chain, hold_applies=getattr(request, "param", False))
     yield w
     w.stop()
 
@@ -194,25 +216,29 @@ def test_a_round_completes_with_every_answer_a_message(world, chain):
     assert world.timers.pending_once() == []  # idle: no tick pending at all
 
 
+@pytest.mark.parametrize("world", [True], indirect=True, ids=["answers held"])
 def test_a_lost_apply_answer_times_out_and_a_late_one_is_ignored(world, chain):
-    world.keeper.hold.set()
     wait_for(lambda: len(world.keeper.held) == 1)
     status = world.status()
     assert status["running"] and status["stage"] == "apply"
-    assert world.timers.pending_once() == [pytest.approx(world.clock.now + APPLY_TIMEOUT)]  # one timer: the give-up
-    world.advance(APPLY_TIMEOUT - 1.0)
+    told_at = world.clock.now
+    pending = world.timers.pending_once()
+    assert len(pending) == 1  # one tick pending; it may be an earlier deadline's, gone meanwhile ...
+    world.advance(pending[0] - world.clock.now)
+    assert world.timers.pending_once() == [pytest.approx(told_at + APPLY_TIMEOUT)]  # ... then the give-up's
+    world.advance(told_at + APPLY_TIMEOUT - 1.0 - world.clock.now)
     assert world.status()["stage"] == "apply"  # still waiting: generous, a switch can take seconds
     world.advance(1.0)
     # Given up: the engine heard "not applied" and re-ran the round, which applies again (held too).
     wait_for(lambda: len(world.keeper.held) == 2)
     assert world.result() == f"ChainKeeper did not answer the apply of {CHAIN_LENGTH - OURS} blocks from height {OURS}"
     # The first apply happens after all: its tip notice, then its (stale) answer.
-    world.keeper.release(0)
+    world.release(0)
     assert world.keeper.blocks == chain
     status = world.status()
     assert status["stage"] == "apply" and status["last_result"].startswith("ChainKeeper did not answer")
     # The second one is refused (our chain is that long already); the re-run finds nothing better.
-    world.keeper.release(1)
+    world.release(1)
     wait_for(lambda: world.result() == "our chain is the best valid one")
     assert world.keeper.calls.count("apply_segment_and_reply") == 2
     assert "apply_segment" not in world.keeper.calls
