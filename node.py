@@ -209,6 +209,7 @@ class Node:
         actor's state, progress stamps, instances and threads) and the end-to-end probes."""
         facts = self.supervisor.snapshot()
         facts["probes"] = self.probes.report()
+        facts["threads"] = [self.prober.keeper.describe()] if self.prober is not None else []
         return facts
 
     @property

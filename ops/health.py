@@ -43,6 +43,8 @@ def render_health(facts: dict[str, Any]) -> dict[str, Any]:
     dead_threads = [f"{a['name']}: thread {t['name']} died ({t['error']})" for a in actors
                     for t in a.get("threads") or [] if not t.get("alive") and t.get("error")]
     degraded += dead_threads
+    degraded += [f"thread {t['name']} died ({t['error']}); restarting it" for t in facts.get("threads") or []
+                 if not t.get("alive")]
     if down:
         status = "down"
     elif degraded:
@@ -51,7 +53,7 @@ def render_health(facts: dict[str, Any]) -> dict[str, Any]:
         status = "ok"
     problems = down + degraded
     return {"status": status, "reason": "; ".join(problems) if problems else None, "actors": actors,
-            "supervision": tree, "probes": probes, "gave_up": gave_up}
+            "supervision": tree, "probes": probes, "threads": facts.get("threads") or [], "gave_up": gave_up}
 
 
 def _age(probe: dict[str, Any]) -> str:

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from runtime.threads import ThreadKeeper, checkpoint
+
 log = logging.getLogger("node.ops.history")
 
 SAMPLE_SECONDS = 10.0
@@ -54,12 +56,14 @@ class History:
         }
 
     def run_sampler(self, take: Callable[[], Sample], should_stop: Callable[[], bool],
-                    clock: Callable[[], float] = time.monotonic) -> threading.Thread:
-        """Start a daemon thread calling `take()` every `interval` s until `should_stop()`."""
+                    clock: Callable[[], float] = time.monotonic) -> ThreadKeeper:
+        """Start a thread (`ops.history`, kept running: restarted if it dies) calling `take()`
+        every `interval` s until `should_stop()`."""
 
         def loop() -> None:
             next_at = clock()
             while not should_stop():
+                checkpoint()
                 if clock() >= next_at:
                     next_at = clock() + self.interval
                     try:
@@ -68,9 +72,7 @@ class History:
                         log.debug("history sample failed: %s", exc)
                 time.sleep(min(1.0, self.interval))
 
-        thread = threading.Thread(target=loop, name="ops-history", daemon=True)
-        thread.start()
-        return thread
+        return ThreadKeeper("ops", "history", loop, logger=log).start()
 
 
 class RateMeter:

@@ -123,7 +123,12 @@ def create_app(node: NodeView, inspector: NodeInspector, faults: FaultInjector |
     def kill_thread(thread: str) -> tuple[Response, int]:
         if faults is None:
             return jsonify(error=FAULTS_OFF), 403
-        return _inject(lambda: faults.kill_thread(thread), lambda: [])
+        kept = next((k for k in inspector.kept_threads if k.name == thread and k.is_alive()), None)
+        if kept is not None and kept.thread is not None:  # a thread of the ops pages themselves
+            kept.thread.inject()
+            return jsonify(thread=thread, action="exception raised inside the thread"), 202
+        return _inject(lambda: faults.kill_thread(thread), lambda: [*faults.thread_names(),
+                       *(k.name for k in inspector.kept_threads if k.is_alive())], key="threads")
 
     return app
 
@@ -138,7 +143,8 @@ def _stall_seconds() -> float:
     return float(seconds)
 
 
-def _inject(fault: Callable[[], dict[str, Any]], actor_names: Callable[[], list[str]]) -> tuple[Response, int]:
+def _inject(fault: Callable[[], dict[str, Any]], actor_names: Callable[[], list[str]],
+            key: str = "actors") -> tuple[Response, int]:
     """Run one fault and turn what it did, or why it could not, into a response (errors as FaultInjector lists them)."""
     try:
         done = fault()
@@ -148,7 +154,7 @@ def _inject(fault: Callable[[], dict[str, Any]], actor_names: Callable[[], list[
         doc: dict[str, Any] = {"error": str(exc.args[0]) if exc.args else type(exc).__name__}
         names = actor_names()
         if names:
-            doc["actors"] = names
+            doc[key] = names  # what there is, to pick from
         return jsonify(doc), 404
     except TimeoutError as exc:
         return jsonify(error=str(exc)), 504

@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from ops.formatting import fmt_rate
+from runtime.threads import ThreadKeeper, checkpoint
 from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown
 from ops.view import NodeView
 
@@ -49,16 +50,16 @@ class MiningReporter:
         self._blocks_found = blocks_found or (
             lambda: int(node.metrics.registry.get_sample_value("node_blocks_mined_total") or 0))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mining-reporter", daemon=True)
+        # Kept running: a report loop that dies is logged and restarted (runtime/threads.py).
+        self._keeper = ThreadKeeper("ops", "mining-report", self._run, logger=log)
 
     def start(self) -> "MiningReporter":
-        self._thread.start()
+        self._keeper.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        self._keeper.stop(timeout=2)
 
     def report(self) -> str:
         """Take a snapshot and log the line (also returned, for tests)."""
@@ -71,6 +72,7 @@ class MiningReporter:
     def _run(self) -> None:
         wait = self.first
         while not self._stop.wait(wait):
+            checkpoint()
             wait = self.interval
             try:
                 self.report()

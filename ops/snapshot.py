@@ -21,6 +21,7 @@ import pykka
 
 from chain.block import Block
 from ops.health import render_health
+from runtime.threads import ThreadKeeper
 from ops.view import NodeView
 
 log = logging.getLogger("node.ops")
@@ -70,6 +71,8 @@ class NodeInspector:
     def __init__(self, node: NodeView, timeout: float = ASK_TIMEOUT) -> None:
         self.node = node
         self.timeout = timeout
+        # Threads the ops side owns (the dashboard's sampler): shown in /health's `threads`.
+        self.kept_threads: list[ThreadKeeper] = []
         # One Process object for the server's life: psutil's cpu_percent() measures
         # since the previous call on the same object (the first call says 0.0).
         self._process = psutil.Process(os.getpid())
@@ -129,7 +132,9 @@ class NodeInspector:
 
     def health(self, *, with_chain: bool = True, with_peers: bool = True, with_consensus: bool = True) -> dict[str, Any]:
         """The /health document (its fields: README, Operations)."""
-        supervision = render_health(self.node.health_facts())
+        facts = self.node.health_facts()
+        facts["threads"] = [*(facts.get("threads") or []), *(k.describe() for k in self.kept_threads)]
+        supervision = render_health(facts)
         actors: list[dict[str, Any]] = supervision["actors"]
         calls = {f"details:{a['name']}": _details_call(a["name"]) for a in actors}
         if with_chain:
@@ -162,6 +167,8 @@ class NodeInspector:
             "node": self._node_info(),
             "actors": actors,
             "supervision": supervision["supervision"],
+            "probes": supervision["probes"],
+            "threads": supervision["threads"],
         }
         if with_chain:
             chain = answers["chain"]

@@ -53,7 +53,7 @@ class Dashboard:
 
     def start_sampler(self) -> None:
         """Sample the figures the charts show, until the node stops."""
-        self.history.run_sampler(self.sample, lambda: self.node.stopped)
+        self.inspector.kept_threads.append(self.history.run_sampler(self.sample, lambda: self.node.stopped))
 
     def sample(self) -> Sample:
         health = self.inspector.health(with_consensus=False)
@@ -107,6 +107,7 @@ class Dashboard:
             "actors": health["actors"],
             "supervision": health.get("supervision"),
             "process": health.get("process"),
+            "probes": health.get("probes") or [],
         }
 
     def _calls(self, height: Any) -> dict[str, Call]:
@@ -309,7 +310,10 @@ _DASHBOARD = """<!doctype html>
 <section class="columns">
   <div class="panel wide"><h2>Actors</h2>
     <table id="actors"><thead><tr><th>actor</th><th>state</th><th>restarts</th><th>last error</th><th>queue</th><th>hash rate</th><th>pid</th></tr></thead><tbody></tbody></table></div>
-  <div class="panel"><h2>Supervision</h2><div id="supervision"><p class="muted">no supervision tree reported</p></div></div>
+  <div class="panel"><h2>Supervision</h2><div id="supervision"><p class="muted">no supervision tree reported</p></div>
+    <h2>End-to-end probes</h2>
+    <table id="probes"><thead><tr><th>probe</th><th>proves</th><th>last success</th><th>error</th></tr></thead><tbody></tbody></table>
+    <p class="muted" id="probes-empty" hidden>probes are off</p></div>
 </section>
 </main>
 <footer class="muted">Updated <span id="updated">now</span> · every {{ (refresh_ms / 1000) | int }} s without reloading ·

@@ -96,3 +96,7 @@ class FaultInjector(Protocol):
     def kill_thread(self, thread: str) -> dict[str, Any]:
         """Raise inside the named thread an actor owns (e.g. `NetworkIO.reader`), which takes its owner down."""
         ...
+
+    def thread_names(self) -> list[str]:
+        """The names `kill_thread` takes: every owned thread that runs now."""
+        ...

@@ -16,8 +16,9 @@ of each probe's last success:
   connection of its own (it never waits behind ChainKeeper's inbox).
 
 `ProbeBook` is the pure record (times passed in); `HealthProber` runs the probes
-on a thread of its own. If that thread dies, every probe ages and the node reads
-as down: the prober can't fake health by dying.
+on a thread of its own (`node.prober`), restarted by its keeper if it dies
+(counted, shown in /health). While it is dead every probe ages, and the node
+reads as down: the prober can't fake health by dying.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.threads import OwnedThread
+from runtime.threads import OwnedThread, ThreadKeeper
 
 log = logging.getLogger("node.probes")
 
@@ -111,7 +112,7 @@ class HealthProber:
         self.gateway_address = gateway_address
         self.interval = interval
         self._stopping = threading.Event()
-        self._thread: OwnedThread | None = None
+        self.keeper = ThreadKeeper("node", "prober", self._loop, logger=log)
         book.register("udp", "NetworkIO", core=True)
         book.register("store", "ChainKeeper", core=True)
         if gateway_address is not None:
@@ -120,22 +121,17 @@ class HealthProber:
         self._stats = json.dumps({"type": "STATS", "pad": "-" * STATS_PADDING}).encode()
 
     def start(self) -> "HealthProber":
-        self._thread = OwnedThread("node", "prober", self._loop, on_death=self._died).start()
+        self.keeper.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=PROBE_TIMEOUT * 3 + 1)
+        self.keeper.stop(timeout=PROBE_TIMEOUT * 3 + 1)
 
     @property
     def thread(self) -> OwnedThread | None:
-        return self._thread
-
-    def _died(self, name: str, exc: BaseException) -> None:
-        log.error("health prober thread %s died: %s: %s; /health reports the node down until it is back",
-                  name, type(exc).__name__, exc)
-        self.book.failure("prober", f"{type(exc).__name__}: {exc}")
+        """The prober's thread now (a new one after each restart)."""
+        return self.keeper.thread
 
     def _loop(self) -> None:
         from runtime.threads import checkpoint

@@ -37,6 +37,7 @@ TRANSIENT_ERRNOS = frozenset({
 })
 
 REPEAT_LOG_INTERVAL = 10.0
+STABLE_AFTER = 60.0  # a kept thread that ran this long since its last death restarts from the base delay
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -193,3 +194,73 @@ class OwnedThread:
                 logging.getLogger("node.threads").debug("owner of %s gone", self.name)
         finally:
             _current.owned = None
+
+
+class ThreadKeeper:
+    """Keeps one owned thread running for an owner that is not an actor (the node's prober,
+    the ops pages' sampler and progress log, the Ray cluster watcher).
+
+    Such an owner can't be restarted by a supervisor, so it restarts its thread
+    itself: a death is logged with the thread's name and error, counted
+    (`restarts`, `last_error`, shown in /health) and followed by a new thread after
+    a backoff that doubles while deaths follow each other (capped), so a loop that
+    dies at once can't spin.
+    """
+
+    def __init__(self, owner: str, role: str, target: Callable[..., None], *args: Any,
+                 logger: logging.Logger | None = None, backoff: Backoff | None = None) -> None:
+        self.owner = owner
+        self.role = role
+        self.name = f"{owner}.{role}"
+        self._target = target
+        self._args = args
+        self._log = logger or logging.getLogger("node.threads")
+        self._backoff = backoff or Backoff(base=0.1, cap=30.0)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.thread: OwnedThread | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.last_death: float | None = None
+
+    def start(self) -> "ThreadKeeper":
+        with self._lock:
+            self._spawn_locked()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """No more restarts; the target must notice its own stop signal and return. Waits `timeout`."""
+        self._stopped.set()
+        with self._lock:
+            thread = self.thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "alive": self.is_alive(), "restarts": self.restarts, "error": self.last_error,
+                "last_death_age": None if self.last_death is None else round(time.monotonic() - self.last_death, 1)}
+
+    def _spawn_locked(self) -> None:
+        if self._stopped.is_set():
+            return
+        self.thread = OwnedThread(self.owner, self.role, self._target, *self._args, on_death=self._died).start()
+
+    def _died(self, name: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.last_death is not None and now - self.last_death > STABLE_AFTER:
+            self._backoff.reset()  # the last death was long ago: not a crash loop
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_death = now
+        if self._stopped.is_set():
+            return
+        delay = self._backoff.next()
+        self._log.error("thread %s died (%s); restarting it in %.1fs", name, self.last_error, delay)
+        if self._stopped.wait(delay):  # the dying thread waits, then hands over to its successor
+            return
+        with self._lock:
+            self.restarts += 1
+            self._spawn_locked()

@@ -211,7 +211,11 @@
       const problem = !a.alive || a.details_error;
       if (problem || a.restarts > 0) tr.className = problem ? "problem" : "";
       cell(tr, a.name);
-      cell(tr, a.alive ? "running" : o.status === "down" ? "stopped" : "restarting", a.alive ? "ok" : "bad");
+      // Busy (a message running, or a queue) is normal; hung (one message past its budget) is not.
+      const activity = a.activity === "hung" ? "hung " + Math.round(a.busy_for || 0) + " s"
+        : a.activity === "busy" ? "busy" + (a.busy_for ? " " + a.busy_for.toFixed(1) + " s" : "") : "running";
+      cell(tr, a.alive ? activity : o.status === "down" ? "stopped" : "restarting",
+           a.alive && a.activity !== "hung" ? "ok" : "bad");
       cell(tr, String(a.restarts ?? 0), a.restarts > 0 ? "num bad" : "num");
       cell(tr, a.details_error || a.last_error || "");
       cell(tr, a.queue_depth === null || a.queue_depth === undefined ? "" : String(a.queue_depth), "num");
@@ -219,6 +223,21 @@
       cell(tr, a.pid ? String(a.pid) : "", "num");
       return tr;
     });
+  }
+
+  function renderProbes(o) {
+    const probes = o.probes || [];
+    fillTable("probes", probes, (p) => {
+      const tr = document.createElement("tr");
+      if (!p.ok) tr.className = "problem";
+      cell(tr, p.name);
+      cell(tr, p.part + (p.core ? "" : " (expendable)"));
+      cell(tr, p.last_success_age === null || p.last_success_age === undefined ? "never"
+               : p.last_success_age.toFixed(1) + " s ago", p.ok ? "ok" : "bad");
+      cell(tr, p.last_error || "");
+      return tr;
+    });
+    $("probes-empty").hidden = probes.length > 0;
   }
 
   // One supervisor or worker of /health's `supervision` tree: name, kind, state, strategy,
@@ -327,6 +346,7 @@
     renderBlocks(o);
     renderWords(o);
     renderActors(o);
+    renderProbes(o);
     renderSupervision(o);
     renderCharts(o);
     updates += 1;

@@ -60,6 +60,9 @@ class RecordingFaults:
     def kill_thread(self, thread: str) -> dict[str, Any]:
         return self._do("kill_thread", thread)
 
+    def thread_names(self) -> list[str]:
+        return ["NetworkIO.reader"]
+
 
 class OnPort:
     """A stand-in view: a node's, with the HTTP port the test picked (everything else read through)."""

@@ -54,13 +54,34 @@ def test_a_failing_core_probe_is_down_and_an_expendable_one_degraded_naming_the_
     assert doc["status"] == "down" and "NetworkIO: udp probe failing" in doc["reason"]
 
 
-def test_a_live_node_proves_its_parts_and_a_dead_prober_reads_as_down(make_node):
+def test_a_live_node_proves_its_parts(make_node):
     node = make_node(probe_interval=0.2)
-    wait_for(lambda: all(p["successes"] > 0 for p in node.probes.report() if p["name"] != "prober"))
+    wait_for(lambda: all(p["successes"] > 0 for p in node.probes.report()))
     doc = health(node)
     assert doc["status"] == "ok", doc["reason"]
     assert {p["name"] for p in doc["probes"]} == {"udp", "store", "prober"}
     assert all(p["last_success_age"] is not None and p["ok"] for p in doc["probes"])
+
+
+def test_a_killed_prober_thread_is_restarted_and_counted(make_node):
+    node = make_node(probe_interval=0.2)
+    first = node.prober.thread
     node.kill_thread("node.prober")
-    doc = wait_for(lambda: (d := health(node))["status"] == "down" and d, timeout=15)
-    assert "prober" in doc["reason"]
+    wait_for(lambda: node.prober.thread is not first and node.prober.thread.is_alive())
+    kept = health(node)["threads"][0]
+    assert kept["name"] == "node.prober" and kept["restarts"] == 1 and "InjectedFault" in kept["error"]
+    wait_for(lambda: health(node)["status"] == "ok")
+
+
+def test_a_prober_that_keeps_dying_reads_as_down_until_it_works_again(make_node, monkeypatch):
+    node = make_node(probe_interval=0.2)
+    wait_for(lambda: health(node)["status"] == "ok")
+
+    def broken() -> None:
+        raise OSError("the prober itself is broken")
+
+    monkeypatch.setattr(node.prober, "run_once", broken)
+    doc = wait_for(lambda: (d := health(node))["status"] == "down" and d, timeout=30)
+    assert "node: prober probe failing" in doc["reason"] and "udp probe failing" in doc["reason"]
+    monkeypatch.undo()
+    wait_for(lambda: health(node)["status"] == "ok", timeout=60)
