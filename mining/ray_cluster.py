@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from runtime.threads import ThreadKeeper, checkpoint
+
 log = logging.getLogger("node.ray")
 
 RETRY_FIRST = 1.0
@@ -42,10 +44,11 @@ class RayClusterWatcher:
         self._first = threading.Event()  # a reading or a failure has come in
         self._stop = threading.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
-        self._thread = threading.Thread(target=self._run, name="ray-cluster-watch", daemon=True)
+        # Kept running: a watch loop that dies is logged, counted and restarted (runtime/threads.py).
+        self.keeper = ThreadKeeper("ray", "cluster-watch", self._run, logger=log)
 
     def start(self) -> "RayClusterWatcher":
-        self._thread.start()
+        self.keeper.start()
         return self
 
     def add_listener(self, listener: Callable[[ClusterReading], None]) -> None:
@@ -70,14 +73,14 @@ class RayClusterWatcher:
             if process.is_alive():
                 process.kill()
                 process.join(2.0)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(3.0)
+        self.keeper.stop(timeout=3.0)
 
     def _run(self) -> None:
         from mining.ray_backend import run_cluster_watch
 
         delay = RETRY_FIRST
         while not self._stop.is_set():
+            checkpoint()
             reader, writer = _MP.Pipe(duplex=False)
             process = _MP.Process(target=run_cluster_watch, args=(writer, self.address, self.interval),
                                   name="pow-ray-watch", daemon=True)
