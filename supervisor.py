@@ -526,8 +526,10 @@ class Supervisor:
             self._escalated(event.reason)
         elif isinstance(event, _AddChild):
             self._add_child(event.spec)
+            event.done.set()  # the caller waits only for the start to be under way, not for it
         elif isinstance(event, _RemoveChild):
             self._remove_child(event.name)
+            event.done.set()
 
     def tick(self, now: float) -> None:
         """Run what is due at `now`: operations under way, restarts, cool-downs, hangs, resets."""
