@@ -795,7 +795,12 @@ class Supervisor:
         self._stop_requested.set()
         if self.exit_code is None:
             self.exit_code = exit_code
-        self.state = "stopping"
+        self._stop_all("stopping")
+
+    def _stop_all(self, state: str) -> None:
+        """Enter `state` (stopping, giving_up): forget due restarts and queued operations, and
+        stop every child in reverse start order."""
+        self.state = state
         self._ops.clear()
         for child in self.children.values():
             child.due = None
@@ -987,14 +992,7 @@ class Supervisor:
             self._begin_stop(1)
             return
         log.error("supervisor %s giving up: %s", self.name, reason)
-        self.state = "giving_up"
-        self._ops.clear()
-        for child in self.children.values():
-            child.due = None
-            child.queued = False
-        for name in reversed(self._order):
-            self._enqueue("stop", name)
-        self._advance(self.clock())
+        self._stop_all("giving_up")
 
     def _revive(self) -> None:
         """Parent's order after a cool-down: a fresh start with a fresh intensity window."""

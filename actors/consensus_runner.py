@@ -273,7 +273,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
                     self._round_started = 0.0
                 self._update_gauges()
             elif isinstance(action, StartRound):
-                self.actor_ref.proxy().start_round.defer(action.reason, action.extra_peers)
+                self.tell_self(self.start_round, action.reason, action.extra_peers)
         if outgoing:
             tell(self.ctx.registry.network(), lambda network: network.send_many.defer(outgoing))
         self._rearm()

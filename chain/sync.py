@@ -149,7 +149,7 @@ class SyncSettings:
     retry_max_seconds: float = 120.0
     # `next_deadline` is rounded up to this grid: deadlines that fall close together
     # share one tick, and a request is judged lost no sooner than the retransmission
-    # logic (chain.fetch) was tuned for (it was ticked every 5 ms).
+    # logic (chain.fetch) was tuned for, with a tick every 5 ms.
     tick_grain: float = 0.005
 
 
@@ -802,7 +802,8 @@ class SyncEngine:
 
     def tick(self, now: float) -> list[Action]:
         """Whatever has fallen due by `now`. Each test here compares `now` with the very
-        expression `next_deadline` returns, so a tick at that time always acts on it."""
+        expression `_next_due` takes its minimum of, so a tick at `next_deadline` (that
+        minimum rounded up) always acts on it and leaves nothing due."""
         out = self._pending_due(now)
         r = self.round
         if r is None or r.stage == "apply":

@@ -192,8 +192,9 @@ def test_a_reader_killed_by_a_fault_restarts_network_io_and_stats_are_answered_a
     entry = actor_entry(node, "NetworkIO")
     assert "NetworkIO.reader" in entry["last_error"] and "InjectedFault" in entry["last_error"]
     wait_for(lambda: answered(client, node))
-    fresh = node.supervisor.thread("NetworkIO.reader")
-    assert fresh is not None and fresh is not reader and fresh.is_alive()
+    # (The supervisor lists the new instance's threads once it has seen it start.)
+    fresh = wait_for(lambda: node.supervisor.thread("NetworkIO.reader"))
+    assert fresh is not reader and fresh.is_alive()
     assert not reader.is_alive()
     assert actor_entry(node, "NetworkIO")["restarts"] == 1
 

@@ -17,7 +17,7 @@ import pytest
 
 from chain.block import Block
 from chain.sync import Apply, RoundOver, StartRound, SwitchStaged
-from messages.wire import MAX_HEIGHT, GetBlock, Stats
+from messages.wire import MAX_HEIGHT, Stats
 from sim.chains import make_chain, mine_block
 from tests.chain.sync_harness import DIFFICULTY, SimPeer
 from tests.chain.sync_harness import Harness as PollingHarness
