@@ -279,8 +279,10 @@ def _wait_for_end(served: "ServedNode[Node]", stop_requested: threading.Event, l
     if node.supervisor.stopped and not stop_requested.is_set():
         node.supervisor.wait(timeout=30)  # let the give-up shutdown finish (workers, storage)
         served.stop()
-        log.critical("node stopped: %s", node.supervisor.gave_up_reason or "supervisor stopped")
-        return node.supervisor.exit_code or 1
+        code = node.supervisor.exit_code or 1
+        # ERROR, not CRITICAL: the supervisor has logged the one CRITICAL line that says why.
+        log.error("node stopped (exit %d): %s", code, node.supervisor.gave_up_reason or "supervisor stopped")
+        return code
     served.stop(0)
     return 0
 
