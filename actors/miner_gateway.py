@@ -74,6 +74,9 @@ SOCKET_SNDBUF = 32 * 1024  # the kernel's share of a miner's unread bytes, kept 
 # that claims at least this many expected solutions and found under a tenth of
 # them is not counted in the hash rate (its claim is shown as "claimed").
 PLAUSIBLE_MIN_EXPECTED = 10.0
+# Refusals that say nothing about a miner (a connection that never spoke): logged at
+# most once per 10 s with a count, so a flood of them can't fill the log.
+QUIET_REFUSALS = frozenset({"closed before authenticating", "no auth line in time"})
 MAX_GARBAGE = 50  # malformed lines a connection may send before it is dropped
 IDLE_TIMEOUT = 120.0  # clients report hashes every second; silence this long is a dead peer
 KEPT_WORK_PER_CLIENT = 4
@@ -238,6 +241,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         self._work_id = 0
         self._next_client_id = 1
         self._rate_gauge = ctx.metrics.miner_hashrate.labels(miner="external", backend="gateway")
+        self._repeats = RepeatLog(self.log)
         self.stats = {"submitted": 0, "accepted": 0, "rejected": 0, "auth_refused": 0, "garbage_lines": 0, "connections": 0}
 
     # ---------------------------------------------------------- lifecycle
@@ -348,7 +352,11 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
             return None
         if isinstance(message, _AuthRefused):
             self.stats["auth_refused"] += 1
-            self.log.warning("external miner from %s:%d refused: %s", *message.address[:2], message.reason)
+            if message.reason in QUIET_REFUSALS:  # scanners, descriptor floods: one line per 10 s, counted
+                self._repeats.report(message.reason, logging.WARNING, "external miner connection from %s:%d refused: %s",
+                                     *message.address[:2], message.reason)
+            else:
+                self.log.warning("external miner from %s:%d refused: %s", *message.address[:2], message.reason)
             return None
         return super().on_receive(message)
 

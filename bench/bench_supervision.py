@@ -16,7 +16,10 @@ Each scenario starts `run_node.py` (loopback only, its own data dir, ops HTTP on
    exit against the budget, the CRITICAL lines, and the height after a restart on
    the same data dir; then ConsensusRunner stalled 600 s: the time until a new
    instance runs, and whether the node still syncs a longer chain afterwards;
-4. idle: the node's CPU over `--idle-seconds` with the ops HTTP on (psutil).
+4. fds: with the node's descriptor limit at 256, 400 connections to its ops port,
+   released after 3 s: how long until the gateway accepts a miner, and how many log
+   lines the episode cost;
+5. idle: the node's CPU over `--idle-seconds` with the ops HTTP on (psutil).
 
 Prints one line per figure; exits non-zero if a scenario broke its promise.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -54,16 +58,22 @@ def free_port(kind: int) -> int:
 
 
 class NodeProcess:
-    def __init__(self, data_dir: Path, peers: list[tuple[str, int]] = (), name: str = "bench") -> None:
+    def __init__(self, data_dir: Path, peers: list[tuple[str, int]] = (), name: str = "bench",
+                 extra: list[str] = (), fd_limit: int | None = None) -> None:
         self.port, self.http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         self.data_dir = data_dir
         args = [sys.executable, "run_node.py", "--host", "127.0.0.1", "--port", str(self.port), "--name", name,
                 "--difficulty", "2", "--data-dir", str(data_dir), "--http-port", str(self.http_port),
-                "--enable-fault-injection"]
+                "--enable-fault-injection", *extra]
         for host, port in peers:
             args += ["--peer", f"{host}:{port}"]
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
+
+        def limit() -> None:
+            if fd_limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log, preexec_fn=limit)
         self.started = time.monotonic()
         wait(lambda: self.health_or_none() is not None, 30, "the node's /health")
 
@@ -278,11 +288,63 @@ def scenario_idle(seconds: float, workdir: Path) -> bool:
         node.stop()
 
 
+def scenario_fds(workdir: Path) -> bool:
+    """Descriptors exhausted through the ops port (the node's limit 256), then released."""
+    gateway_port = free_port(socket.SOCK_STREAM)
+    node = NodeProcess(workdir / "fds", extra=["--miner-listen", str(gateway_port), "--miner-token", "bench-token"],
+                       fd_limit=256)
+    held: list[socket.socket] = []
+    try:
+        wait(lambda: node.health()["status"] == "ok", 20, "ok before")
+        before = len(node.log_lines())
+        for _ in range(400):  # far more than the node has left
+            try:
+                held.append(socket.create_connection(("127.0.0.1", node.http_port), timeout=0.5))
+            except OSError:
+                pass
+        for _ in range(50):  # and miners knocking meanwhile: the gateway's accept() fails with EMFILE
+            try:
+                held.append(socket.create_connection(("127.0.0.1", gateway_port), timeout=0.5))
+            except OSError:
+                pass
+        time.sleep(3)  # the node runs out of descriptors meanwhile
+        for sock in held:
+            sock.close()
+        held.clear()
+        released = time.monotonic()
+
+        def miner_in() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", gateway_port), timeout=1) as sock:
+                    sock.sendall(b'{"type": "auth", "token": "bench-token"}\n')
+                    sock.settimeout(1)
+                    line = sock.recv(4096).split(b"\n", 1)[0]
+                    return bool(line) and json.loads(line).get("type") != "error"
+            except (OSError, ValueError):
+                return False
+
+        wait(miner_in, 60, "a miner accepted after the descriptors came back", interval=0.1)
+        took = time.monotonic() - released
+        wait(lambda: node.health()["status"] == "ok", 30, "ok after")
+        lines = node.log_lines()[before:]
+        about = [line for line in lines if "Too many open files" in line or "out of system resource" in line
+                 or "refused" in line or "accept failed" in line]
+        print(f"fds: 400 connections to the ops port and 50 to the gateway with the node's limit at 256, released: a miner accepted "
+              f"{took:.2f}s later; {len(about)} log line(s) about it ({len(lines)} lines in all)")
+        for line in about[:12]:
+            print(f"  {line[:200]}")
+        return took <= 10 and len(about) <= 10
+    finally:
+        for sock in held:
+            sock.close()
+        node.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=3000)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--only", choices=["busy", "reader", "hang", "idle"])
+    parser.add_argument("--only", choices=["busy", "reader", "hang", "idle", "fds"])
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -293,6 +355,8 @@ def main() -> None:
             results["reader"] = scenario_reader(workdir)
         if args.only in (None, "hang"):
             results["hang"] = scenario_hang(workdir)
+        if args.only in (None, "fds"):
+            results["fds"] = scenario_fds(workdir)
         if args.only in (None, "idle"):
             results["idle"] = scenario_idle(args.idle_seconds, workdir)
     print("results: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in results.items()))

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 from a2wsgi import WSGIMiddleware
@@ -126,6 +127,48 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+class OutOfResourceFilter(logging.Filter):
+    """Keeps asyncio's "socket.accept() out of system resource" storm to one line per interval.
+
+    With the process out of file descriptors, asyncio logs an ERROR for every failed
+    accept (thousands in a few seconds, drowning the log an operator needs). The
+    first is let through, later ones within `interval` are only counted, and the
+    next one let through says how many there were. Other records pass untouched.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "out of system resource" not in str(record.msg):
+            return True
+        now = self.clock()
+        with self._lock:
+            if self._last is not None and now - self._last < self.interval:
+                self._suppressed += 1
+                return False
+            self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} more since the last report)"
+        record.exc_info = None  # the errno says it all; a traceback per episode is noise
+        return True
+
+
+_OUT_OF_RESOURCE = OutOfResourceFilter()
+
+
+def _quiet_resource_storms() -> None:
+    """Install the filter on asyncio's logger once per process."""
+    asyncio_log = logging.getLogger("asyncio")
+    if _OUT_OF_RESOURCE not in asyncio_log.filters:
+        asyncio_log.addFilter(_OUT_OF_RESOURCE)
+
+
 class BackgroundServer:
     """Serves a WSGI app on `host:port` from a thread of its own until `stop()`."""
 
@@ -141,6 +184,7 @@ class BackgroundServer:
 
     def start(self) -> tuple[str, int]:
         """Bind now (a taken port raises OSError here) and serve on a daemon thread."""
+        _quiet_resource_storms()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server((self.host, self.port), family=family, backlog=128)
         sock.setblocking(False)

@@ -38,6 +38,7 @@ class InstanceRecord:
         self.current: str | None = None  # what it is, for the log and /health
         self.handled = 0
         self.abandoned = False
+        self.retired = False  # detached by the supervisor (crashed, stopping): its timers are void
         self._threads: dict[str, OwnedThread] = {}
         self._lock = threading.Lock()
 

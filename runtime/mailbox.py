@@ -146,10 +146,16 @@ class Mailbox:
             return len(copies)
 
     def is_current(self, urn: str) -> bool:
-        """`urn` is the attached instance. False while none is attached: an instance that
-        was abandoned (or is stopping) must not run its timers meanwhile."""
-        ref = self._ref
-        return ref is not None and ref.actor_urn == urn
+        """`urn` may run its own timers and messages to itself: it is the attached instance,
+        or, while none is attached, a new one not attached yet (its on_start runs before
+        the supervisor attaches it). Never an instance that was detached or abandoned:
+        a hung instance that wakes up after it was replaced runs nothing."""
+        with self._lock:
+            ref = self._ref
+            if ref is not None:
+                return ref.actor_urn == urn
+            record = self._instances.get(urn)
+            return record is not None and not record.abandoned and not record.retired
 
     # ---------------------------------------------------------- instance records
 
@@ -210,6 +216,8 @@ class Mailbox:
         with self._lock:
             if urn is None or (self._ref is not None and self._ref.actor_urn == urn):
                 self._ref = None
+            if urn is not None and urn in self._instances:
+                self._instances[urn].retired = True
 
     def take_release(self, urn: str) -> Callable[[], None] | None:
         with self._lock:
