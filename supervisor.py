@@ -52,7 +52,7 @@ from typing import Any, Callable, Union
 
 import pykka
 
-from messages.internal import Ping
+from messages.internal import Attached, Ping
 from runtime.context import NodeContext
 from runtime.instances import InstanceRecord
 from runtime.restart_policy import (
@@ -704,6 +704,10 @@ class Supervisor:
         handed = self.ctx.registry.mailbox(child.name).attach(ref)  # handed-over calls come first
         self.ctx.registry.set(child.name, ref)
         self._owner_register(child.name)
+        try:
+            ref.tell(_ATTACHED)  # its on_attached hook: answers addressed to it reach it now
+        except pykka.ActorDeadError:
+            pass  # died already: its Terminated (or the watch) follows
         if child.restarts:
             log.info("%s restarted (%s)", child.name, ref.actor_urn)
         if handed:
@@ -1085,6 +1089,7 @@ class Supervisor:
 
 
 _PING = Ping()
+_ATTACHED = Attached()
 
 
 def _shutdown_timeout(child: Child) -> float:

@@ -31,7 +31,7 @@ from runtime.interfaces import NodeActorApi, declared_methods
 from runtime.mailbox import Call, Deferred, Tick
 from runtime.threads import OwnedThread, ThreadDied
 from runtime.timers import TimerHandle
-from messages.internal import Ping
+from messages.internal import Attached, Ping
 
 
 P = TypeVar("P")
@@ -207,6 +207,10 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
             if getattr(type(self), message.method.__name__, None) is not message.method:
                 raise AttributeError(f"{type(self).__name__} has no method {message.method.__qualname__}")
             return message.method(self, *message.args)
+        if isinstance(message, Attached):
+            if self._mailbox.is_current(self.actor_urn):
+                self.on_attached()
+            return None
         if isinstance(message, OwnedThreadDied):
             if self._mailbox.is_current(self.actor_urn):
                 raise ThreadDied(message.thread, message.error)
@@ -247,6 +251,10 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         """Our last act, after release(): tell the supervisor it may start a successor."""
         self._mailbox.forget(self.actor_urn)
         self.ctx.on_terminated(self.name, self.actor_urn, reason)
+
+    def on_attached(self) -> None:
+        """Hook: this instance is now the one the registry lists (after on_start and the
+        supervisor's start check). Work whose answers must come back to us starts here."""
 
     def _release_abandoned(self) -> None:
         """The supervisor gave up on this instance (hung): let go of any stall, then release."""

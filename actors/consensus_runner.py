@@ -53,8 +53,6 @@ MIN_TIMER_DELAY = 0.001  # a deadline already past is ticked this soon (never a 
 GAUGE_LIMIT = 2**53  # gauges are floats: a claimed height is clamped before it is shown
 MAX_CLAIMS_SEEN = 1024
 MAX_EXTRA_PEERS = 16  # peers named by the triggers of a round that waits for its inputs
-REGISTERED_POLL = 0.02  # a round asked for before the supervisor lists us (start-up) waits this long, ...
-REGISTERED_WAIT = 10.0  # ... again and again, up to this (the supervisor's start timeout)
 
 # Request ids are unique in the process, across instances: an answer meant for a
 # ConsensusRunner that crashed (and is handed to its successor) matches nothing.
@@ -96,13 +94,15 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self._gathering: _Gathering | None = None
         self._applying: _Applying | None = None
         self._round_started = 0.0
-        self._waited_for_registry = 0.0
         # For the dashboard: each peer's latest claimed height (a claim, not a fact), bounded.
         self.claims_seen: dict[Address, tuple[int | None, float]] = {}
 
     def on_start(self) -> None:
         self.every(self.ctx.config.consensus_interval, self.start_round, "timer")
-        self.actor_ref.proxy().start_round.defer("join")
+
+    def on_attached(self) -> None:
+        """The supervisor listed us: answers to our requests can reach us now. The join round."""
+        self.start_round("join")
 
     def release(self) -> None:
         if self._timer is not None:
@@ -152,7 +152,9 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
             self._run(self.engine.on_consensus(self.clock()) if reason == "CONSENSUS" else [])
             return
         if not self._registered():
-            self._start_when_registered(reason, extra_peers)
+            # Answers come back through the registry, which lists us only once we are
+            # attached; `on_attached` starts the join round then.
+            self.log.debug("%s round asked for before this instance was attached: left to on_attached", reason)
             return
         gathering = self._gathering
         if gathering is not None:  # already asked: this trigger's peers join that round
@@ -172,20 +174,6 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         """The registry lists this instance: the answers to our requests can reach us."""
         ref = self.ctx.registry.ref(self.name)
         return ref is not None and ref.actor_urn == self.actor_urn
-
-    def _start_when_registered(self, reason: str, extra_peers: Sequence[Address]) -> None:
-        """Answers come back through the registry, which lists us only once the supervisor
-        has seen us start (the join round is asked for before): ask again a little later.
-
-        Through the timer service and a plain proxy, since our own timers' ticks are
-        dropped until we are listed; bounded, for an instance that never will be.
-        """
-        if self._waited_for_registry >= REGISTERED_WAIT:
-            self.log.warning("not registered after %.0fs: %s round skipped", REGISTERED_WAIT, reason)
-            return
-        self._waited_for_registry += REGISTERED_POLL
-        proxy, extra = self.actor_ref.proxy(), tuple(extra_peers)
-        self.ctx.timers.after(REGISTERED_POLL, lambda: proxy.start_round.defer(reason, extra))
 
     def on_round_inputs(self, request_id: int, our_hashes: Sequence[str], staged: Staged | None) -> None:
         """ChainKeeper's answer to `send_round_inputs`: our block hashes by height, the staged run."""

@@ -18,3 +18,9 @@ class TipChanged:
 @dataclass(frozen=True, slots=True)
 class Ping:
     """The supervisor's liveness check; every NodeActor answers it at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """Supervisor -> a new instance: you are the current one, listed in the registry (calls and
+    answers addressed to the actor reach you from now on); runs its `on_attached` hook."""

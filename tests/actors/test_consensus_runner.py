@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, Sequence
 import pykka
 import pytest
 
-from actors.consensus_runner import APPLY_TIMEOUT, REGISTERED_POLL, ConsensusRunner
+from actors.consensus_runner import APPLY_TIMEOUT, ConsensusRunner
+from messages.internal import Attached
 from chain.block import Block
 from config import NodeConfig
 from messages.internal import TipChanged
@@ -173,8 +174,8 @@ class World:
         self.runner_ref = ConsensusRunner.start(self.ctx, clock=self.clock)
         self.ctx.registry.set("ConsensusRunner", self.runner_ref)
         self.runner = self.ctx.registry.proxy("ConsensusRunner")
-        # The join round, asked for before the registry listed the runner, waits for it (a timer).
-        wait_for(lambda: "send_round_inputs" in self.keeper.calls or self.advance(REGISTERED_POLL))
+        self.runner_ref.tell(Attached())  # as the supervisor does once it listed the instance: the join round
+        wait_for(lambda: "send_round_inputs" in self.keeper.calls)
 
     def advance(self, seconds: float) -> None:
         """Move the clock, fire what is due, and let the runner handle what that told it."""
