@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from config import NodeConfig
+from ops.config_file import add_envvars, config_option
+from ops.logsetup import LOG_FORMAT, LOG_FORMATS, OneLineFormatter, setup_logging  # noqa: F401 (LOG_FORMAT, OneLineFormatter: kept importable from here)
+from version import __version__
 
 if TYPE_CHECKING:  # imported where used, so `--help` and the subcommands stay light
     from node import Node
@@ -86,52 +89,31 @@ def detect_host() -> str:
     return "127.0.0.1"
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 COURSE_PEER = "silicon.cs.umanitoba.ca:8999"  # only ever named in a hint, never contacted by default
 # Options of the group that a subcommand may take from before its name (`run_node.py --http-port 9999 status`).
-PASSED_TO_SUBCOMMAND = {"status": ("http_port", "http_host")}
-
-
-class OneLineFormatter(logging.Formatter):
-    """Log records on one line each: an exception shows as `(Type: message)`, its traceback only with --verbose."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if not record.exc_info:
-            return super().format(record)
-        exc = record.exc_info[1]
-        saved = record.exc_info, record.exc_text
-        record.exc_info, record.exc_text = None, None
-        try:
-            line = super().format(record)
-        finally:
-            record.exc_info, record.exc_text = saved
-        if exc is not None:
-            line += f" ({type(exc).__name__}: {' '.join(str(exc).split())}; --verbose shows the traceback)"
-        return line
-
-
-def setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT) if verbose else OneLineFormatter(LOG_FORMAT))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    logging.getLogger("pykka").setLevel(logging.WARNING)
+# `--config` before `status` gives it the file's http-port/http-host; before `config`, the file to show.
+PASSED_TO_SUBCOMMAND = {"status": ("http_port", "http_host", "config"), "config": ("config",)}
 
 
 def _check_options_before_subcommand(ctx: click.Context) -> None:
     """An option of the node given before a subcommand is passed on where it means the same, else refused.
 
     `run_node.py --http-port 9999 status` queries port 9999; `run_node.py --difficulty 5
-    status` is an error rather than a silently ignored option.
+    status` is an error rather than a silently ignored option. Settings from the
+    environment or a config file are the node's, not the subcommand's: never refused.
     """
     from click.core import ParameterSource
 
     passed = PASSED_TO_SUBCOMMAND.get(ctx.invoked_subcommand or "", ())
     ctx.obj = {}
     for param in ctx.command.params:
-        if param.name is None or ctx.get_parameter_source(param.name) in (ParameterSource.DEFAULT, None):
+        source = ctx.get_parameter_source(param.name) if param.name is not None else None
+        if param.name is None or source in (ParameterSource.DEFAULT, None):
             continue
         if param.name in passed:
             ctx.obj[param.name] = ctx.params[param.name]
+            continue
+        if source != ParameterSource.COMMANDLINE:
             continue
         flag = param.opts[-1] if getattr(param, "opts", None) else param.name
         raise click.UsageError(f"{flag} is an option of the node itself, not of '{ctx.invoked_subcommand}': "
@@ -153,12 +135,18 @@ def _check_options_before_subcommand(ctx: click.Context) -> None:
 @click.option("--miner-token", default=None, help="Shared token external miners must present.")
 @click.option("--ray-address", default=None, metavar="ADDRESS",
               help="Run the miner workers on this Ray cluster ('auto', or the head's HOST:PORT) instead of local processes.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              help="text, or json: one JSON object per line (time, level, logger, message and fields such as height, peer).")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Log to this file, rotated at 10 MiB (5 kept); stderr then only gets warnings and errors.")
+@config_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(__version__, "--version", prog_name="pow-node", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str, int], ...], name: str | None,
         difficulty: int, miners: int | str, data_dir: Path | None, http_port: int, http_host: str,
         enable_fault_injection: bool, miner_listen: int, miner_token: str | None, ray_address: str | None,
-        verbose: bool) -> None:
+        log_format: str, log_file: Path | None, config: Path | None, verbose: bool) -> None:
     """A peer of the proof-of-work network: joins, syncs, validates, mines, serves."""
     if ctx.invoked_subcommand is not None:
         _check_options_before_subcommand(ctx)
@@ -168,10 +156,15 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
     if ray_address is not None and (not ray_address.strip() or any(c.isspace() for c in ray_address)):
         raise click.BadParameter(f"{ray_address!r} is not a Ray address ('auto' or HOST:PORT)",
                                  param_hint="--ray-address")
-    setup_logging(verbose)
+    try:
+        setup_logging(verbose, log_format, log_file)
+    except OSError as exc:
+        error = click.ClickException(f"--log-file {log_file}: cannot write it ({exc.strerror or exc})")
+        error.exit_code = 2
+        raise error from None
     if miners == "auto" and ray_address is not None:
         check_ray_cluster(ray_address)
-    config = NodeConfig(
+    node_config = NodeConfig(
         host=host or detect_host(),
         bind_host=host or "0.0.0.0",
         port=port,
@@ -187,7 +180,10 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
         miner_token=miner_token,
         ray_address=ray_address,
     )
-    sys.exit(run_node(config, verbose))
+    sys.exit(run_node(node_config, verbose))
+
+
+add_envvars(cli)  # every option also from POW_NODE_<OPTION> (ops/config_file.py)
 
 
 def check_ray_cluster(ray_address: str) -> None:
@@ -291,6 +287,10 @@ def _wait_for_end(served: "ServedNode[Node]", stop_requested: threading.Event, l
 from ops.status_cmd import status_command; cli.add_command(status_command, "status")  # noqa: E402,E702
 from ops.demo import demo_command; cli.add_command(demo_command, "demo")  # noqa: E402,E702
 from miner_client import miner_command; cli.add_command(miner_command, "miner")  # noqa: E402,E702
+from ops.config_cmd import make_config_command; cli.add_command(make_config_command(cli), "config")  # noqa: E402,E702
+from ops.chain_tools_cmd import backup_command; cli.add_command(backup_command, "backup")  # noqa: E402,E702
+from ops.chain_tools_cmd import export_command; cli.add_command(export_command, "export")  # noqa: E402,E702
+from ops.chain_tools_cmd import import_command; cli.add_command(import_command, "import")  # noqa: E402,E702
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Each supervisor is one event loop (its own thread) over a list of children
 cool-down) are pure functions in runtime/restart_policy.py; this module carries
 them out, and never blocks: starting a child, stopping one and a whole subtree's
 revival are operations that complete later, noticed as events (a `Terminated`,
-a subtree's `_SubtreeUp`/`_SubtreeStopped`) or on the loop's next look, so a
+a subtree's `SubtreeUp`/`SubtreeStopped`) or on the loop's next look, so a
 crash or a stop request is handled as it comes, whatever else is under way.
 
 * `Terminated(child, urn, reason)`: an actor sends it as its last act, *after* it
@@ -47,14 +47,27 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import pykka
 
 from messages.internal import Attached, Ping
 from runtime.context import NodeContext
 from runtime.instances import InstanceRecord
+from runtime.supervision_model import (
+    AddChild,
+    Child,
+    ChildSpec,
+    Escalate,
+    RemoveChild,
+    Revive,
+    Spec,
+    StopRequest,
+    SubtreeStopped,
+    SubtreeUp,
+    SupervisorSpec,
+    Terminated,
+)
 from runtime.restart_policy import (
     Intensity,
     SupervisorPolicy,
@@ -70,127 +83,6 @@ log = logging.getLogger("node.supervisor")
 
 SILENT_DEATH_GRACE = 5.0  # a dead actor that never sent Terminated is restarted after this
 BUSY_LOOK = 0.01  # how often the loop looks while it starts or stops a child
-
-
-# ---------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """How to run one actor. `start(ctx, name)` returns a started ActorRef."""
-
-    name: str
-    start: Callable[[NodeContext, str], pykka.ActorRef[Any]]
-    restart: str = "permanent"  # "permanent": always restarted; "temporary": never
-    shutdown_timeout: float = 5.0
-
-
-@dataclass(frozen=True)
-class SupervisorSpec:
-    """A child that is itself a supervisor. `children(ctx)` is resolved when it is built
-    (so e.g. the miner count comes from the child spec, not from the command line)."""
-
-    name: str
-    children: Callable[[NodeContext], list["Spec"]]
-    policy: SupervisorPolicy = field(default_factory=SupervisorPolicy)
-    expendable: bool = True  # giving up degrades the node; the parent restarts it after a cool-down
-    shutdown_timeout: float = 30.0
-
-
-Spec = Union[ChildSpec, SupervisorSpec]
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Terminated:
-    """Child `name` (instance `urn`) has ended and released what it held; `reason` None = a stop."""
-
-    name: str
-    urn: str
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class _Stop:
-    exit_code: int
-    done: threading.Event
-
-
-@dataclass(frozen=True)
-class _Revive:
-    """Parent -> a supervisor that gave up: start your children again (answered with _SubtreeUp
-    or a Terminated when that fails)."""
-
-
-@dataclass(frozen=True)
-class _SubtreeUp:
-    """Child supervisor -> parent: every child of mine runs again."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class _SubtreeStopped:
-    """Child supervisor -> parent: my children are stopped, as asked."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class _Escalate:
-    """Anyone -> the root: a state owner hung (or a supervisor broke); end the node with exit 1."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class _AddChild:
-    """Start one more worker child (OTP's start_child), e.g. a miner for a CPU that joined."""
-
-    spec: ChildSpec
-    done: threading.Event
-
-
-@dataclass(frozen=True)
-class _RemoveChild:
-    """Stop a worker child for good and forget it (OTP's terminate_child + delete_child)."""
-
-    name: str
-    done: threading.Event
-
-
-# ---------------------------------------------------------------- child state
-
-
-@dataclass
-class Child:
-    spec: Spec
-    sub: "Supervisor | None" = None  # for a SupervisorSpec
-    ref: pykka.ActorRef[Any] | None = None
-    # running | starting | stopping | restarting | cooling_down | stopped | failed
-    state: str = "stopped"
-    restarts: int = 0
-    consecutive: int = 0
-    started_at: float = 0.0
-    last_restart: float | None = None  # wall-clock time, for operators
-    last_error: str | None = None
-    due: float | None = None  # monotonic time of a scheduled restart
-    dead_since: float | None = None  # noticed dead without a Terminated
-    giveups: int = 0  # consecutive give-ups of a subtree (for its cool-down)
-    queued: bool = False  # a start or stop operation for it waits in the queue
-    is_restart: bool = False  # the next start is a restart (counted)
-    # An operation in flight:
-    pending_ref: pykka.ActorRef[Any] | None = None
-    start_future: Any = None
-    deadline: float | None = None
-    stopped_urn: str | None = None  # a Terminated(None) seen for this URN while stopping
-    escalated: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
 
 # ---------------------------------------------------------------- the supervisor
@@ -285,11 +177,11 @@ class Supervisor:
         loop = self._loop
         if loop is None or not loop.is_alive():
             if loop is not threading.current_thread():
-                self.handle(_Stop(exit_code, threading.Event()))
+                self.handle(StopRequest(exit_code, threading.Event()))
                 self._drive(self._finished.is_set, timeout)
             return
         done = threading.Event()
-        self._events.put(_Stop(exit_code, done))
+        self._events.put(StopRequest(exit_code, done))
         if loop is threading.current_thread():
             return
         if not self._finished.wait(timeout):
@@ -329,11 +221,11 @@ class Supervisor:
         A child that fails to start is handled as a crash (restarted with backoff).
         Ignored if a child of that name exists or the supervisor is not running.
         """
-        self._call(_AddChild(spec, threading.Event()), timeout)
+        self._call(AddChild(spec, threading.Event()), timeout)
 
     def remove_child(self, name: str, timeout: float = 60.0) -> None:
         """Stop worker child `name` (as at shutdown) and drop it from this supervisor."""
-        self._call(_RemoveChild(name, threading.Event()), timeout)
+        self._call(RemoveChild(name, threading.Event()), timeout)
 
     def _call(self, event: Any, timeout: float) -> None:
         if self._loop is None or not self._loop.is_alive():
@@ -509,25 +401,25 @@ class Supervisor:
 
     def handle(self, event: Any) -> None:
         """Process one event (the loop's step; tests call it directly)."""
-        if isinstance(event, _Stop):
+        if isinstance(event, StopRequest):
             if self.exit_code is None:
                 self.exit_code = event.exit_code
             self._stop_waiters.append(event.done)
             self._begin_stop(event.exit_code)
         elif isinstance(event, Terminated):
             self._on_terminated(event)
-        elif isinstance(event, _SubtreeUp):
+        elif isinstance(event, SubtreeUp):
             self._on_subtree_up(event.name)
-        elif isinstance(event, _SubtreeStopped):
+        elif isinstance(event, SubtreeStopped):
             pass  # the stop operation sees the subtree finished
-        elif isinstance(event, _Revive):
+        elif isinstance(event, Revive):
             self._revive()
-        elif isinstance(event, _Escalate):
+        elif isinstance(event, Escalate):
             self._escalated(event.reason)
-        elif isinstance(event, _AddChild):
+        elif isinstance(event, AddChild):
             self._add_child(event.spec)
             event.done.set()  # the caller waits only for the start to be under way, not for it
-        elif isinstance(event, _RemoveChild):
+        elif isinstance(event, RemoveChild):
             self._remove_child(event.name)
             event.done.set()
 
@@ -603,7 +495,7 @@ class Supervisor:
                 self.gave_up_reason = None
                 log.info("supervisor %s restarted its children", self.name)
                 if self.parent is not None:
-                    self.parent.post(_SubtreeUp(self.name))
+                    self.parent.post(SubtreeUp(self.name))
 
     # -- start
 
@@ -626,7 +518,7 @@ class Supervisor:
                     return
                 self._subtree_running(child)
             else:
-                sub.post(_Revive())
+                sub.post(Revive())
             return
         child.state = "starting"
         # A state owner's successor starts only after the old instance's thread has ended.
@@ -643,7 +535,7 @@ class Supervisor:
         if child.sub is not None:
             if child.sub._loop is None:
                 child.sub.step()  # a subtree without a thread (tests): turn it here
-            return False  # _SubtreeUp or its Terminated will move it on
+            return False  # SubtreeUp or its Terminated will move it on
         if child.pending_ref is None:
             if self.ctx.registry.mailbox(child.name).live_records():
                 if child.deadline is not None and now > child.deadline:
@@ -734,9 +626,9 @@ class Supervisor:
             child.state = "stopping"
             child.sub._stop_requested.set()
             if child.sub._loop is None or not child.sub._loop.is_alive():
-                child.sub.handle(_Stop(self.exit_code or 0, threading.Event()))
+                child.sub.handle(StopRequest(self.exit_code or 0, threading.Event()))
             else:
-                child.sub.post(_Stop(self.exit_code or 0, threading.Event()))
+                child.sub.post(StopRequest(self.exit_code or 0, threading.Event()))
             return
         ref, child.ref = child.ref, None
         if child.pending_ref is not None:  # stopped while starting
@@ -822,7 +714,7 @@ class Supervisor:
         self._finished.set()
         self._signal_stopped_if_done()
         if self.parent is not None:
-            self.parent.post(_SubtreeStopped(self.name))
+            self.parent.post(SubtreeStopped(self.name))
 
     def _signal_stopped_if_done(self) -> None:
         if self._finished.is_set():
@@ -870,11 +762,11 @@ class Supervisor:
         """A state owner can't be duplicated and won't finish: log where it is stuck, end the node."""
         if record is not None:
             log.error("stack of %s's thread (%s):\n%s", name, record.urn, record.stack().rstrip())
-        self._root().post(_Escalate(reason))
+        self._root().post(Escalate(reason))
 
     def _escalated(self, reason: str) -> None:
         if self.parent is not None:
-            self.parent.post(_Escalate(reason))
+            self.parent.post(Escalate(reason))
             return
         if self.state in ("stopping", "stopped"):
             return
@@ -1002,7 +894,7 @@ class Supervisor:
         """Parent's order after a cool-down: a fresh start with a fresh intensity window."""
         if self._stop_requested.is_set() or self.state != "gave_up":
             if self.state == "running" and self.parent is not None:
-                self.parent.post(_SubtreeUp(self.name))
+                self.parent.post(SubtreeUp(self.name))
             return
         self._intensity.clear()
         self.state = "reviving"

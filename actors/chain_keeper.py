@@ -76,7 +76,9 @@ class ChainKeeper(NodeActor, ChainApi):
         to the store's quarantine table with that reason.
         """
         assert self.store is not None
-        loaded = self.store.load_chain()
+        # Rows the store can't read as blocks (a gap, text that is not UTF-8, messages that
+        # are not a JSON list) end `loaded` with `damage`; wrong values are refused below.
+        loaded, damage = self.store.load_checked()
         valid: list[Block] = []
         problem: str | None = None
         for block in loaded:
@@ -84,11 +86,12 @@ class ChainKeeper(NodeActor, ChainApi):
             try:
                 check_block(block, prev_hash, self.difficulty)
             except InvalidBlock as exc:
-                problem = f"stored block {block.height} ({block.hash[:16]}) fails a chain rule: {exc.reason}"
+                shown = block.hash[:16] if isinstance(block.hash, str) else repr(block.hash)[:20]
+                problem = f"stored block {block.height} ({shown}) fails a chain rule: {exc.reason}"
                 break
             valid.append(block)
-        if problem is None and self.store.height() > len(loaded):
-            problem = f"no stored block at height {len(loaded)} (a gap in the stored chain)"
+        if problem is None:
+            problem = damage
         if problem is not None:
             moved = self.store.quarantine_from(len(valid), problem)
             self.log.error("%s; moved %d stored blocks from height %d up to the quarantine table of %s",

@@ -19,6 +19,17 @@ from chain.wal_check import check_wal
 
 log = logging.getLogger("node.store")
 
+QUARANTINE_COLUMNS = """
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    height         INTEGER NOT NULL,
+    hash           TEXT,
+    mined_by       TEXT,
+    messages       TEXT,
+    nonce          TEXT,
+    timestamp      INTEGER,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
     height    INTEGER PRIMARY KEY,
@@ -49,18 +60,12 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 -- Stored blocks found invalid on load: moved here with the reason, never dropped.
+-- The block columns take any value (a NULL too): a damaged row is kept exactly as it was.
 CREATE TABLE IF NOT EXISTS quarantine (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    height         INTEGER NOT NULL,
-    hash           TEXT NOT NULL,
-    mined_by       TEXT NOT NULL,
-    messages       TEXT NOT NULL,
-    nonce          TEXT NOT NULL,
-    timestamp      INTEGER NOT NULL,
-    reason         TEXT NOT NULL,
-    quarantined_at REAL NOT NULL
+{QUARANTINE_COLUMNS}
 );
 """
+SCHEMA = SCHEMA.replace("{QUARANTINE_COLUMNS}", QUARANTINE_COLUMNS.strip("\n"))
 DB_FILENAME = "chain.sqlite3"
 
 
@@ -68,9 +73,63 @@ class StoreError(RuntimeError):
     """A write that would break the chain's shape (a gap, a wrong height)."""
 
 
+class RowDamage(ValueError):
+    """A stored row that cannot be read as a block at all (undecodable text, messages not a JSON list)."""
+
+
+_BLOCK_COLUMNS = ("hash", "mined_by", "messages", "nonce", "timestamp")
+_WIRE_NAMES = {"hash": "hash", "mined_by": "minedBy", "messages": "messages", "nonce": "nonce", "timestamp": "timestamp"}
+# The same row, read so that nothing can fail in the driver: each column's storage class, and its
+# text as raw bytes (Python's sqlite3 raises on text that is not UTF-8, naming no row).
+_RAW_COLUMNS = ", ".join([f"CASE typeof({c}) WHEN 'text' THEN CAST({c} AS BLOB) ELSE {c} END" for c in _BLOCK_COLUMNS]
+                         + [f"typeof({c})" for c in _BLOCK_COLUMNS])
+
+
 def _row_to_block(row: tuple) -> Block:
+    """A block from a stored row; RowDamage if `messages` is not a JSON list.
+
+    Other wrong values (a NULL, a BLOB, a REAL timestamp) are kept as they are and
+    refused by the chain rules (`check_block`), which name the field.
+    """
     height, block_hash, mined_by, messages, nonce, timestamp = row
-    return Block(height, mined_by, tuple(json.loads(messages)), nonce, timestamp, block_hash)
+    if type(messages) is not str:
+        raise RowDamage(f"messages is stored as {_storage_class(messages)}, not JSON text")
+    try:
+        parsed = json.loads(messages)
+    except (ValueError, RecursionError) as exc:
+        raise RowDamage(f"messages is not valid JSON ({str(exc)[:80]})") from None
+    if type(parsed) is not list:
+        raise RowDamage(f"messages is JSON {type(parsed).__name__}, not a list")
+    return Block(height, mined_by, tuple(parsed), nonce, timestamp, block_hash)
+
+
+def _storage_class(value: object) -> str:
+    return {type(None): "NULL", bytes: "BLOB", int: "INTEGER", float: "REAL", str: "TEXT"}.get(type(value), type(value).__name__)
+
+
+def _decode_raw(raw: tuple) -> tuple:
+    """A row read with `_RAW_COLUMNS` as `_row_to_block` takes it; RowDamage for text that is not UTF-8."""
+    height, values, kinds = raw[0], raw[1:6], raw[6:11]
+    row = [height]
+    for column, value, kind in zip(_BLOCK_COLUMNS, values, kinds):
+        if kind == "text":
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RowDamage(f"{_WIRE_NAMES[column]} is not valid UTF-8 text ({bytes(value[:24])!r})") from None
+        row.append(value)
+    return tuple(row)
+
+
+def _lenient_block(raw: tuple) -> Block:
+    """For showing a quarantined row: a Block holding whatever the row holds (text that is not UTF-8 stays bytes)."""
+    try:
+        return _row_to_block(_decode_raw(raw))
+    except RowDamage:
+        values = [v.decode("utf-8", "surrogateescape") if k == "text" and isinstance(v, bytes) else v
+                  for v, k in zip(raw[1:6], raw[6:11])]
+        block_hash, mined_by, messages, nonce, timestamp = values
+        return Block(raw[0], mined_by, messages, nonce, timestamp, block_hash)
 
 
 def _block_to_row(block: Block) -> tuple:
@@ -88,6 +147,20 @@ class ChainStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._relax_quarantine()
+
+    def _relax_quarantine(self) -> None:
+        """A quarantine table from before damaged rows (a NULL) could be kept gets nullable block columns: one transaction."""
+        strict = [name for _, name, _, notnull, _, _ in self._db.execute("PRAGMA table_info(quarantine)")
+                  if notnull and name in _BLOCK_COLUMNS]
+        if not strict:
+            return
+        columns = "id, height, hash, mined_by, messages, nonce, timestamp, reason, quarantined_at"
+        with self._transaction():
+            self._db.execute(f"CREATE TABLE quarantine_relaxed ({QUARANTINE_COLUMNS})")
+            self._db.execute(f"INSERT INTO quarantine_relaxed ({columns}) SELECT {columns} FROM quarantine")
+            self._db.execute("DROP TABLE quarantine")
+            self._db.execute("ALTER TABLE quarantine_relaxed RENAME TO quarantine")
 
     def close(self) -> None:
         self._db.close()
@@ -109,23 +182,50 @@ class ChainStore:
     # -------------------------------------------------------------- chain
 
     def load_chain(self) -> list[Block]:
-        """All blocks in height order, cut at the first gap (there should be none)."""
-        rows = self._db.execute(
-            "SELECT height, hash, mined_by, messages, nonce, timestamp FROM blocks ORDER BY height"
-        ).fetchall()
-        blocks = []
+        """All blocks in height order, cut at the first gap or unreadable row (there should be none)."""
+        return self.load_checked()[0]
+
+    def load_checked(self) -> tuple[list[Block], str | None]:
+        """The stored blocks from height 0 up to the first damage, and that damage (None if none).
+
+        Damage is a missing height (a gap), a row that can't be read as a block
+        (text that is not UTF-8, `messages` not a JSON list), or rows at negative
+        heights; the reason names the height. Never raises for what a row holds:
+        wrong types are left to the chain rules. The usual case is one query and
+        one pass; only a row the driver can't decode costs a second, raw read.
+        """
+        sql = "SELECT height, hash, mined_by, messages, nonce, timestamp FROM blocks WHERE height >= 0 ORDER BY height"
+        try:
+            rows = self._db.execute(sql).fetchall()
+            decode = None
+        except sqlite3.OperationalError:  # "Could not decode to UTF-8 column ...": read it raw, row by row
+            rows = self._db.execute(
+                f"SELECT height, {_RAW_COLUMNS} FROM blocks WHERE height >= 0 ORDER BY height").fetchall()
+            decode = _decode_raw
+        blocks: list[Block] = []
+        damage = None
         for row in rows:
             if row[0] != len(blocks):
+                damage = f"no stored block at height {len(blocks)} (a gap in the stored chain)"
                 break
-            blocks.append(_row_to_block(row))
-        return blocks
+            try:
+                blocks.append(_row_to_block(row if decode is None else decode(row)))
+            except RowDamage as exc:
+                damage = f"stored block {row[0]} is unreadable: {exc}"
+                break
+        stray = [h for (h,) in self._db.execute("SELECT height FROM blocks WHERE height < 0 ORDER BY height LIMIT 5")]
+        if stray:
+            what = f"stored rows at negative heights ({', '.join(map(str, stray))}) are out of range"
+            damage = what if damage is None else f"{damage}; and {what}"
+        return blocks, damage
 
     def hashes(self, limit: int) -> list[str]:
         """The hashes of the first `limit` stored blocks (to judge a data dir that predates `meta`)."""
-        return [str(h) for (h,) in self._db.execute("SELECT hash FROM blocks ORDER BY height LIMIT ?", (limit,))]
+        return [h.decode("utf-8", "replace") if isinstance(h, bytes) else str(h)
+                for (h,) in self._db.execute("SELECT CAST(hash AS BLOB) FROM blocks ORDER BY height LIMIT ?", (limit,))]
 
     def quarantine_from(self, height: int, reason: str, now: float | None = None) -> int:
-        """Move every block at `height` and above to the quarantine table, with `reason`.
+        """Move every block at `height` and above (and any row at a negative height) to quarantine, with `reason`.
 
         One transaction. Nothing is deleted: an operator (or a later version) can
         look at what was set aside and why. Returns how many blocks were moved.
@@ -134,18 +234,19 @@ class ChainStore:
         with self._transaction():
             moved = self._db.execute(
                 "INSERT INTO quarantine (height, hash, mined_by, messages, nonce, timestamp, reason, quarantined_at) "
-                "SELECT height, hash, mined_by, messages, nonce, timestamp, ?, ? FROM blocks WHERE height >= ? ORDER BY height",
+                "SELECT height, hash, mined_by, messages, nonce, timestamp, ?, ? FROM blocks WHERE height >= ? OR height < 0 "
+                "ORDER BY height",
                 (reason, stamp, height),
             ).rowcount
-            self._db.execute("DELETE FROM blocks WHERE height >= ?", (height,))
+            self._db.execute("DELETE FROM blocks WHERE height >= ? OR height < 0", (height,))
         return int(moved)
 
     def quarantined(self, limit: int = 100) -> list[tuple[Block, str]]:
-        """Blocks set aside on load, oldest first, each with the reason."""
+        """Blocks set aside on load, oldest first, each with the reason (a damaged field as it is stored)."""
         rows = self._db.execute(
-            "SELECT height, hash, mined_by, messages, nonce, timestamp, reason FROM quarantine ORDER BY id LIMIT ?", (limit,)
+            f"SELECT height, {_RAW_COLUMNS}, reason FROM quarantine ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
-        return [(_row_to_block(row[:6]), str(row[6])) for row in rows]
+        return [(_lenient_block(row[:11]), str(row[11])) for row in rows]
 
     # -------------------------------------------------------------- meta
 

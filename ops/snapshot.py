@@ -248,8 +248,10 @@ class NodeInspector:
         return "ray" if self.node.config.ray_address else "process"
 
     def _node_info(self) -> dict[str, Any]:
+        from version import __version__
+
         cfg = self.node.config
-        return {"name": cfg.name, "udp": f"{cfg.host}:{cfg.port}", "difficulty": cfg.difficulty,
+        return {"name": cfg.name, "version": __version__, "udp": f"{cfg.host}:{cfg.port}", "difficulty": cfg.difficulty,
                 "miners": self.node.miner_count, "fault_injection": cfg.enable_fault_injection}
 
 

@@ -97,7 +97,7 @@ def render(doc: dict[str, Any]) -> str:
     node = doc.get("node") or {}
     process = doc.get("process") or {}
     out = [
-        f"node {node.get('name', '?')}  udp {node.get('udp', '?')}  difficulty {node.get('difficulty', '?')}  "
+        f"node {node.get('name', '?')}  version {node.get('version', '?')}  udp {node.get('udp', '?')}  difficulty {node.get('difficulty', '?')}  "
         f"status {str(doc['status']).upper()}" + (f" ({doc['reason']})" if doc.get("reason") else "")
         + _syncing_note(doc),
         f"process pid {_cell(process.get('pid'))}  cpu {fmt_percent(process.get('cpu_percent'))}  "

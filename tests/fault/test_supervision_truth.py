@@ -164,3 +164,28 @@ def test_a_killed_dashboard_sampler_is_restarted_counted_and_shown(make_served_n
     kept = wait_for(lambda: next((t for t in health(node)["threads"] if t["name"] == "ops.history"
                                   and t["restarts"] == 1 and t["alive"]), None), timeout=20)
     assert "InjectedFault" in kept["error"]
+
+
+def test_stats_unanswered_while_chain_keeper_is_busy_reads_as_down_naming_both_then_ok(make_served_node):
+    node = served(make_served_node)
+    wait_for(lambda: health(node)["status"] == "ok")
+    assert post(node, "/admin/stall/ChainKeeper", {"seconds": 8}).status == 202  # busy, under its 30 s budget
+    doc = wait_for(lambda: (d := health(node))["status"] == "down" and d, timeout=20)
+    assert "NetworkIO: udp probe failing" in doc["reason"] and "ChainKeeper busy" in doc["reason"]
+    keeper = actor_entry(doc, "ChainKeeper")
+    assert keeper["activity"] == "busy" and keeper["restarts"] == 0 and keeper["instances"] == 1
+    wait_for(lambda: health(node)["status"] == "ok", timeout=30)
+    assert actor_entry(health(node), "ChainKeeper")["restarts"] == 0
+
+
+def test_a_gateway_that_stops_answering_reads_as_degraded_naming_it(make_served_node):
+    from supervisor import SupervisorPolicy
+
+    slow = SupervisorPolicy(max_restarts=20, period=10.0, backoff_base=30.0, backoff_max=30.0, watch_interval=0.05)
+    node = served(make_served_node, sub_policy=slow, miner_listen=free_tcp_port(), miner_token="t")
+    wait_for(lambda: next(p for p in health(node)["probes"] if p["name"] == "gateway")["successes"] > 0)
+    assert post(node, "/admin/kill-thread/MinerGateway.accept").status == 202  # its restart waits 30 s
+    doc = wait_for(lambda: (d := health(node))["status"] == "degraded" and "gateway probe" in (d["reason"] or "") and d,
+                   timeout=20)
+    assert "MinerGateway: gateway probe failing" in doc["reason"]
+    assert next(p for p in doc["probes"] if p["name"] == "gateway")["core"] is False
