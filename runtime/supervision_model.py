@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import Any, Callable, Union
 
 import pykka
 
 from runtime.context import NodeContext
 from runtime.restart_policy import SupervisorPolicy
-
-if TYPE_CHECKING:
-    from supervisor import Supervisor
 
 
 # ---------------------------------------------------------------- specs
@@ -114,7 +111,7 @@ class RemoveChild:
 @dataclass
 class Child:
     spec: Spec
-    sub: "Supervisor | None" = None  # for a SupervisorSpec
+    sub: Any = None  # for a SupervisorSpec: its own Supervisor (typed loosely: this module comes before the runtime)
     ref: pykka.ActorRef[Any] | None = None
     # running | starting | stopping | restarting | cooling_down | stopped | failed
     state: str = "stopped"

@@ -277,3 +277,29 @@ def test_options_before_a_subcommand_are_used_or_refused():
     assert f"127.0.0.1:{free}/health" in result.stderr and "Is the node running" in result.stderr
     refused = run_cli("--difficulty", "3", "status")
     assert refused.returncode == 2 and "--difficulty is an option of the node itself" in refused.stderr
+
+
+def test_version_is_the_one_in_version_py():
+    from version import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout == f"pow-node {__version__}\n"
+
+
+def test_a_json_log_file_from_a_running_node(tmp_path):
+    import json
+
+    port = free_udp_port()
+    log_file = tmp_path / "node.log"
+    proc = start_node(tmp_path, port, "--log-format", "json", "--log-file", str(log_file))
+    client = UdpClient()
+    try:
+        wait_serving(client, port)
+    finally:
+        client.close()
+        err = _stop(proc)
+    assert "INFO" not in err  # the terminal only gets warnings once there is a log file
+    docs = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(doc) for doc in docs)
+    assert any(doc["message"].startswith("node cli up on udp 127.0.0.1:") for doc in docs)
+    assert docs[-1]["message"] == "all actors stopped"
