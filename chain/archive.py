@@ -14,7 +14,9 @@
   data dir's difficulty; blocks already stored are skipped when identical (so an
   import is idempotent), new ones are appended through `ChainStore.replace_from` in
   batches. The first invalid line stops it: the valid blocks before it are kept,
-  nothing after it is written, and `LineRefused` says which line and why.
+  nothing after it is written, and `LineRefused` says which line and why. A stored
+  chain that can't be read where the file overlaps it stops the import with
+  `ArchiveError` (a node started on the dir quarantines the damage first).
 """
 from __future__ import annotations
 
@@ -212,7 +214,14 @@ def import_blocks(store: BlockStore, lines: Iterable[bytes], difficulty: int, ba
         if height not in window:
             window.clear()
             stop = min(height + batch, result.height)
-            window.update((b.height, b) for b in store.load_range(height, stop))
+            try:
+                window.update((b.height, b) for b in store.load_range(height, stop))
+            except ValueError as exc:  # a damaged row (chain.store.RowDamage): the node quarantines it on start
+                raise ArchiveError(f"stored blocks {height}..{stop - 1} can't all be read ({exc}): start a node on "
+                                   f"the data dir once, so that it quarantines the damage, then import again") from None
+        if height not in window:
+            raise ArchiveError(f"stored block {height} is missing: start a node on the data dir once, "
+                               f"so that it quarantines the damage, then import again")
         return window[height]
 
     def flush() -> None:

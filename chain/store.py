@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from chain.block import Block
-from chain.wal_check import check_wal
+from chain.wal_check import WalReport, check_wal
 
 log = logging.getLogger("node.store")
 
@@ -132,6 +132,17 @@ def _lenient_block(raw: tuple) -> Block:
         return Block(raw[0], mined_by, messages, nonce, timestamp, block_hash)
 
 
+def _ranges(heights: Sequence[int]) -> str:
+    """[3, 4, 5, 9] -> '3..5, 9'."""
+    runs: list[list[int]] = []
+    for h in heights:
+        if runs and h == runs[-1][1] + 1:
+            runs[-1][1] = h
+        else:
+            runs.append([h, h])
+    return ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs)
+
+
 def _block_to_row(block: Block) -> tuple:
     return (block.height, block.hash, block.mined_by, json.dumps(list(block.messages), ensure_ascii=False), block.nonce, block.timestamp)
 
@@ -142,12 +153,14 @@ class ChainStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / DB_FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._report_damaged_wal()
+        damaged_wal = self._keep_damaged_wal()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._relax_quarantine()
+        if damaged_wal is not None:
+            self._report_damaged_wal(*damaged_wal)
 
     def _relax_quarantine(self) -> None:
         """A quarantine table from before damaged rows (a NULL) could be kept gets nullable block columns: one transaction."""
@@ -165,19 +178,35 @@ class ChainStore:
     def close(self) -> None:
         self._db.close()
 
-    def _report_damaged_wal(self) -> None:
-        """Before SQLite replays the WAL (and silently skips damaged frames): say so, keep a copy."""
+    def _keep_damaged_wal(self) -> tuple[WalReport, Path, Path] | None:
+        """Before SQLite replays the WAL (and silently skips damaged frames): check it, keep a copy if damaged."""
         report = check_wal(self.path)
         if report.problem is None:
-            return
+            return None
         wal = self.path.with_name(self.path.name + "-wal")
         kept = wal.with_name(f"{wal.name}.damaged-{int(time.time())}")
         try:
             shutil.copy2(wal, kept)
         except OSError as exc:
             kept = Path(f"(not copied: {exc})")
-        log.error("write-ahead log %s is damaged: %s; %d writes (frames) will not be loaded; a copy is kept at %s",
-                  wal, report.problem, report.ignored, kept)
+        return report, wal, kept
+
+    def _report_damaged_wal(self, report: WalReport, wal: Path, kept: Path) -> None:
+        """One ERROR line: what SQLite dropped, and which blocks the dropped pages held that are not stored now."""
+        lost: list[int] = []
+        if report.heights:
+            held = {h for (h,) in self._db.execute(
+                "SELECT height FROM blocks WHERE height BETWEEN ? AND ? UNION SELECT height FROM staging WHERE height BETWEEN ? AND ?",
+                (report.heights[0], report.heights[-1]) * 2)}
+            lost = [h for h in report.heights if h not in held]
+        if lost:
+            what = f"block {lost[0]} is" if len(lost) == 1 else f"blocks {_ranges(lost)} are"
+            blocks = f"{what} lost (the stored chain now has {self.height()} blocks)"
+        elif report.heights:
+            blocks = "no block row is missing now (the dropped pages held rows that are also stored elsewhere)"
+        else:
+            blocks = "which blocks they held can't be told from what is left of them"
+        log.error("write-ahead log %s is damaged: %s: %s; a copy is kept at %s", wal, report.problem, blocks, kept)
 
     # -------------------------------------------------------------- chain
 
@@ -357,8 +386,17 @@ class ChainStore:
             self._db.executemany("INSERT INTO words (word, added) VALUES (?, ?)", [(word, now) for word in words])
 
     def pending_words(self, limit: int) -> list[tuple[int, str]]:
-        """The oldest `limit` words not yet mined, as (id, word)."""
-        return [(int(i), str(w)) for i, w in self._db.execute("SELECT id, word FROM words ORDER BY id LIMIT ?", (limit,))]
+        """The oldest `limit` words not yet mined, as (id, word); a stored word that is not text is skipped (and logged)."""
+        try:
+            return [(int(i), str(w)) for i, w in self._db.execute("SELECT id, word FROM words ORDER BY id LIMIT ?", (limit,))]
+        except sqlite3.OperationalError:  # text that is not UTF-8: read raw, keep the readable words
+            words = []
+            for i, raw in self._db.execute("SELECT id, CAST(word AS BLOB) FROM words ORDER BY id LIMIT ?", (limit,)):
+                try:
+                    words.append((int(i), bytes(raw).decode("utf-8")))
+                except (UnicodeDecodeError, TypeError):
+                    log.warning("queued word %d is not UTF-8 text (%r): left in the table, not mined", i, raw)
+            return words
 
     def word_count(self) -> int:
         (count,) = self._db.execute("SELECT COUNT(*) FROM words").fetchone()

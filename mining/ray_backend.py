@@ -35,6 +35,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -202,21 +203,30 @@ def run_bridge(inbox: Connection, outbox: Connection, address: str, index: int) 
 
 
 def _relay_work(inbox: Connection, actor: Any, stop: threading.Event) -> None:
-    """Bridge thread: pipe -> actor; on stop (or the node gone) kill the actor and exit."""
+    """Bridge thread: pipe -> actor; on stop (or the node gone) kill the actor and exit.
+
+    The thread's owner is this process: if the relay dies of an unexpected error,
+    the process exits 1 with it, so the MinerActor sees its worker die and is
+    restarted, rather than a worker that looks alive and never gets new work.
+    """
     import ray
 
-    while True:
-        try:
-            message = inbox.recv()
-        except (EOFError, OSError):
-            break
-        kind = message[0] if isinstance(message, tuple) and message else None
-        if kind == "stop":
-            break
-        if kind == "ray_kill":
-            ray.kill(actor, no_restart=True)
-            continue
-        actor.push.remote(message)
+    try:
+        while True:
+            try:
+                message = inbox.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0] if isinstance(message, tuple) and message else None
+            if kind == "stop":
+                break
+            if kind == "ray_kill":
+                ray.kill(actor, no_restart=True)
+                continue
+            actor.push.remote(message)
+    except BaseException as exc:  # noqa: BLE001 - the owner (this process) dies with its thread
+        sys.stderr.write(f"ray relay thread died: {type(exc).__name__}: {exc}\n")
+        _force_exit(actor, 1)
     stop.set()
     _force_exit(actor, 0)
 

@@ -150,6 +150,8 @@ def import_command(data_dir: Path, difficulty: int, file: str) -> None:
             raise Refused(_one_line(
                 f"{file} line {exc.line_no} refused: {exc.reason}; kept {_added(kept)} before it "
                 f"(the data dir holds {kept.height} blocks)")) from None
+        except ArchiveError as exc:
+            raise Refused(_one_line(str(exc))) from None
         finally:
             store.close()
     except OSError as exc:

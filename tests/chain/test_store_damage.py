@@ -212,3 +212,17 @@ def test_the_node_starts_on_the_good_prefix(tmp_path, make_node, client, sql):
     set_aside = ChainStore(data_dir).quarantined()
     assert [block.height for block, _ in set_aside] == list(range(20, LENGTH))
     assert "stored block 20" in set_aside[0][1]
+
+
+def test_a_queued_word_that_is_not_text_does_not_stop_the_start(tmp_path):
+    data_dir = tmp_path / "d"
+    build(data_dir)
+    store = ChainStore(data_dir)
+    store.add_words(["good", "bad"])
+    store._db.execute("UPDATE words SET word = CAST(X'62FF' AS TEXT) WHERE word = 'bad'")
+    store.close()
+    keeper = ChainKeeper(NodeContext(NodeConfig(data_dir=data_dir, difficulty=DIFFICULTY)))
+    keeper.on_start()
+    assert keeper.blocks == CHAIN and keeper.pending_words() == ["good"]
+    keeper.release()
+    assert raw_rows(data_dir, "blocks") and ChainStore(data_dir).word_count() == 2  # nothing deleted

@@ -159,3 +159,16 @@ def test_export_of_a_damaged_data_dir_writes_the_prefix_and_names_the_row(tmp_pa
     assert result.exit_code == 1
     assert "stored block 7 is damaged (messages is not JSON): exported the 7 blocks below it" in result.output
     assert [json.loads(line) for line in out.read_bytes().splitlines()] == [b.to_wire() for b in CHAIN[:7]]
+
+
+def test_import_over_a_damaged_stored_chain_is_one_line_not_a_traceback(tmp_path):
+    stored(tmp_path / "d", CHAIN[:10])
+    db = sqlite3.connect(tmp_path / "d" / DB_FILENAME)
+    db.execute("UPDATE blocks SET messages = '[\"b3\"}' WHERE height = 3")
+    db.commit()
+    db.close()
+    export = tmp_path / "chain.jsonl"
+    export.write_text("".join(json.dumps(b.to_wire()) + "\n" for b in CHAIN))
+    result = run_cli("import", "--data-dir", tmp_path / "d", "--difficulty", 2, export)
+    assert result.returncode == 2
+    assert "stored blocks 0..9 can't all be read" in one_error_line(result)
