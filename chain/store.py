@@ -115,8 +115,9 @@ def _decode_raw(raw: tuple) -> tuple:
         if kind == "text":
             try:
                 value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise RowDamage(f"{_WIRE_NAMES[column]} is not valid UTF-8 text ({bytes(value[:24])!r})") from None
+            except UnicodeDecodeError as exc:
+                raise RowDamage(f"{_WIRE_NAMES[column]} is not valid UTF-8 text (byte {value[exc.start]:#04x} at offset "
+                                f"{exc.start} of {len(value)})") from None
         row.append(value)
     return tuple(row)
 
@@ -337,18 +338,28 @@ class ChainStore:
 
     def staged_run(self) -> tuple[Block, Block] | None:
         """(lowest, highest) staged block if the staging table holds one gap-free run, else None."""
-        low = self._db.execute("SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging ORDER BY height LIMIT 1").fetchone()
-        high = self._db.execute("SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging ORDER BY height DESC LIMIT 1").fetchone()
+        low = self._staged("ORDER BY height")
+        high = self._staged("ORDER BY height DESC")
         if low is None or high is None:
             return None
         (count,) = self._db.execute("SELECT COUNT(*) FROM staging").fetchone()
-        if count != high[0] - low[0] + 1:
+        if count != high.height - low.height + 1:
             return None
-        return _row_to_block(low), _row_to_block(high)
+        return low, high
 
     def staged_block(self, height: int) -> Block | None:
-        row = self._db.execute("SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging WHERE height = ?", (height,)).fetchone()
-        return _row_to_block(row) if row else None
+        return self._staged("WHERE height = ?", (height,))
+
+    def _staged(self, where: str, params: tuple = ()) -> Block | None:
+        """One staged block; None if there is none or it can't be read (damage: the next sync stages afresh)."""
+        row = self._db.execute(f"SELECT height, {_RAW_COLUMNS} FROM staging {where} LIMIT 1", params).fetchone()
+        if row is None:
+            return None
+        try:
+            return _row_to_block(_decode_raw(row))
+        except RowDamage as exc:
+            log.warning("staged block %d is unreadable (%s): not used, a sync stages afresh", row[0], exc)
+            return None
 
     def clear_staging(self) -> None:
         with self._transaction():
