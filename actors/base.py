@@ -29,7 +29,7 @@ from runtime.context import NodeContext
 from runtime.instances import InstanceRecord
 from runtime.interfaces import NodeActorApi, declared_methods
 from runtime.mailbox import Call, Deferred, Tick
-from runtime.threads import OwnedThread, ThreadDied
+from runtime.threads import Backoff, OwnedThread, RepeatLog, ThreadDied, current_thread
 from runtime.timers import TimerHandle
 from messages.internal import Attached, Ping
 
@@ -77,6 +77,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         # If this instance ever hangs, the supervisor abandons it and frees what it holds.
         self._mailbox.on_release(self.actor_urn, self._release_abandoned)
         self._handling: Deferred | None = None  # the call being handled (to know what crashed us)
+        self._repeats = RepeatLog(self.log)  # repeated conditions: one log line per 10 s, with a count
 
     # ---------------------------------------------------------- protocol
 
@@ -158,6 +159,19 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         thread = OwnedThread(self.name, role, target, *args, on_death=died)
         self.instance_record.add_thread(thread)
         return thread.start()
+
+    def transient_error(self, call: str, exc: OSError, backoff: Backoff, stopping: threading.Event) -> None:
+        """In one of our owned threads, `call` failed with a transient OS error (runtime/threads.py
+        `is_transient`): count it (on the thread and in the metrics), log it at most once per
+        10 s with a count, and wait the next backoff step (or until `stopping`)."""
+        owned = current_thread()
+        name = owned.name if owned is not None else self.name
+        if owned is not None:
+            owned.count_transient()
+        self.ctx.metrics.thread_transient_errors.labels(thread=name).inc()
+        self._repeats.report(f"{name}:{call}:{exc.errno}", logging.WARNING, "%s: %s failed (%s); retrying with backoff",
+                             name, call, exc)
+        stopping.wait(backoff.next())
 
     def _tick_sender(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], None]:
         """What the timer thread runs: tell us a Tick of `method`, one of our own public methods."""

@@ -51,7 +51,7 @@ from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, GatewayApi, TipListener
 from actors.miner import WorkUnit, usable_words
 from mining.protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
-from runtime.threads import Backoff, OwnedThread, RepeatLog, checkpoint, current_thread, is_transient
+from runtime.threads import Backoff, OwnedThread, checkpoint, current_thread, is_transient
 from chain.block import MAX_NONCE_CHARS
 from mining.worker import MAX_TAG_CHARS
 from chain.block import MAX_MESSAGES, Block, InvalidBlock, check_block, compute_hash, hash_prefix
@@ -230,7 +230,6 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         self._token = ctx.config.miner_token.encode("utf-8")
         self._listener: socket.socket | None = None
         self._acceptor: OwnedThread | None = None
-        self._repeats = RepeatLog(self.log)
         self._connection_seq = 0  # numbers the connection threads (conn-<n>)
         self._stopping = threading.Event()
         self._open_lock = threading.Lock()
@@ -241,7 +240,6 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         self._work_id = 0
         self._next_client_id = 1
         self._rate_gauge = ctx.metrics.miner_hashrate.labels(miner="external", backend="gateway")
-        self._repeats = RepeatLog(self.log)
         self.stats = {"submitted": 0, "accepted": 0, "rejected": 0, "auth_refused": 0, "garbage_lines": 0, "connections": 0}
 
     # ---------------------------------------------------------- lifecycle
@@ -553,7 +551,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
                     return  # closed by release()
                 if not is_transient(exc):
                     raise
-                self._accept_failed(exc, backoff)
+                self.transient_error("accept", exc, backoff, self._stopping)
                 continue
             backoff.reset()
             try:
@@ -573,17 +571,6 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
                 self._pending[sock] = time.monotonic()
             self._connection_seq += 1
             self.spawn(f"conn-{self._connection_seq}", self._connection, sock, address, ref)
-
-    def _accept_failed(self, exc: OSError, backoff: Backoff) -> None:
-        """A transient accept() error: count it, log it (at most once per 10 s, with a count), wait."""
-        owned = current_thread()
-        name = owned.name if owned is not None else f"{self.name}.accept"
-        if owned is not None:
-            owned.count_transient()
-        self.ctx.metrics.thread_transient_errors.labels(thread=name).inc()
-        self._repeats.report(f"accept:{exc.errno}", logging.WARNING, "%s: accept failed (%s); retrying with backoff",
-                             name, exc)
-        self._stopping.wait(backoff.next())
 
     def _connection(self, sock: socket.socket, address: tuple[str, int], ref: pykka.ActorRef[Any]) -> None:
         """A connection thread: serve it; a clean end forgets the thread (one that dies stays in /health)."""

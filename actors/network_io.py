@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import logging
 import select
 import socket
 import threading
@@ -33,7 +32,7 @@ from typing import Any, Callable
 from actors.base import NodeActor
 from runtime.context import NodeContext, Registry, tell
 from runtime.interfaces import DatagramApi
-from runtime.threads import Backoff, OwnedThread, RepeatLog, checkpoint, current_thread, is_transient
+from runtime.threads import Backoff, OwnedThread, checkpoint, is_transient
 from net.address import valid_port
 from net.ratelimit import AntiAmplification, TokenBuckets
 from messages.wire import (
@@ -152,7 +151,6 @@ class NetworkIO(NodeActor, DatagramApi):
         super().__init__(ctx, name)
         self.sock: socket.socket | None = None
         self._reader: OwnedThread | None = None
-        self._repeats = RepeatLog(self.log)
         self._stopping = threading.Event()
         self.address: Address | None = None
         cfg = ctx.config
@@ -312,7 +310,7 @@ class NetworkIO(NodeActor, DatagramApi):
                 if self._stopping.is_set():
                     return
                 if is_transient(exc):
-                    self._transient("select", exc, backoff)
+                    self.transient_error("select", exc, backoff, self._stopping)
                     continue
                 raise
             if self._held:
@@ -334,7 +332,7 @@ class NetworkIO(NodeActor, DatagramApi):
                         return
                     if not is_transient(exc):
                         raise
-                    self._transient("recvfrom", exc, backoff)
+                    self.transient_error("recvfrom", exc, backoff, self._stopping)
                     failed = True
                     break
             if not failed:
@@ -345,17 +343,6 @@ class NetworkIO(NodeActor, DatagramApi):
                 except Exception:  # noqa: BLE001 - the reader must outlive any one bad batch
                     self.ctx.metrics.dropped.labels(reason="internal_error").inc(len(batch))
                     self.log.exception("dropped a batch of %d datagrams after an internal error", len(batch))
-
-    def _transient(self, call: str, exc: OSError, backoff: Backoff) -> None:
-        """A transient error in the reader: count it, log it (at most once per 10 s), wait, go on."""
-        owned = current_thread()
-        name = owned.name if owned is not None else f"{self.name}.reader"
-        if owned is not None:
-            owned.count_transient()
-        self.ctx.metrics.thread_transient_errors.labels(thread=name).inc()
-        self._repeats.report(f"{call}:{exc.errno}", logging.WARNING, "%s: %s failed (%s); retrying with backoff",
-                             name, call, exc)
-        self._stopping.wait(backoff.next())
 
     def _dispatch(self, datagrams: list[tuple[bytes, Any]]) -> None:
         """Decode a batch; send hot message kinds to their actor as one message per kind."""
