@@ -54,7 +54,15 @@ class ChainKeeper(NodeActor, ChainApi):
     def on_start(self) -> None:
         self.store = ChainStore(self.ctx.config.data_dir)
         self.blocks = self._load()
-        for _, word in self.store.pending_words(MAX_QUEUED_WORDS):
+        try:  # words in blocks that are not ours any more (a quarantined tail) are queued again
+            back = self.store.unmine_words_from(len(self.blocks))
+        except STORAGE_ERRORS as exc:
+            back = []
+            self.log.error("could not put back the words of blocks above height %d: %s", len(self.blocks), exc)
+        if back:
+            self.log.warning("%d queued words were in blocks above height %d: queued again", len(back), len(self.blocks))
+        # Every queued word: a reorg may put back more than MAX_QUEUED_WORDS (new words wait for room).
+        for _, word in self.store.pending_words(-1):
             if word not in self._queued:
                 self._queued[word] = "stored"
                 self._per_source["stored"] += 1
@@ -291,14 +299,15 @@ class ChainKeeper(NodeActor, ChainApi):
             self.log.warning("staged chain from %d refused: %s", first, exc.reason)
             return False
         replaced = len(self.blocks) - first
+        settled: list[tuple[list[str], list[str]]] = []
         try:
-            if not self._storage_try(lambda store: store.switch_to_staged(first, top)):
+            if not self._storage_try(lambda store: settled.append(store.switch_to_staged(first, top))):
                 return False
         except StoreError as exc:
             self.log.warning("staged chain from %d refused: %s", first, exc)
             return False
         self.blocks[first:] = self.store.load_range(first, top + 1)
-        self._after_write(self.blocks[first:])
+        self._after_write(*settled)
         if replaced > 0:
             self.ctx.metrics.chain_reorgs.inc()
             self.log.warning("reorg: replaced %d blocks above height %d", replaced, first)
@@ -343,22 +352,33 @@ class ChainKeeper(NodeActor, ChainApi):
 
     def _write(self, height: int, blocks: Sequence[Block]) -> bool:
         """Store blocks from `height` up, then take them in memory. False (nothing changed) on a storage fault."""
-        if not self._storage_try(lambda store: store.replace_from(height, blocks)):
+        settled: list[tuple[list[str], list[str]]] = []
+        if not self._storage_try(lambda store: settled.append(store.replace_from(height, blocks))):
             self.ctx.metrics.dropped.labels(reason="store_unavailable").inc()
             return False
         self.blocks[height:] = blocks
-        self._after_write(blocks)
+        self._after_write(*settled)
         return True
 
-    def _after_write(self, blocks: Sequence[Block]) -> None:
-        words = list(dict.fromkeys(m for block in blocks for m in block.messages if m in self._queued))
-        if words:
-            self._storage_try(lambda store: store.remove_words(words))
-            for word in words:
-                source = self._queued.pop(word)
+    def _after_write(self, settled: tuple[list[str], list[str]]) -> None:
+        """The queue in memory as the write left it on disk (same transaction as the blocks).
+
+        A queued word in a new block leaves the queue (its row stays, marked with the
+        block's height); the words of replaced blocks that no new block carries are back.
+        """
+        mined, back = settled
+        for word in mined:
+            source = self._queued.pop(word, None)
+            if source is not None:
                 self._per_source[source] -= 1
                 if self._per_source[source] <= 0:
                     del self._per_source[source]
+        for word in back:
+            if word not in self._queued:
+                self._queued[word] = "reorg"
+                self._per_source["reorg"] += 1
+        if back:
+            self.log.warning("reorg: %d queued words of the replaced blocks are queued again", len(back))
         self.ctx.metrics.chain_height.set(len(self.blocks))
         self._notify_tip()
 

@@ -49,10 +49,13 @@ CREATE TABLE IF NOT EXISTS staging (
     nonce     TEXT NOT NULL,
     timestamp INTEGER NOT NULL
 );
+-- The NEW_WORD queue in order (id). A word in a block of our chain keeps its row, with that
+-- block's height in `mined_at` (NULL: still queued), so a reorg that replaces the block puts it back.
 CREATE TABLE IF NOT EXISTS words (
-    id    INTEGER PRIMARY KEY AUTOINCREMENT,
-    word  TEXT NOT NULL,
-    added REAL NOT NULL
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    word     TEXT NOT NULL,
+    added    REAL NOT NULL,
+    mined_at INTEGER
 );
 -- What the data dir holds (e.g. 'difficulty'): a start that disagrees is refused.
 CREATE TABLE IF NOT EXISTS meta (
@@ -160,6 +163,7 @@ class ChainStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._relax_quarantine()
+        self._migrate_words()
         if damaged_wal is not None:
             self._report_damaged_wal(*damaged_wal)
 
@@ -297,11 +301,13 @@ class ChainStore:
         """Store one block on top; durable when this returns."""
         self.replace_from(block.height, [block])
 
-    def replace_from(self, height: int, blocks: Sequence[Block]) -> None:
+    def replace_from(self, height: int, blocks: Sequence[Block]) -> tuple[list[str], list[str]]:
         """Drop every block at `height` and above, then store `blocks` from `height` up.
 
         One transaction: after a crash the store holds either the old chain or the
         new one. This is how an extension, a reorg and a full resync are all applied.
+        The NEW_WORD queue follows in the same transaction (see `_settle_words`, whose
+        (words now in a block, words back in the queue) this returns).
         """
         for offset, block in enumerate(blocks):
             if block.height != height + offset:
@@ -315,6 +321,7 @@ class ChainStore:
                 "INSERT INTO blocks (height, hash, mined_by, messages, nonce, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
                 [_block_to_row(block) for block in blocks],
             )
+            return self._settle_words(height, ((block.height, block.messages) for block in blocks))
 
     def load_range(self, start: int, stop: int) -> list[Block]:
         """Blocks `start` .. `stop - 1` in height order."""
@@ -365,8 +372,10 @@ class ChainStore:
         with self._transaction():
             self._db.execute("DELETE FROM staging")
 
-    def switch_to_staged(self, first: int, top: int) -> None:
+    def switch_to_staged(self, first: int, top: int) -> tuple[list[str], list[str]]:
         """Our chain from `first` up becomes staged blocks `first`..`top`, and staging is emptied: one transaction.
+
+        The NEW_WORD queue follows in the same transaction, as in `replace_from`.
 
         The caller has checked that the staged run covers that range and links to block `first - 1`.
         """
@@ -383,7 +392,9 @@ class ChainStore:
                 "SELECT height, hash, mined_by, messages, nonce, timestamp FROM staging WHERE height >= ? AND height <= ?",
                 (first, top),
             )
+            settled = self._settle_words(first, self._staged_messages(first, top))
             self._db.execute("DELETE FROM staging")
+        return settled
 
     # -------------------------------------------------------------- NEW_WORD queue
 
@@ -399,10 +410,11 @@ class ChainStore:
     def pending_words(self, limit: int) -> list[tuple[int, str]]:
         """The oldest `limit` words not yet mined, as (id, word); a stored word that is not text is skipped (and logged)."""
         try:
-            return [(int(i), str(w)) for i, w in self._db.execute("SELECT id, word FROM words ORDER BY id LIMIT ?", (limit,))]
+            return [(int(i), str(w)) for i, w in self._db.execute(
+                "SELECT id, word FROM words WHERE mined_at IS NULL ORDER BY id LIMIT ?", (limit,))]
         except sqlite3.OperationalError:  # text that is not UTF-8: read raw, keep the readable words
             words = []
-            for i, raw in self._db.execute("SELECT id, CAST(word AS BLOB) FROM words ORDER BY id LIMIT ?", (limit,)):
+            for i, raw in self._db.execute("SELECT id, CAST(word AS BLOB) FROM words WHERE mined_at IS NULL ORDER BY id LIMIT ?", (limit,)):
                 try:
                     words.append((int(i), bytes(raw).decode("utf-8")))
                 except (UnicodeDecodeError, TypeError):
@@ -410,14 +422,87 @@ class ChainStore:
             return words
 
     def word_count(self) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM words").fetchone()
+        (count,) = self._db.execute("SELECT COUNT(*) FROM words WHERE mined_at IS NULL").fetchone()
         return int(count)
 
     def remove_words(self, words: Iterable[str]) -> None:
         """Drop one queued copy of each word (called once a block carrying them is stored)."""
         with self._transaction():
             for word in words:
-                self._db.execute("DELETE FROM words WHERE id = (SELECT MIN(id) FROM words WHERE word = ?)", (word,))
+                self._db.execute("DELETE FROM words WHERE id = (SELECT MIN(id) FROM words WHERE word = ? AND mined_at IS NULL)", (word,))
+
+    def unmine_words_from(self, height: int) -> list[str]:
+        """Words marked as in blocks at `height` and up go back to the queue (those blocks are no longer ours)."""
+        with self._transaction():
+            return self._return_words_from(height)
+
+    def _migrate_words(self) -> None:
+        """A words table from before `mined_at` gets the column (every row in it is still queued) and its index."""
+        if "mined_at" not in [row[1] for row in self._db.execute("PRAGMA table_info(words)")]:
+            self._db.execute("ALTER TABLE words ADD COLUMN mined_at INTEGER")
+        self._db.execute("CREATE INDEX IF NOT EXISTS words_mined_at ON words (mined_at)")
+
+    def _read_words(self, where: str, params: tuple = ()) -> list[tuple[int, str]]:
+        """(id, word) in queue order; a word that is not UTF-8 text is left alone (pending_words logs it)."""
+        words = []
+        for i, raw in self._db.execute(f"SELECT id, CAST(word AS BLOB) FROM words WHERE {where} ORDER BY id", params):
+            try:
+                words.append((int(i), bytes(raw).decode("utf-8")))
+            except (UnicodeDecodeError, TypeError):
+                continue
+        return words
+
+    def _return_words_from(self, height: int) -> list[str]:
+        """Inside a transaction: words in blocks from `height` up are queued again, in their old places.
+
+        A word queued again while its block was ours keeps only its older row. Returns the words, in queue order.
+        """
+        back = [word for _, word in self._read_words("mined_at >= ?", (height,))]
+        if back:
+            self._db.execute("UPDATE words SET mined_at = NULL WHERE mined_at >= ?", (height,))
+            self._db.execute("DELETE FROM words WHERE mined_at IS NULL AND id NOT IN "
+                             "(SELECT MIN(id) FROM words WHERE mined_at IS NULL GROUP BY word)")
+        return back
+
+    def _settle_words(self, first: int, blocks: Iterable[tuple[int, Sequence[str]]]) -> tuple[list[str], list[str]]:
+        """Inside the transaction that makes `blocks` ((height, messages), in height order) our chain from `first` up.
+
+        The words of the replaced blocks go back to the queue, in their old places; then each queued
+        word that one of the new blocks carries is marked with the height of the first such block (it
+        stays in the table, out of the queue, until a reorg replaces that block). Returns (words now in
+        a block, words back in the queue and not in a new block), each in order.
+        """
+        back = self._return_words_from(first)
+        queued = {word: i for i, word in reversed(self._read_words("mined_at IS NULL"))}
+        marks: list[tuple[int, int]] = []
+        mined: list[str] = []
+        if queued:
+            for height, messages in blocks:
+                for message in messages:
+                    row = queued.pop(message, None) if isinstance(message, str) else None
+                    if row is not None:
+                        marks.append((height, row))
+                        mined.append(message)
+                if not queued:
+                    break
+            getattr(blocks, "close", lambda: None)()  # a cursor over staging: done with it before writing
+            self._db.executemany("UPDATE words SET mined_at = ? WHERE id = ?", marks)
+        taken = set(mined)
+        return mined, [word for word in dict.fromkeys(back) if word not in taken]
+
+    def _staged_messages(self, first: int, top: int) -> Iterable[tuple[int, Sequence[str]]]:
+        """(height, messages) of staged blocks `first`..`top`; a row that can't be read carries none."""
+        rows = self._db.execute("SELECT height, CAST(messages AS BLOB) FROM staging WHERE height >= ? AND height <= ? ORDER BY height",
+                                (first, top))
+        try:
+            for height, raw in rows:
+                try:
+                    messages = json.loads(bytes(raw).decode("utf-8"))
+                except (UnicodeDecodeError, TypeError, ValueError):
+                    messages = []
+                yield int(height), messages if isinstance(messages, list) else []
+        finally:
+            rows.close()
 
     # -------------------------------------------------------------- helpers
 

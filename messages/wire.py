@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from chain.block import MAX_MESSAGE_CHARS, MAX_NONCE_CHARS, MAX_TIMESTAMP, Block, field_problem
+from chain.block import HASH_RE, MAX_MESSAGE_CHARS, MAX_NONCE_CHARS, MAX_TIMESTAMP, Block, field_problem
 from net.address import MAX_PORT, MIN_PORT, ip_literal, is_printable_text, is_utf8_text
 
 # Every valid message is far smaller (a maximal block is ~3 KiB even with every
@@ -22,6 +22,7 @@ MAX_NAME_CHARS = 64  # a GOSSIP / GOSSIP_REPLY `name`
 MAX_ID_CHARS = 128  # a GOSSIP `id` (a uuid4 is 36)
 MAX_WORD_CHARS = MAX_MESSAGE_CHARS  # a NEW_WORD must fit in a block
 MAX_HEIGHT = 2**63 - 1  # a height (or chain length) above this is a lie, not a number to work with
+MAX_HEIGHT_DIGITS = 19  # a numeric-string height is read only when this short (MAX_HEIGHT has 19 digits)
 _BLOCK_KEYS = ("height", "minedBy", "messages", "nonce", "timestamp", "hash")
 
 
@@ -178,6 +179,22 @@ def _int(obj: dict[str, Any], key: str, low: int = 0, high: int | None = None) -
     return value
 
 
+def _as_height(value: Any) -> Any:
+    """A height some peers send as a decimal string ("12", their `str(height)`) read as the number.
+
+    Only ASCII digits, at most MAX_HEIGHT_DIGITS of them, so nothing huge is ever parsed;
+    anything else is returned as it came, for the caller's type check to refuse.
+    """
+    if isinstance(value, str) and 0 < len(value) <= MAX_HEIGHT_DIGITS and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+def _height(obj: dict[str, Any]) -> int:
+    """A `height` field: an int (or a numeric string, see _as_height) in 0..MAX_HEIGHT."""
+    return _int({"height": _as_height(_field(obj, "height"))}, "height", 0, MAX_HEIGHT)
+
+
 def _text(obj: dict[str, Any], key: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     """A printable string of at most `max_chars` (text we store, show, re-encode or forward)."""
     value = _field(obj, key)
@@ -224,7 +241,7 @@ def _block(obj: dict[str, Any]) -> Block:
         # Some peers send the nonce as a number; its decimal string is what they
         # hashed, and the hash check decides whether that is true.
         nonce = str(nonce)
-    height = obj["height"]
+    height = _as_height(obj["height"])
     if isinstance(height, int) and not isinstance(height, bool) and height > MAX_HEIGHT:
         raise DecodeError("bad_field", "'height' out of range")
     block = Block(
@@ -251,20 +268,20 @@ def _get_block_reply(obj: dict[str, Any]) -> GetBlockReply:
 
 
 def _stats_reply(obj: dict[str, Any]) -> StatsReply:
-    # Some real peers say `height: null` for an empty chain.
-    height = 0 if _field(obj, "height") is None else _int(obj, "height", 0, MAX_HEIGHT)
-    block_hash = _field(obj, "hash")
-    if block_hash is not None and not isinstance(block_hash, str):
-        raise DecodeError("bad_field", "'hash' must be a string or null")
-    if isinstance(block_hash, str) and len(block_hash) > 64:
-        raise DecodeError("bad_field", "'hash' longer than 64 characters")
+    # Some real peers say `height: null` for an empty chain, others `"height": "12"`.
+    height = 0 if _field(obj, "height") is None else _height(obj)
+    # A hash that can't be a block's (a number, "None", "", not 64 lowercase hex) is no claim
+    # of a top: the reply still counts as an answer with its height, rather than as garbage.
+    block_hash = _field(obj, "hash")  # present (null for an empty chain), but its value is only a claim
+    if not isinstance(block_hash, str) or not HASH_RE.match(block_hash):
+        block_hash = None
     return StatsReply(height, block_hash)
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], WireMessage]] = {
     "GOSSIP": lambda o: Gossip(_host(o), _port(o), _text(o, "id", MAX_ID_CHARS), _text(o, "name", MAX_NAME_CHARS)),
     "GOSSIP_REPLY": lambda o: GossipReply(_host(o), _port(o), _text(o, "name", MAX_NAME_CHARS)),
-    "GET_BLOCK": lambda o: GetBlock(_int(o, "height", 0, MAX_HEIGHT)),
+    "GET_BLOCK": lambda o: GetBlock(_height(o)),
     "GET_BLOCK_REPLY": _get_block_reply,
     "ANNOUNCE": lambda o: Announce(_block(o)),
     "STATS": lambda o: Stats(),
@@ -272,6 +289,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], WireMessage]] = {
     "CONSENSUS": lambda o: Consensus(),
     "NEW_WORD": lambda o: NewWord(_word(o)),
 }
+# Spellings honest peers use for a type (the course rubric writes GOSSIP-REPLY); read as ours.
+_DECODERS["GOSSIP-REPLY"] = _DECODERS["GOSSIP_REPLY"]
 
 
 def decode(data: bytes) -> WireMessage:

@@ -34,6 +34,7 @@ log = logging.getLogger("node.ops.http")
 
 MAX_CHAIN_LIMIT = 100
 DEFAULT_CHAIN_LIMIT = 20
+MAX_PARAM_DIGITS = 18  # an integer query parameter (a height, a count) is below 10**18 < 2**63
 MAX_STALL_SECONDS = 3600.0
 FAULTS_OFF = "fault injection is off (start the node with --enable-fault-injection)"
 
@@ -46,10 +47,12 @@ def _int_param(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw, 10)
-    except ValueError:
-        raise ParamError(f"'{name}' must be an integer, got {raw!r}") from None
+    digits = raw.strip().removeprefix("-")
+    # ASCII digits only (int() would take "1_0", "١" and, past 4300 digits, raise), and few
+    # enough that any value is below 2**63: nothing huge is ever parsed.
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_PARAM_DIGITS:
+        raise ParamError(f"'{name}' must be an integer of at most {MAX_PARAM_DIGITS} digits, got {raw[:40]!r}")
+    return int(raw.strip(), 10)
 
 
 def create_app(node: NodeView, inspector: NodeInspector, faults: FaultInjector | None = None) -> Flask:

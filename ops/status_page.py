@@ -37,6 +37,12 @@ RECENT_BLOCKS = 10
 INTERVAL_BLOCKS = 120  # blocks read for the block-interval chart (the last hour's, at most)
 PENDING_WORDS_SHOWN = 20
 REFRESH_MS = 2000
+MAX_HEIGHT_DIGITS = 19  # a height is below 2**63: a longer digit string names no block (and int() is never asked)
+
+
+def _is_height(ref: str) -> bool:
+    """ASCII decimal digits only ("²" and "١٢" are str.isdigit() too, but not heights)."""
+    return ref.isascii() and ref.isdigit()
 
 
 class Dashboard:
@@ -163,8 +169,8 @@ class Dashboard:
         if not tip.ok:
             raise LookupError(f"ChainKeeper: {tip.error}")
         height = tip.value[0]
-        if ref.isdigit():
-            found = self._at(int(ref)) if int(ref) < height else None
+        if _is_height(ref):
+            found = self._at(int(ref)) if len(ref) <= MAX_HEIGHT_DIGITS and int(ref) < height else None
         else:
             wanted = ref.lower()
             answer = self.inspector.ask(Call(find_chain, lambda chain: chain.find_block(wanted)))
@@ -225,7 +231,7 @@ def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboar
     @app.get("/search")
     def search() -> Any:
         query = (request.args.get("q") or "").strip().lower()
-        if query.isdigit() or HASH_RE.match(query):
+        if _is_height(query) or HASH_RE.match(query):
             return redirect(f"/block/{query}", code=303)
         return _explorer_page(node, None, None, None, query,
                               f"'{query}' is neither a block height (a number) nor a block hash (64 hex digits)"), 400
@@ -233,7 +239,7 @@ def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboar
     @app.get("/block/<ref>")
     def block(ref: str) -> Any:
         ref = ref.strip().lower()
-        if not (ref.isdigit() or HASH_RE.match(ref)):
+        if not (_is_height(ref) or HASH_RE.match(ref)):
             return _explorer_page(node, None, None, None, ref, "a block is named by its height (a number) or its hash "
                                                          "(64 hex digits)"), 400
         try:
@@ -241,7 +247,7 @@ def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboar
         except LookupError as exc:
             return _explorer_page(node, None, None, None, ref, f"the chain is not available right now ({exc})"), 503
         if found is None:
-            what = f"height {ref}" if ref.isdigit() else f"hash {ref}"
+            what = f"height {ref}" if _is_height(ref) else f"hash {ref}"
             return _explorer_page(node, None, None, height, ref, f"no block with {what} in our chain of {height} blocks"), 404
         return _explorer_page(node, found, previous, height, ref, None), 200
 

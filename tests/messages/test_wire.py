@@ -77,14 +77,18 @@ def test_non_ascii_is_sent_as_utf8():
         (b'{"no_type": 1}', "unknown_type"),
         (b'{"type": 5}', "unknown_type"),
         (b'{"type": "GET_BLOCK"}', "bad_field"),
-        (b'{"type": "GET_BLOCK", "height": "3"}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": "3.0"}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": " 3"}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": "-1"}', "bad_field"),
+        (b'{"type": "GET_BLOCK", "height": "\xd9\xa3"}', "bad_field"),  # an Arabic-Indic 3: str.isdigit(), not ASCII
+        (b'{"type": "GET_BLOCK", "height": "' + b"9" * 20 + b'"}', "bad_field"),  # too many digits to be read
         (b'{"type": "GET_BLOCK", "height": -1}', "bad_field"),
         (b'{"type": "GET_BLOCK", "height": true}', "bad_field"),
         (b'{"type": "GET_BLOCK", "height": 1.5}', "bad_field"),
         (b'{"type": "GOSSIP", "host": "127.0.0.1", "port": 70000, "id": "x", "name": "n"}', "bad_port"),
         (b'{"type": "NEW_WORD", "word": 5}', "bad_word"),
-        (b'{"type": "STATS_REPLY", "height": 1, "hash": 5}', "bad_field"),
-        (b'{"type": "STATS_REPLY", "height": "1", "hash": null}', "bad_field"),
+        (b'{"type": "STATS_REPLY", "height": "x", "hash": null}', "bad_field"),
+        (b'{"type": "STATS_REPLY", "height": "' + b"9" * 5000 + b'", "hash": null}', "bad_field"),
         (b"[" * 4000 + b"]" * 4000, "not_json"),
         (b'{"type": "GET_BLOCK", "height": ' + b"9" * 5000 + b"}", "not_json"),
         (b" " * (MAX_DATAGRAM_BYTES + 1), "too_long"),
@@ -285,3 +289,54 @@ def test_heights_above_2_63_minus_1_are_refused_by_the_codec():
         with pytest.raises(DecodeError) as caught:
             decode(raw)
         assert caught.value.kind == "bad_field" and len(str(caught.value)) < 200
+
+
+# ---------------------------------------------------------------- liberal to honest peers (issue 19)
+
+TOP = "ab" * 31 + "00"
+
+
+def test_hyphenated_gossip_reply_is_read_as_gossip_reply():
+    from messages.wire import GossipReply, decode
+
+    raw = b'{"type":"GOSSIP-REPLY","host":"127.0.0.1","port":8000,"name":"rubric"}'
+    assert decode(raw) == GossipReply("127.0.0.1", 8000, "rubric")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"type":"STATS_REPLY","height":"12","hash":"%s"}' % TOP.encode(), (12, TOP)),
+    (b'{"type":"STATS_REPLY","height":"0","hash":null}', (0, None)),
+    (b'{"type":"STATS_REPLY","height":"%d","hash":null}' % (2**63 - 1), (2**63 - 1, None)),
+])
+def test_numeric_string_heights_in_stats_reply_are_numbers(raw, expected):
+    from messages.wire import StatsReply, decode
+
+    assert decode(raw) == StatsReply(*expected)
+
+
+def test_numeric_string_heights_in_get_block_and_blocks_are_numbers():
+    from messages.wire import Announce, GetBlock, GetBlockReply, decode
+
+    assert decode(b'{"type":"GET_BLOCK","height":"7"}') == GetBlock(7)
+    for kind, wrap in (("ANNOUNCE", Announce), ("GET_BLOCK_REPLY", GetBlockReply)):
+        wire = {"type": kind, **BLOCK.to_wire(), "height": str(BLOCK.height)}
+        assert decode(json.dumps(wire).encode()) == wrap(BLOCK)
+
+
+def test_numeric_string_heights_are_bounded():
+    from messages.wire import MAX_HEIGHT_DIGITS, DecodeError, decode
+
+    for height in ("9" * (MAX_HEIGHT_DIGITS + 1), "9" * MAX_HEIGHT_DIGITS, "9" * 4000, "1e3", "0x1", "+1", "1_0", ""):
+        with pytest.raises(DecodeError) as caught:  # 19 nines is above 2**63 - 1: out of range
+            decode(json.dumps({"type": "GET_BLOCK", "height": height}).encode())
+        assert caught.value.kind == "bad_field" and len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("bad_hash", [5, 1.5, True, "", "None", "ABC", "A" * 64, "xyz", "0" * 63, "0" * 65, "0" * 5000,
+                                      [TOP], {"h": TOP}])
+def test_an_unusable_hash_in_stats_reply_is_no_claim_and_the_height_stays(bad_hash):
+    from messages.wire import DecodeError, StatsReply, decode
+
+    assert decode(json.dumps({"type": "STATS_REPLY", "height": 9, "hash": bad_hash}).encode()) == StatsReply(9, None)
+    with pytest.raises(DecodeError):  # no hash field at all is still malformed
+        decode(b'{"type":"STATS_REPLY","height":"9"}')
