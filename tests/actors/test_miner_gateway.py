@@ -413,7 +413,9 @@ def test_an_injected_fault_in_the_acceptor_or_a_connection_restarts_the_gateway(
 def test_the_acceptor_survives_running_out_of_file_descriptors(make_node, caplog):
     """With the process out of descriptors, accept() fails with EMFILE: retried, counted, logged once."""
     caplog.set_level(logging.INFO, logger="node.MinerGateway")
-    node, port = gateway_node(make_node)
+    # No health probes: their sockets open and close every 2 s, and a descriptor one of
+    # them frees while the table is full would let accept() through.
+    node, port = gateway_node(make_node, probe_interval=0)
     acceptor = node.supervisor.thread("MinerGateway.accept")
     waiting = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # its descriptor, taken while there are some
     fillers: list[int] = []
