@@ -32,7 +32,6 @@ class InstanceRecord:
         self.urn = urn
         self.budget = budget
         self.clock = clock
-        self.created = clock()
         self.actor_thread: threading.Thread | None = None
         self.started: float | None = None  # when the running message started (monotonic)
         self.current: str | None = None  # what it is, for the log and /health

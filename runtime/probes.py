@@ -171,12 +171,8 @@ class HealthProber:
                     raise TimeoutError(f"no STATS_REPLY within {PROBE_TIMEOUT:g}s") from None
                 if source[:2] != self.udp_address:
                     continue
-                reply = json.loads(data)
-                if reply.get("type") == "STATS_REPLY":
-                    return
-                # A bare STATS back is the node asking us to prove our address: answer it.
-                if reply.get("type") == "STATS":
-                    continue
+                if json.loads(data).get("type") == "STATS_REPLY":
+                    return  # anything else (a bare STATS probe back) is not the answer: keep waiting
 
     def probe_store(self) -> None:
         uri = f"file:{self.store_path}?mode=ro"

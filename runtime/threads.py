@@ -136,7 +136,6 @@ class OwnedThread:
     def __init__(self, owner: str, role: str, target: Callable[..., None], *args: Any,
                  on_death: Callable[[str, BaseException], None]) -> None:
         self.name = f"{owner}.{role}"
-        self.role = role
         self._target = target
         self._args = args
         self._on_death = on_death
@@ -144,11 +143,9 @@ class OwnedThread:
         self._fault_lock = threading.Lock()
         self.error: str | None = None
         self.transient_errors = 0
-        self.started_at: float | None = None
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def start(self) -> "OwnedThread":
-        self.started_at = time.monotonic()
         self._thread.start()
         return self
 
