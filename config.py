@@ -7,7 +7,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """The node's settings, from the command line (see DESIGN.md, Contracts)."""
+    """The node's settings, from the command line (the options are listed in the README, "Run")."""
 
     @property
     def public_port(self) -> int:

@@ -1,6 +1,6 @@
 """GossipManager: membership, as Bitcoin Core's address manager does it.
 
-Two bounded tables (DESIGN.md, PROTOCOL.md "Membership"):
+Two bounded tables (membership: see the README, "Reliability guarantees"):
 
 * **tried**: peers that answered a GOSSIP we sent them (a GOSSIP_REPLY from that
   host within PROBE_WINDOW of our GOSSIP to that address): a node really is there.

@@ -1,4 +1,4 @@
-"""Blocks and the chain rules of PROTOCOL.md, as pure functions.
+"""Blocks and the network's chain rules, as pure functions.
 
 Nothing here does I/O or reads a clock, so the rules can be tested and fuzzed
 alone and shared by the codec, the ChainKeeper, the sync and the miners.
@@ -38,7 +38,7 @@ class Block:
     hash: str
 
     def to_wire(self) -> dict[str, Any]:
-        """The block's fields under their wire names (PROTOCOL.md)."""
+        """The block's fields under their wire names (as they travel in ANNOUNCE and GET_BLOCK_REPLY)."""
         return {
             "height": self.height,
             "minedBy": self.mined_by,
@@ -100,7 +100,7 @@ def hash_prefix(prev_hash: str | None, mined_by: str, messages: Iterable[str], t
 
 
 def compute_hash(prev_hash: str | None, mined_by: str, messages: Iterable[str], timestamp: int, nonce: str) -> str:
-    """The block hash of PROTOCOL.md. Fields must already have passed `field_problem`."""
+    """The block hash the network agrees on. Fields must already have passed `field_problem`."""
     digest = hashlib.sha256(hash_prefix(prev_hash, mined_by, messages, timestamp))
     digest.update(nonce.encode("utf-8"))
     return digest.hexdigest()

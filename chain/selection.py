@@ -1,6 +1,6 @@
 """Consensus choices as pure functions: which chains to try, and in what order.
 
-PROTOCOL.md: choose the longest chain; among chains of the same height, the
+The protocol's rule: choose the longest chain; among chains of the same height, the
 (height, hash) pair most peers agree on. Peers may report nonsense; anything
 that isn't a plausible (length, hash) claim is ignored here, and a claim is only
 a claim until its blocks, linked and with their proof of work, arrive (see

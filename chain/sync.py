@@ -16,8 +16,8 @@ An attempt downloads the chain **downward from its claimed top**, so what is
 assembled is always one linked run:
 
 * the top block must carry the claimed hash (a peer whose top differs doesn't
-  back the claim: set aside for the attempt, not blamed: it may read heights as
-  top indexes, see PROTOCOL.md);
+  back the claim: set aside for the attempt, not blamed: it may send the top
+  block's index where the protocol means the chain's length);
 * below it, block h is accepted only if block h+1's contents hash, on top of
   block h's hash, to block h+1's (already proven) hash. A link that holds proves
   both block h's hash and block h+1's contents; a hash that lacks the proof of

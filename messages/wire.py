@@ -1,4 +1,4 @@
-"""The wire codec: datagram bytes <-> typed messages (PROTOCOL.md).
+"""The wire codec: datagram bytes <-> typed messages (the network's JSON-over-UDP protocol).
 
 Pure: no sockets, no clocks. `decode` either returns a typed message or raises
 `DecodeError` with a short machine-readable `kind` (for the malformed-datagram

@@ -1,4 +1,4 @@
-"""What a peer address and a piece of peer-supplied text may be (PROTOCOL.md, "What we accept").
+"""What a peer address and a piece of peer-supplied text may be (what the node accepts from a peer).
 
 Pure, shared by the wire codec, the peer-table snapshot loader and GossipManager,
 so the rule is written once. A host from the wire is an IP literal and nothing
