@@ -124,7 +124,6 @@ class Supervisor:
         self.state = "stopped"  # starting | running | reviving | giving_up | gave_up | stopping | stopped
         self._stop_requested = threading.Event()
         self._finished = threading.Event()
-        self._stop_waiters: list[threading.Event] = []
         self._startup_failure: str | None = None
         self.exit_code: int | None = None
         self.gave_up_reason: str | None = None
@@ -177,11 +176,10 @@ class Supervisor:
         loop = self._loop
         if loop is None or not loop.is_alive():
             if loop is not threading.current_thread():
-                self.handle(StopRequest(exit_code, threading.Event()))
+                self.handle(StopRequest(exit_code))
                 self._drive(self._finished.is_set, timeout)
             return
-        done = threading.Event()
-        self._events.put(StopRequest(exit_code, done))
+        self._events.put(StopRequest(exit_code))
         if loop is threading.current_thread():
             return
         if not self._finished.wait(timeout):
@@ -404,7 +402,6 @@ class Supervisor:
         if isinstance(event, StopRequest):
             if self.exit_code is None:
                 self.exit_code = event.exit_code
-            self._stop_waiters.append(event.done)
             self._begin_stop(event.exit_code)
         elif isinstance(event, Terminated):
             self._on_terminated(event)
@@ -626,9 +623,9 @@ class Supervisor:
             child.state = "stopping"
             child.sub._stop_requested.set()
             if child.sub._loop is None or not child.sub._loop.is_alive():
-                child.sub.handle(StopRequest(self.exit_code or 0, threading.Event()))
+                child.sub.handle(StopRequest(self.exit_code or 0))
             else:
-                child.sub.post(StopRequest(self.exit_code or 0, threading.Event()))
+                child.sub.post(StopRequest(self.exit_code or 0))
             return
         ref, child.ref = child.ref, None
         if child.pending_ref is not None:  # stopped while starting
@@ -686,8 +683,7 @@ class Supervisor:
     def _begin_stop(self, exit_code: int) -> None:
         """Stop every child in reverse start order (operations); no restart happens afterwards."""
         if self.state in ("stopping", "stopped") and (self._finished.is_set() or self.state == "stopping"):
-            self._signal_stopped_if_done()
-            return
+            return  # under way, or done: whoever asked waits on `_finished`
         self._stop_requested.set()
         if self.exit_code is None:
             self.exit_code = exit_code
@@ -712,15 +708,8 @@ class Supervisor:
             self.ctx.timers.close()
             log.info("all actors stopped")
         self._finished.set()
-        self._signal_stopped_if_done()
         if self.parent is not None:
             self.parent.post(SubtreeStopped(self.name))
-
-    def _signal_stopped_if_done(self) -> None:
-        if self._finished.is_set():
-            for done in self._stop_waiters:
-                done.set()
-            self._stop_waiters.clear()
 
     def _clear_mailboxes(self) -> None:
         for name in self._order:

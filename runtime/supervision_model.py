@@ -58,8 +58,9 @@ class Terminated:
 
 @dataclass(frozen=True)
 class StopRequest:
+    """Stop every child in reverse start order; the caller waits on the supervisor's end (`wait`)."""
+
     exit_code: int
-    done: threading.Event
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from typing import Any
 
 import pytest
@@ -181,7 +180,7 @@ def test_shutdown_timeout_abandons_a_child_that_does_not_stop(tmp_path):
     ctx.registry.actor("B").stall.defer(3600)
     wait_for(lambda: (sup.ctx.registry.mailbox("B").current_record().busy_for() or 0) > 0)
     Worker.events.clear()
-    sup.handle(StopRequest(0, threading.Event()))
+    sup.handle(StopRequest(0))
     drive(sup, lambda: [n for k, n in Worker.events if k == "stop"] == ["C"])
     assert not sup._finished.is_set()  # B is still being waited for
     clock.advance(3.5)  # past B's shutdown timeout
