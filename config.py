@@ -27,6 +27,17 @@ class NodeConfig:
     enable_fault_injection: bool = False
     miner_listen: int = 0
     miner_token: str | None = None
+    # Each authenticated external miner's line budget (actors/miner_gateway.py): lines
+    # and bytes per second with their bursts; a client ahead of it is not read (TCP
+    # back-pressure) and is dropped after `miner_budget_grace` seconds ahead.
+    miner_line_rate: float = 200.0
+    miner_line_burst: float = 1000.0
+    miner_byte_rate: float = 64 * 1024
+    miner_byte_burst: float = 256 * 1024
+    miner_budget_grace: float = 10.0
+    # The ops HTTP: a request's headers and body must both arrive within this many
+    # seconds (ops/serving.py); slow bodies are cut with 408.
+    http_request_deadline: float = 10.0
     # Ray cluster for the miner workers ("auto", or the head's "HOST:PORT"); None:
     # local worker processes, and Ray is never imported.
     ray_address: str | None = None

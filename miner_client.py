@@ -28,6 +28,7 @@ import click
 from mining.kernel import warn_if_not_native
 from mining.protocol import LineReader, ProtocolError, decode_line, encode_line
 from mining.worker_backends import ProcessWorker
+from ops.formatting import fmt_rate
 
 log = logging.getLogger("miner")
 
@@ -120,8 +121,10 @@ class ExternalMiner:
                 last_report = now
                 self._replace_dead_workers()
             if now - last_log >= LOG_INTERVAL:
-                log.info("%.0f hashes/s over %d workers, %d blocks accepted", self.hashes_window / (now - last_log),
-                         len(self.workers), self.accepted)
+                # In MH/s (or kH/s), as the node logs its own rate (ops/formatting.py).
+                log.info("mining: %s over the last %.0fs on %d worker(s), %d blocks accepted",
+                         fmt_rate(self.hashes_window / (now - last_log)), now - last_log, len(self.workers),
+                         self.accepted)
                 self.hashes_window = 0
                 last_log = now
         return got_work

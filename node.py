@@ -164,7 +164,9 @@ class Node:
         """
         self.data_dir = DataDir.open(self.config.data_dir, self.config.difficulty)
         try:
-            check_udp_port(self.config.bind_host, self.config.port, self.config.host)
+            cfg = self.config  # an address apart from the advertised one came from --bind: errors name that flag
+            apart = cfg.bind_host not in (cfg.host, "0.0.0.0", "::", "")
+            check_udp_port(cfg.bind_host, cfg.port, cfg.bind_host if apart else cfg.host, "--bind" if apart else "--host")
             self.supervisor.start()
         except BaseException:
             self._release_data_dir()

@@ -121,13 +121,16 @@ def _check_options_before_subcommand(ctx: click.Context) -> None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default=None, help="Address advertised to peers (and bound). Default: auto-detected.")
+@click.option("--host", default=None, help="Address advertised to peers (and bound, unless --bind). Default: auto-detected.")
+@click.option("--bind", "bind", default=None, metavar="HOST",
+              help="Address the UDP socket binds, when it differs from the advertised --host (NAT, a relay). Default: --host, else all.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="UDP port.")
 @click.option("--peer", "peers", type=PeerAddress(), multiple=True, help="A well-known peer HOST:PORT; repeatable.")
 @click.option("--name", default=None, help="Our name in gossip and minedBy. Default: the hostname.")
 @click.option("--difficulty", type=click.IntRange(1, 64), default=8, show_default=True, help="Trailing zeros a block hash needs.")
 @click.option("--miners", type=MinerCount(), default="0", show_default=True, help="'auto' (one per core), a number, or 0.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where the chain is stored.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the chain is stored (a directory; made if missing).")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True, help="Ops HTTP port; 0 turns it off.")
 @click.option("--http-host", default="127.0.0.1", show_default=True, help="Where the ops HTTP listens.")
 @click.option("--enable-fault-injection", is_flag=True, help="Allow POST /admin/crash/{actor} (tests, chaos drills).")
@@ -143,7 +146,7 @@ def _check_options_before_subcommand(ctx: click.Context) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.version_option(__version__, "--version", prog_name="pow-node", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str, int], ...], name: str | None,
+def cli(ctx: click.Context, host: str | None, bind: str | None, port: int, peers: tuple[tuple[str, int], ...], name: str | None,
         difficulty: int, miners: int | str, data_dir: Path | None, http_port: int, http_host: str,
         enable_fault_injection: bool, miner_listen: int, miner_token: str | None, ray_address: str | None,
         log_format: str, log_file: Path | None, config: Path | None, verbose: bool) -> None:
@@ -162,11 +165,15 @@ def cli(ctx: click.Context, host: str | None, port: int, peers: tuple[tuple[str,
         error = click.ClickException(f"--log-file {log_file}: cannot write it ({exc.strerror or exc})")
         error.exit_code = 2
         raise error from None
+    if ray_address is not None:
+        from mining.ray_cluster import check_token_auth
+
+        check_token_auth(ray_address)  # one WARNING line if the cluster lets a client without a token in
     if miners == "auto" and ray_address is not None:
         check_ray_cluster(ray_address)
     node_config = NodeConfig(
         host=host or detect_host(),
-        bind_host=host or "0.0.0.0",
+        bind_host=bind or host or "0.0.0.0",
         port=port,
         peers=tuple(peers),
         name=name or socket.gethostname(),

@@ -8,7 +8,11 @@ answers) and the time, and carries out the actions it returns: datagrams to
 NetworkIO, staging writes and chain switches to ChainKeeper, the inputs of a new
 round (peers from GossipManager, our hashes and the staged run from ChainKeeper).
 Rounds start on join, on a timer, on CONSENSUS, and within ~2 s of any sign of a
-longer chain.
+longer chain. CONSENSUS rounds are coalesced (`RoundGate`): at most one per
+CONSENSUS_ROUND_GAP, one running and one waiting, however many CONSENSUS datagrams
+arrive (NetworkIO also limits them per source IP and in all): a round sends a STATS
+to every peer, so what third parties receive is bounded by the peer count and the
+gap, never by the CONSENSUS rate.
 
 It never waits on another actor: every request is told, with a request id, and
 the answer comes back as a message of its own (`on_round_inputs`,
@@ -44,6 +48,7 @@ from runtime.context import NodeContext, tell
 from runtime.interfaces import ConsensusApi, TipListener
 from runtime.timers import TimerHandle
 from net.address import Address
+from net.ratelimit import RoundGate
 
 INPUTS_TIMEOUT = 5.0  # a round's inputs: then it goes on without GossipManager's peers, or gives up without ChainKeeper's
 # An apply's answer: generous, since switching to a staged chain of 800k blocks takes
@@ -53,6 +58,13 @@ MIN_TIMER_DELAY = 0.001  # a deadline already past is ticked this soon (never a 
 GAUGE_LIMIT = 2**53  # gauges are floats: a claimed height is clamped before it is shown
 MAX_CLAIMS_SEEN = 1024
 MAX_EXTRA_PEERS = 16  # peers named by the triggers of a round that waits for its inputs
+# CONSENSUS rounds: at most one released per this many seconds (the rest coalesce into
+# one waiting). With 64 peers a round is 64 STATS of 16 bytes (re-sent to a silent one
+# up to 3 times): ~68 bytes a second to all peers together (~270 if none answers), and
+# one STATS per peer per gap, whatever the CONSENSUS rate. An attacker sending the
+# fewest CONSENSUS that keep a round waiting (one per gap, 20 bytes) still gets one
+# round per gap: that absolute cost is the price of honouring a lone CONSENSUS.
+CONSENSUS_ROUND_GAP = 15.0
 
 # Request ids are unique in the process, across instances: an answer meant for a
 # ConsensusRunner that crashed (and is handed to its successor) matches nothing.
@@ -94,8 +106,10 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self._gathering: _Gathering | None = None
         self._applying: _Applying | None = None
         self._round_started = 0.0
-        # For the dashboard: each peer's latest claimed height (a claim, not a fact), bounded.
-        self.claims_seen: dict[Address, tuple[int | None, float]] = {}
+        self._consensus_gate = RoundGate(CONSENSUS_ROUND_GAP)
+        # For the dashboard: each peer's latest claimed chain length and top hash (a claim, not
+        # a fact) and when it was made, from every STATS_REPLY and ANNOUNCE; bounded.
+        self.claims_seen: dict[Address, tuple[int | None, str | None, float]] = {}
 
     def on_start(self) -> None:
         self.every(self.ctx.config.consensus_interval, self.start_round, "timer")
@@ -112,22 +126,35 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
     # ---------------------------------------------------------- inputs
 
     def on_consensus(self) -> None:
-        self._run(self.engine.on_consensus(self.clock()))
+        """A CONSENSUS datagram: a round now if none was released in the last gap, else
+        one waiting (released by `tick` when the gap has passed); extra ones coalesce."""
+        now = self.clock()
+        already_waiting = self._consensus_gate.waiting
+        if self._consensus_gate.ask(now):
+            self._run(self.engine.on_consensus(now))
+            return
+        if already_waiting:
+            self.ctx.metrics.dropped.labels(reason="consensus_coalesced").inc()
+        self._rearm()
 
     def on_unlinked_announce(self, block: Any, addr: Address) -> None:
-        self._run(self.engine.on_announce(addr, block.height, self.clock()))
+        self._note_claim(addr, block.height + 1, block.hash)
+        self._run(self.engine.on_announce(addr, block.height, self.clock(), block.hash))
 
     def on_tip_changed(self, event: TipChanged) -> None:
         """Also how a late apply is learnt of: ChainKeeper tells the new tip before it answers."""
         self._run(self.engine.set_tip(event.height, self.clock()))
 
     def on_stats_reply(self, reply: StatsReply, addr: Address) -> None:
-        self._note_claim(addr, reply.height)
+        self._note_claim(addr, reply.height, reply.hash)
         self._run(self.engine.on_stats(addr, reply.height, reply.hash, self.clock()))
 
     def on_get_block_replies(self, replies: list[tuple[GetBlockReply, Address]]) -> None:
         """A batch of GET_BLOCK_REPLYs (NetworkIO batches what arrives together)."""
+        ignored = self.engine.ignored_replies
         self._run(self.engine.on_blocks([(addr, reply.block) for reply, addr in replies], self.clock()))
+        if self.engine.ignored_replies > ignored:  # answering no request in flight: dropped, counted for operators
+            self.ctx.metrics.dropped.labels(reason="unsolicited_block_reply").inc(self.engine.ignored_replies - ignored)
 
     def tick(self) -> None:
         """The one timer fired (or a stale one did: harmless): act on whatever is due."""
@@ -141,6 +168,8 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
             self.log.warning("no answer from ChainKeeper to the %s within %.0fs: taken as not applied", applying.what, APPLY_TIMEOUT)
             self._applying = None
             self._run(self.engine.on_applied(False, now, f"ChainKeeper did not answer the {applying.what}"))
+        if self._consensus_gate.poll(now):
+            self._run(self.engine.on_consensus(now))
         self._run(self.engine.tick(now))
         self._update_gauges()
 
@@ -228,13 +257,23 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         return self.engine.status(self.clock())
 
     def claimed_heights(self) -> dict[str, dict[str, Any]]:
-        """`{"host:port": {"height": H, "age": seconds}}`: what each peer last said its chain length was."""
-        now = self.clock()
-        return {f"{h}:{p}": {"height": height, "age": round(now - at, 1)} for (h, p), (height, at) in self.claims_seen.items()}
+        """`{"host:port": {"height": H, "hash": X, "age": seconds}}`: each peer's latest claim of its chain.
 
-    def _note_claim(self, addr: Address, height: int | None) -> None:
+        Refreshed by every STATS_REPLY and every ANNOUNCE the peer sends (ChainKeeper
+        tells us of the ones it could use, `note_announce`), not only by a sync round's,
+        so the dashboard never shows a peer's claim from minutes ago while it mines.
+        """
+        now = self.clock()
+        return {f"{h}:{p}": {"height": height, "hash": top, "age": round(now - at, 1)}
+                for (h, p), (height, top, at) in self.claims_seen.items()}
+
+    def note_announce(self, height: int, top_hash: str, addr: Address) -> None:
+        """A peer ANNOUNCEd a block ChainKeeper stored or already held: its chain is `height` blocks long."""
+        self._note_claim(addr, height, top_hash)
+
+    def _note_claim(self, addr: Address, height: int | None, top_hash: str | None) -> None:
         self.claims_seen.pop(addr, None)
-        self.claims_seen[addr] = (height, self.clock())
+        self.claims_seen[addr] = (height, top_hash, self.clock())
         while len(self.claims_seen) > MAX_CLAIMS_SEEN:
             del self.claims_seen[next(iter(self.claims_seen))]
 
@@ -300,6 +339,7 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
             dues.append(self._gathering.deadline)
         if self._applying is not None:
             dues.append(self._applying.deadline)
+        dues.append(self._consensus_gate.due())
         due = min((d for d in dues if d is not None), default=None)
         timer = self._timer
         if timer is not None and timer.cancelled:

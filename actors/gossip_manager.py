@@ -57,6 +57,7 @@ FORWARD_BURST = 600.0
 GREET_RATE = 20.0
 GREET_BURST = 40.0
 PROBE_WINDOW = 10.0  # a GOSSIP_REPLY this soon after our GOSSIP to that address promotes it
+CLAIM_REFRESH = 5.0  # a tried peer that shows it is alive is asked its chain (STATS) at most this often
 RESOLVE_TIMEOUT = 2.0
 
 
@@ -128,6 +129,7 @@ class GossipManager(NodeActor, GossipApi):
         self._resolver: threading.Thread | None = None
         self._heard_from: set[Address] = set()  # well-known peers that have answered (bounded by --peer)
         self._warned_silent: set[Address] = set()
+        self._claims_asked: dict[Address, float] = {}  # tried peer -> when we last asked it STATS (bounded below)
 
     @property
     def peers(self) -> dict[Address, PeerInfo]:
@@ -219,7 +221,9 @@ class GossipManager(NodeActor, GossipApi):
     def on_gossip(self, gossip: Gossip, source: Address) -> None:
         now = self.clock()
         if gossip.id in self.seen_ids:
-            return
+            if source[0] == gossip.host:
+                self._refresh_known((gossip.host, gossip.port), gossip.name, now)
+            return  # never forwarded (nor replied to) twice
         self._remember_id(gossip.id, now)
         originator = (gossip.host, gossip.port)
         if originator == self._own_address():
@@ -351,9 +355,34 @@ class GossipManager(NodeActor, GossipApi):
         self._send(gossip, addr)
         self._send(Stats(), addr)
 
+    def _refresh_known(self, addr: Address, name: str, now: float) -> None:
+        """A repeated GOSSIP id straight from the peer it names (some peers reuse one id for
+        every keep-alive): that peer is alive. Refreshed where it is; never added by this."""
+        info = self.tried.get(addr)
+        if info is not None:
+            self._refresh_tried(addr, info, name, now)
+            return
+        info = self.new.pop(addr, None)
+        if info is not None:
+            info.last_seen, info.name = now, name
+            self.new[addr] = info  # most recently seen last
+
     def _refresh_tried(self, addr: Address, info: PeerInfo, name: str, now: float) -> None:
         info.last_seen, info.name = now, name
         self.tried.move_to_end(addr)
+        self._ask_claim(addr, now)
+
+    def _ask_claim(self, addr: Address, now: float) -> None:
+        """A tried peer showed it is alive (a GOSSIP or GOSSIP_REPLY): ask its chain with a STATS, at most
+        every CLAIM_REFRESH s. GOSSIP carries no height; this way the claim ConsensusRunner keeps of
+        each peer (shown on the dashboard and `/peers`) is as fresh as the peer's last word to us."""
+        last = self._claims_asked.get(addr)
+        if last is not None and now - last < CLAIM_REFRESH:
+            return
+        self._claims_asked[addr] = now
+        if len(self._claims_asked) > 2 * MAX_TRIED:
+            self._claims_asked = {a: t for a, t in self._claims_asked.items() if a in self.tried}
+        self._send(Stats(), addr)
 
     def _promote(self, addr: Address, name: str, now: float) -> None:
         """Move an address that answered our GOSSIP into the tried table, if there is room."""

@@ -46,9 +46,19 @@ from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, MinerApi, TipListener
 from mining.kernel import warn_if_not_native
 from mining.worker_backends import ProcessWorker, RayWorker, WorkerBackend
-from chain.block import MAX_MESSAGE_CHARS, MAX_MESSAGES, Block, InvalidBlock, check_block, hash_prefix
+from chain.block import (
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGES,
+    MAX_NONCE_CHARS,
+    MAX_TIMESTAMP,
+    Block,
+    InvalidBlock,
+    check_block,
+    hash_prefix,
+    python_reply_bytes,
+)
 from messages.internal import TipChanged
-from messages.wire import fits_in_a_reply
+from messages.wire import MAX_SENT_BLOCK_BYTES, fits_in_a_reply
 
 T = TypeVar("T")
 
@@ -126,14 +136,27 @@ class _RayEvent:
     args: tuple[Any, ...]
 
 
+def fits_however_reencoded(height: int, mined_by: str, messages: tuple[str, ...]) -> bool:
+    """True when a block with these fields, whatever nonce and timestamp it ends up
+    with, stays within MAX_SENT_BLOCK_BYTES both as we send it (compact UTF-8) and as
+    a Python peer serves it again (`json.dumps` defaults: `\\uXXXX` escapes, spaced
+    separators), the larger of the two."""
+    if not fits_in_a_reply(height, mined_by, messages):
+        return False
+    worst = Block(height, mined_by, messages, "x" * MAX_NONCE_CHARS, MAX_TIMESTAMP - 1, "0" * 64)
+    return python_reply_bytes(worst) <= MAX_SENT_BLOCK_BYTES
+
+
 def usable_words(words: list[str], default: str, mined_by: str = "", height: int = 0) -> tuple[str, ...]:
     """Up to MAX_MESSAGES queued words a block may carry, else the default message.
 
     ChainKeeper only queues non-empty words of at most 20 characters; this also
     drops what can't be UTF-8 encoded (a lone surrogate from JSON), which would
     otherwise make every block we build unhashable, and stops before the block
-    would no longer fit a 1,024-byte datagram as a GET_BLOCK_REPLY (words of
-    multi-byte characters; the words left stay queued for the next block).
+    would no longer fit a 1,024-byte datagram as a GET_BLOCK_REPLY, however a peer
+    re-encodes it (`fits_however_reencoded`: words of non-ASCII characters grow
+    to 6 or 12 bytes each when escaped); the words left stay queued for the next
+    block.
     """
     kept = []
     for word in words:
@@ -143,7 +166,7 @@ def usable_words(words: list[str], default: str, mined_by: str = "", height: int
             word.encode("utf-8")
         except UnicodeEncodeError:
             continue
-        if not fits_in_a_reply(height, mined_by, (*kept, word)):
+        if not fits_however_reencoded(height, mined_by, (*kept, word)):
             break
         kept.append(word)
         if len(kept) == MAX_MESSAGES:

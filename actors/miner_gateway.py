@@ -10,6 +10,19 @@ Shape, and why:
 * Sockets are served by threads (an acceptor, one reader per connection) that only
   read and parse; every decision (work, verification, bookkeeping, replies) is a
   message `tell`-ed to the actor, so the actor's state has one owner.
+* Every authenticated client has a line budget (lines/s and bytes/s with bursts,
+  `LineBudget`, from the node's config). Lines go to the actor in batches, at most
+  one batch per client waiting in its inbox: the reader holds the next until the
+  actor has taken the last, so however fast a client writes, the inbox holds at
+  most a batch per client. A client ahead of its budget is not read at all: the
+  reader keeps at most one read's worth of its lines and stops calling recv(), so
+  the kernel's buffers fill and TCP flow control slows the sender, at no cost to
+  us. One that stays ahead for `miner_budget_grace` seconds (it never once lets
+  its socket drain) is told so and dropped.
+* A client's claimed hash rate is judged per token and source IP across
+  reconnects (`ClaimLedger`): its claims, the work units it was given and the
+  solutions it returned add up over every connection, so a liar can't restart
+  the doubt by reconnecting.
 * Nothing a remote miner says is trusted: the token is checked with
   `hmac.compare_digest` before anything else, lines are bounded and garbage is
   counted (too much of it and the connection is dropped), and every submitted
@@ -33,6 +46,7 @@ Shape, and why:
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import secrets
@@ -50,7 +64,8 @@ from actors.base import NodeActor
 from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, GatewayApi, TipListener
 from actors.miner import WorkUnit, usable_words
-from mining.protocol import AUTH_TIMEOUT, LineReader, ProtocolError, decode_line, encode_line
+from mining.protocol import (AUTH_TIMEOUT, MAX_LINE_BYTES, ClaimLedger, Claims, LineBudget, LineReader, ProtocolError,
+                             decode_line, encode_line)
 from runtime.threads import Backoff, OwnedThread, checkpoint, current_thread, is_transient
 from chain.block import MAX_NONCE_CHARS
 from mining.worker import MAX_TAG_CHARS
@@ -70,10 +85,11 @@ MAX_PENDING = 16
 AUTH_PHASE_SECONDS = 3.0
 MAX_OUTBOX_BYTES = 64 * 1024  # queued bytes to one miner; past this it is not reading: dropped
 SOCKET_SNDBUF = 32 * 1024  # the kernel's share of a miner's unread bytes, kept small too
-# A client's claimed hashes imply how many solutions it should have found; one
-# that claims at least this many expected solutions and found under a tenth of
-# them is not counted in the hash rate (its claim is shown as "claimed").
-PLAUSIBLE_MIN_EXPECTED = 10.0
+# The kernel's buffer for what a miner sent and we have not read: small, so a client
+# we stopped reading (over its budget) is held back by TCP after a few KiB, not MiBs.
+SOCKET_RCVBUF = 64 * 1024
+RECV_BYTES = 16 * 1024  # one read from a client: its most we hold while it is ahead of its budget
+MAX_BATCH = 64  # lines in one message to the actor
 # Refusals that say nothing about a miner (a connection that never spoke): logged at
 # most once per 10 s with a count, so a flood of them can't fill the log.
 QUIET_REFUSALS = frozenset({"closed before authenticating", "no auth line in time"})
@@ -107,6 +123,11 @@ class _Client:
         self._outbox = bytearray()
         self.closed = False
         self.overflowed = False
+        self.drop_reason = ""  # set by the reader when it drops the client (e.g. over its budget)
+        # Clear while a batch of this client's lines waits in the actor's inbox: the
+        # reader sends the next only once the actor has taken it.
+        self.delivered = threading.Event()
+        self.delivered.set()
 
     def send(self, message: dict[str, Any]) -> bool:
         data = encode_line(message)
@@ -161,24 +182,12 @@ class _ClientState:
     """What the actor knows about one client (actor thread only)."""
 
     client: _Client
+    claims: Claims  # shared by every connection of its token and source IP (ClaimLedger)
     works: dict[int, WorkUnit] = field(default_factory=dict)
     garbage: int = 0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
     tags: dict[int, str] = field(default_factory=dict)  # work id -> the nonce tag it was given
     connected_at: float = field(default_factory=time.monotonic)
-    claimed_hashes: int = 0  # everything it reported since it connected
-    solutions: int = 0  # nonces it found that meet the difficulty (accepted or stale)
-    units: int = 0  # work units given to it (a miner finds at most about one per unit)
-
-    def plausible(self, difficulty: int) -> bool:
-        """False when its claimed hashes imply far more solutions than it found.
-
-        Expected finds are the claimed hashes over 16**difficulty, at most one per
-        work unit it was given; a claim worth PLAUSIBLE_MIN_EXPECTED finds or more
-        that produced under a tenth of them is not believed.
-        """
-        expected = min(self.claimed_hashes / 16 ** max(0, difficulty), float(self.units))
-        return expected < PLAUSIBLE_MIN_EXPECTED or self.solutions * 10 >= expected
 
 
 # Thread -> actor messages.
@@ -192,6 +201,14 @@ class _Line:
     client: _Client
     message: dict[str, Any] | None  # None: garbage
     problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """A batch of one client's lines (at most MAX_BATCH); the client's next waits until this is taken."""
+
+    client: _Client
+    lines: tuple[_Line, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +245,20 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         if not ctx.config.miner_token:
             raise ValueError("the miner gateway needs a token (--miner-token)")
         self._token = ctx.config.miner_token.encode("utf-8")
+        # Claims are remembered per (token, source IP); the key holds a fingerprint, not the token.
+        self._token_key = hashlib.sha256(self._token).hexdigest()[:16]
+        self._ledger = ClaimLedger()
+        config = ctx.config
+        self._budget_args = (config.miner_line_rate, config.miner_line_burst,
+                             config.miner_byte_rate, config.miner_byte_burst)
+        LineBudget(*self._budget_args, now=0.0)  # bad settings fail the start, not a reader thread
+        self._grace = config.miner_budget_grace
+        # Batches sent by readers and not yet handled (the inbox's share from the sockets).
+        self._inbox_lock = threading.Lock()
+        self._inbox = 0
+        self._inbox_peak = 0
+        self._throttled: set[_Client] = set()  # clients ahead of their budget now (under _inbox_lock)
+        self._throttle_events = 0  # times a client got ahead of its budget and was no longer read
         self._listener: socket.socket | None = None
         self._acceptor: OwnedThread | None = None
         self._connection_seq = 0  # numbers the connection threads (conn-<n>)
@@ -240,7 +271,8 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         self._work_id = 0
         self._next_client_id = 1
         self._rate_gauge = ctx.metrics.miner_hashrate.labels(miner="external", backend="gateway")
-        self.stats = {"submitted": 0, "accepted": 0, "rejected": 0, "auth_refused": 0, "garbage_lines": 0, "connections": 0}
+        self.stats = {"submitted": 0, "accepted": 0, "rejected": 0, "auth_refused": 0, "garbage_lines": 0, "connections": 0,
+                      "lines": 0, "budget_drops": 0}
 
     # ---------------------------------------------------------- lifecycle
 
@@ -248,6 +280,8 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         try:
             address = (self.ctx.config.bind_host, self.ctx.config.miner_listen)
             self._listener = socket.create_server(address, family=_family(address[0]), backlog=16)
+            # Accepted connections inherit it (set before any handshake, so the window fits it).
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
             self._listener.settimeout(0.5)  # so the acceptor notices release()
             self._acceptor = self.spawn("accept", self._accept_loop, self.actor_ref)
             self.every(TIP_POLL_INTERVAL, self.poll_tip)
@@ -316,10 +350,17 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         rate, claimed, doubted = self._rates()
         with self._open_lock:
             pending = len(self._pending)
+        with self._inbox_lock:
+            inbox, inbox_peak, throttled = self._inbox, self._inbox_peak, len(self._throttled)
+            throttle_events = self._throttle_events
         return {
             "address": "%s:%d" % listener.getsockname()[:2] if listener is not None else None,
             "clients": len(self._clients),
             "pending": pending,
+            "throttled_clients": throttled,  # ahead of their line budget: not being read
+            "throttle_events": throttle_events,
+            "inbox_batches": inbox,
+            "inbox_batches_peak": inbox_peak,
             "hashrate": round(rate, 1),
             "hashrate_claimed": round(claimed, 1),
             "implausible_clients": doubted,
@@ -333,10 +374,19 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
     # ---------------------------------------------------------- thread messages
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Line):
-            state = self._clients.get(message.client.id)
-            if state is not None and state.client is message.client:
-                self._on_line(state, message)
+        if isinstance(message, _Lines):
+            try:
+                state = self._clients.get(message.client.id)
+                if state is not None and state.client is message.client:
+                    for line in message.lines:
+                        if state.client.closed:
+                            break
+                        self.stats["lines"] += 1
+                        self._on_line(state, line)
+            finally:
+                with self._inbox_lock:
+                    self._inbox -= 1
+                message.client.delivered.set()
             return None
         if isinstance(message, _Connected):
             self._on_connected(message.client)
@@ -345,7 +395,12 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
             state = self._clients.get(message.client.id)
             if state is not None and state.client is message.client:
                 del self._clients[message.client.id]
-                self.log.info("external miner %d (%s:%d) disconnected", message.client.id, *message.client.address[:2])
+                if message.client.drop_reason:
+                    self.stats["budget_drops"] += 1
+                    self.log.warning("external miner %d (%s:%d) dropped: %s", message.client.id,
+                                     *message.client.address[:2], message.client.drop_reason)
+                else:
+                    self.log.info("external miner %d (%s:%d) disconnected", message.client.id, *message.client.address[:2])
                 self._update_rate()
             return None
         if isinstance(message, _AuthRefused):
@@ -370,7 +425,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
             self._next_client_id = (self._next_client_id + 1) % CLIENT_ID_SPACE
         client.id = self._next_client_id
         self._next_client_id = (self._next_client_id + 1) % CLIENT_ID_SPACE
-        state = _ClientState(client)
+        state = _ClientState(client, self._ledger.claims((self._token_key, client.address[0])))
         self._clients[client.id] = state
         self.stats["connections"] += 1
         self.log.info("external miner %d connected from %s:%d", client.id, *client.address[:2])
@@ -394,7 +449,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
             count = message.get("count")
             if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**12:
                 state.samples.append((time.monotonic(), count))
-                state.claimed_hashes += count
+                state.claims.claimed_hashes += count
             else:
                 self._garbage(state, "'count' must be a non-negative int")
         elif kind == "auth":
@@ -436,7 +491,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
             block_hash = compute_hash(work.prev_hash, work.mined_by, work.messages, work.timestamp, nonce)
             block = Block(work.height, work.mined_by, work.messages, nonce, work.timestamp, block_hash)
             check_block(block, work.prev_hash, self.ctx.config.difficulty)
-            state.solutions += 1
+            state.claims.solutions += 1
         except UnicodeEncodeError:
             self._result(state, work_id, False, "nonce is not encodable as UTF-8")
             return
@@ -491,7 +546,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         tag = f"x{state.client.id:x}-{secrets.randbits(24):06x}"
         state.works[work.work_id] = work
         state.tags[work.work_id] = tag
-        state.units += 1
+        state.claims.units += 1
         while len(state.works) > KEPT_WORK_PER_CLIENT:
             oldest = min(state.works)
             del state.works[oldest]
@@ -517,7 +572,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
                 state.samples.popleft()
             reported = sum(count for _, count in state.samples)
             claimed += reported
-            if state.plausible(difficulty):
+            if state.claims.plausible(difficulty):
                 believed += reported
             else:
                 doubted += 1
@@ -602,29 +657,7 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
                 return
             ref.tell(_Connected(client))
             connected = True
-            last_heard = time.monotonic()
-            while not self._stopping.is_set() and not client.closed:
-                checkpoint()
-                for line in pending:
-                    ref.tell(_parse(client, line))
-                pending = []
-                # Wakes every second to notice release() and idle peers, and when the
-                # socket can take more of the outbox.
-                readable, writable, _ = select.select([sock], [sock] if client.pending() else [], [], 1.0)
-                if writable:
-                    client.flush()
-                if not readable:
-                    if time.monotonic() - last_heard > IDLE_TIMEOUT:
-                        return
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                if not data:
-                    return
-                last_heard = time.monotonic()
-                pending = [line for line in reader.feed(data) if line is None or line.strip()]
+            self._relay(client, sock, reader, pending, ref)
         except (OSError, pykka.ActorDeadError):  # the connection ended, or the gateway is going away
             return
         except ValueError:
@@ -632,6 +665,8 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
                 return  # select() on a socket closed by release() or the actor
             raise
         finally:
+            with self._inbox_lock:
+                self._throttled.discard(client)
             if client.overflowed:
                 self.log.warning("external miner %d (%s:%d) dropped: not reading (over %d bytes queued)",
                                  client.id, *address[:2], MAX_OUTBOX_BYTES)
@@ -644,6 +679,89 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
                     ref.tell(_Disconnected(client))
                 except pykka.ActorDeadError:
                     pass
+
+    def _relay(self, client: _Client, sock: socket.socket, reader: LineReader, backlog_lines: list[bytes | None],
+               ref: pykka.ActorRef[Any]) -> None:
+        """An authenticated client: pass its lines to the actor within its budget, write what the actor queued.
+
+        `backlog` holds lines read but not yet passed on; nothing more is read until
+        it is empty, so a client ahead of its budget (or of the actor) is simply not
+        read: TCP flow control does the rest. `ahead_since` is when the budget first
+        refused a line; it is cleared only when the client's socket is found drained
+        with the budget available, so a client that keeps writing faster than its
+        budget is dropped after the grace period.
+        """
+        budget = LineBudget(*self._budget_args, now=time.monotonic())
+        backlog: deque[bytes | None] = deque(backlog_lines)
+        ahead_since: float | None = None
+        last_heard = time.monotonic()
+        while not self._stopping.is_set() and not client.closed:
+            checkpoint()
+            now = time.monotonic()
+            refused = False
+            if backlog and client.delivered.is_set():
+                batch: list[_Line] = []
+                while backlog and len(batch) < MAX_BATCH:
+                    if not budget.take(_cost(backlog[0]), now):
+                        refused = True
+                        break
+                    batch.append(_parse(client, backlog.popleft()))
+                if batch:
+                    self._deliver(ref, client, tuple(batch))
+            if refused:
+                if ahead_since is None:
+                    ahead_since = now
+                    with self._inbox_lock:
+                        self._throttled.add(client)
+                        self._throttle_events += 1
+                elif now - ahead_since > self._grace:
+                    client.drop_reason = f"over its line budget for more than {self._grace:g}s"
+                    client.send({"type": "error", "error": "over the line budget"})
+                    return
+            if backlog:
+                # Ahead of the budget: wait for it to refill; waiting on the actor: for it to take the batch.
+                if refused:
+                    delay = min(1.0, max(0.05, budget.wait(_cost(backlog[0]), now)))  # a few lines per wake-up
+                    self._stopping.wait(delay)
+                else:
+                    client.delivered.wait(0.2)
+                if client.pending():
+                    client.flush()
+                continue
+            # Wakes every second to notice release() and idle peers, and when the
+            # socket can take more of the outbox.
+            readable, writable, _ = select.select([sock], [sock] if client.pending() else [], [], 1.0)
+            if writable:
+                client.flush()
+            if not readable:
+                if ahead_since is not None:  # drained: it is within its budget again
+                    ahead_since = None
+                    with self._inbox_lock:
+                        self._throttled.discard(client)
+                if time.monotonic() - last_heard > IDLE_TIMEOUT:
+                    return
+                continue
+            try:
+                data = sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                continue
+            if not data:
+                return
+            last_heard = time.monotonic()
+            backlog.extend(line for line in reader.feed(data) if line is None or line.strip())
+
+    def _deliver(self, ref: pykka.ActorRef[Any], client: _Client, batch: tuple[_Line, ...]) -> None:
+        """Tell the actor one batch; the client's next waits until the actor has taken it."""
+        client.delivered.clear()
+        with self._inbox_lock:
+            self._inbox += 1
+            self._inbox_peak = max(self._inbox_peak, self._inbox)
+        try:
+            ref.tell(_Lines(client, batch))
+        except pykka.ActorDeadError:
+            with self._inbox_lock:
+                self._inbox -= 1
+            raise
 
     def _authenticate(self, sock: socket.socket, reader: LineReader) -> tuple[str | None, list[bytes | None]]:
         """Read the first line within AUTH_PHASE_SECONDS.
@@ -682,6 +800,11 @@ class MinerGateway(NodeActor, GatewayApi, TipListener):
         if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
             return "wrong token", []
         return None, [line for line in rest if line is None or line.strip()]
+
+
+def _cost(line: bytes | None) -> int:
+    """A line's charge in bytes against a budget (an overlong one counts as the longest allowed)."""
+    return MAX_LINE_BYTES + 1 if line is None else len(line) + 1
 
 
 def _parse(client: _Client, line: bytes | None) -> _Line:

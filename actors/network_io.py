@@ -6,10 +6,14 @@ Sending is a fire-and-forget `send` message to this actor. It never waits on
 another actor, so a slow or restarting actor can't stall the socket.
 
 Every reply it sends is charged its real size to its destination IP (net/ratelimit.py):
-at most 3x what that IP sent us until it has answered a STATS or GOSSIP we sent it,
-and token buckets per IP and in all; a request whose smallest reply is already over
-budget is dropped on arrival. Only IPv4 literals ever reach `sendto()` (no lookups,
-no TypeError), and any send error is counted, never raised.
+at most 3x what that IP sent us until it has answered a STATS or GOSSIP we sent it
+(past an allowance of 512 KB per IP per 10 minutes and 1 MB per minute for all
+unvalidated IPs together, so a peer that never validates still syncs), and token
+buckets per IP and in all; a request whose smallest reply is already over budget
+is dropped on arrival. CONSENSUS, which makes the node ask every peer, is limited
+per source IP and in all on arrival (ConsensusRunner coalesces what gets through).
+Only IPv4 literals ever reach `sendto()` (no lookups, no TypeError), and any send
+error is counted, never raised.
 
 The reader is an owned thread (`NetworkIO.reader`, runtime/threads.py): if it dies,
 NetworkIO fails and is restarted, so a socket nobody reads never hides behind a
@@ -74,6 +78,14 @@ GOSSIP_TOTAL_BURST = 1000
 # NEW_WORD: per source IP and in all (words per second, burst), checked on arrival.
 WORDS_PER_SOURCE_RATE, WORDS_PER_SOURCE_BURST = 20.0, 100.0
 WORDS_TOTAL_RATE, WORDS_TOTAL_BURST = 500.0, 2000.0
+# CONSENSUS: per source IP and in all (datagrams per second, burst), checked on arrival.
+# An honest operator or peer sends one now and then; each that gets through only asks
+# ConsensusRunner for a round, and it runs at most one per CONSENSUS_ROUND_GAP.
+CONSENSUS_PER_SOURCE_RATE, CONSENSUS_PER_SOURCE_BURST = 0.5, 4.0
+CONSENSUS_TOTAL_RATE, CONSENSUS_TOTAL_BURST = 5.0, 20.0
+# Replies beyond 3x to addresses that never validated: per IP, and all such IPs together.
+GRACE_PER_IP_BYTES, GRACE_PER_IP_PERIOD = 512 * 1024, 600.0
+GRACE_TOTAL_BYTES, GRACE_TOTAL_PERIOD = 1024 * 1024, 60.0
 MAX_ACTOR_QUEUE = 2000
 MAX_HELD = 1000  # actor messages kept while their actor restarts ...
 HOLD_SECONDS = 3.0  # ... for at most this long  # messages; past this a flood is shed at the socket
@@ -159,7 +171,10 @@ class NetworkIO(NodeActor, DatagramApi):
         # Reply budgets, all keyed by destination IP and charged real bytes. Shared by
         # the reader thread (credits, early drops) and the actor (charges): one lock.
         self._budget_lock = threading.Lock()
-        self._amplification = AntiAmplification(factor=cfg.amplification_factor)
+        self._amplification = AntiAmplification(
+            factor=cfg.amplification_factor,
+            grace_bytes=GRACE_PER_IP_BYTES, grace_period=GRACE_PER_IP_PERIOD,
+            total_grace_bytes=GRACE_TOTAL_BYTES, total_grace_period=GRACE_TOTAL_PERIOD)
         self._reply_buckets = TokenBuckets(cfg.reply_rate_bytes, cfg.reply_burst_bytes)
         self._total_replies = TokenBuckets(cfg.total_reply_rate_bytes, cfg.total_reply_rate_bytes / 4, max_keys=1)
         self._gossip_buckets = TokenBuckets(cfg.gossip_reply_rate_bytes, cfg.gossip_reply_burst_bytes)
@@ -170,6 +185,8 @@ class NetworkIO(NodeActor, DatagramApi):
         # Reader thread only.
         self._word_buckets = TokenBuckets(WORDS_PER_SOURCE_RATE, WORDS_PER_SOURCE_BURST)
         self._words_total = TokenBuckets(WORDS_TOTAL_RATE, WORDS_TOTAL_BURST, max_keys=1)
+        self._consensus_buckets = TokenBuckets(CONSENSUS_PER_SOURCE_RATE, CONSENSUS_PER_SOURCE_BURST)
+        self._consensus_total = TokenBuckets(CONSENSUS_TOTAL_RATE, CONSENSUS_TOTAL_BURST, max_keys=1)
 
     def on_start(self) -> None:
         self.sock = self._bind()
@@ -264,8 +281,11 @@ class NetworkIO(NodeActor, DatagramApi):
         return None
 
     def health_details(self) -> dict[str, Any]:
-        """In /health: how many IPs are validated (get full reply budgets rather than 3x what they sent)."""
-        return {"validated_addresses": self.validated_addresses()}
+        """In /health: how many IPs are validated (get full reply budgets rather than 3x what they sent),
+        and the bytes sent beyond 3x to unvalidated ones (the allowance; capped per IP and in all)."""
+        with self._budget_lock:
+            beyond = int(self._amplification.grace_spent)
+        return {"validated_addresses": self.validated_addresses(), "unvalidated_bytes_beyond_3x": beyond}
 
     def validated_addresses(self) -> int:
         """How many IPs are validated now (answered a STATS or GOSSIP we sent)."""
@@ -371,6 +391,10 @@ class NetworkIO(NodeActor, DatagramApi):
             elif isinstance(message, NewWord):
                 if not self._word_buckets.allow(addr[0], 1, now) or not self._words_total.allow(None, 1, now):
                     metrics.dropped.labels(reason="word_rate_limited").inc()
+                    continue
+            elif isinstance(message, Consensus):
+                if not self._consensus_buckets.allow(addr[0], 1, now) or not self._consensus_total.allow(None, 1, now):
+                    metrics.dropped.labels(reason="consensus_rate_limited").inc()
                     continue
             batches.setdefault(ROUTES[type(message)], []).append(_arguments(message, addr[:2]))
         for route, batch in batches.items():

@@ -6,6 +6,7 @@ alone and shared by the codec, the ChainKeeper, the sync and the miners.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -47,6 +48,18 @@ class Block:
             "timestamp": self.timestamp,
             "hash": self.hash,
         }
+
+
+def python_reply_bytes(block: Block) -> int:
+    """The size of `block` as a GET_BLOCK_REPLY re-encoded by a Python peer with `json.dumps` defaults.
+
+    Peers that store blocks as dicts serve them again as `json.dumps(reply)`:
+    non-ASCII text becomes `\\uXXXX` escapes (12 bytes for a character outside the
+    BMP) and `", "` / `": "` separators add a byte each. That is the largest form a
+    block we mine takes on the network (ours is compact UTF-8), so it is the one
+    that must fit the 1,024-byte buffers some peers read with.
+    """
+    return len(json.dumps({"type": "GET_BLOCK_REPLY", **block.to_wire()}).encode("ascii"))
 
 
 def _is_int(value: Any) -> bool:

@@ -21,11 +21,19 @@ What it guarantees, whatever the peers do:
 * a height is in flight to one peer at a time; a timed-out request goes to another
   peer when there is one;
 * a peer that never answers is set aside after `silent_timeouts` timeouts in a
-  row, one that stopped answering after `max_timeouts`.
+  row, one that stopped answering after `max_timeouts`;
+* only a real answer is evidence: anyone can send a datagram with a peer's source
+  address, so an all-null "no such block" reply (`note_null`) proves nothing by
+  itself. It counts only while something is in flight to that peer (else it is
+  unsolicited), and only as a hint: a peer is set aside for lacking blocks when
+  requests to it *time out* with no answer after it said null, `lack_timeouts`
+  times in a row. A request answered (maybe by a forgery) stays answerable past
+  its deadline, at least `answer_grace` (`awaiting`): a later copy from the peer
+  asked still counts.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from net.address import Address
@@ -53,6 +61,11 @@ class PeerLink:
     answered_at_event: int = 0
     recent_answered_sends: deque = field(default_factory=lambda: deque(maxlen=8))  # send times of its latest answers
     first_sent: float | None = None
+    pending: int = 0  # requests in flight that name this peer among those asked
+    heard_at: float = float("-inf")  # its last reply to a request (whatever the block was)
+    null_at: float = float("-inf")  # its last all-null reply while something was in flight to it
+    lack_strikes: int = 0  # timeouts after a null, with nothing heard from it since the request
+    last_lack: float = float("-inf")
 
     def rto(self, min_rto: float, max_rto: float, initial: float) -> float:
         base = initial if self.srtt is None else self.srtt + 4 * self.rttvar
@@ -78,10 +91,15 @@ class _Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """A reply matched to a request: the peer it is attributed to, and whether it can be blamed on it."""
+    """A reply matched to a request: the peer it is attributed to, and whether it can be blamed on it.
+
+    `first` is False for a further reply to a request already answered (a forged
+    datagram may have come first: the peer's own copy is still welcome).
+    """
 
     peer: Address
     accountable: bool
+    first: bool = True
 
 
 @dataclass
@@ -97,10 +115,18 @@ class Requests:
     silent_timeouts: int = 4
     silent_seconds: float = 0.5  # ... and never answered for this long (a far peer's first answers take a while)
     max_timeouts: int = 10
+    lack_timeouts: int = 2  # timeouts after a null, one per timeout period, before a peer is set aside for lacking blocks
+    # An answered request stays answerable at least this long after it was sent: a forged
+    # first reply also makes a round trip look short (and the deadline with it), while
+    # the peer's own copy takes its usual time. Copies that fail are judged only after.
+    answer_grace: float = 1.0
     links: dict[Address, PeerLink] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._inflight: dict[int, _Request] = {}
+        # Requests answered, kept until their deadline passes (or the engine forgets the
+        # height): further replies from the peers asked still count. Bounded by `window`.
+        self._answered: OrderedDict[int, _Request] = OrderedDict()
         self._first_sent: dict[int, float] = {}  # height -> when it was first asked (spurious-timeout detection)
         self._earliest = float("inf")  # no request is due before this (a lower bound: scans are skipped until then)
         self._rr = 0
@@ -125,7 +151,7 @@ class Requests:
             return []
         orphaned = [h for h, r in self._inflight.items() if r.peer == addr]
         for h in orphaned:
-            del self._inflight[h]
+            self._close(h)
         return orphaned
 
     def peers(self) -> list[Address]:
@@ -133,9 +159,63 @@ class Requests:
 
     # ---------------------------------------------------------- requests
 
+    def _open(self, height: int, request: _Request) -> None:
+        self._inflight[height] = request
+        self._earliest = min(self._earliest, request.deadline)
+        for a in request.asked:
+            link = self.links.get(a)
+            if link is not None:
+                link.pending += 1
+
+    def _close(self, height: int) -> _Request | None:
+        request = self._inflight.pop(height, None)
+        if request is not None:
+            for a in request.asked:
+                link = self.links.get(a)
+                if link is not None:  # (one set aside and added back counts only its new requests)
+                    link.pending = max(0, link.pending - 1)
+        return request
+
+    def _also_ask(self, request: _Request, extra: list[Address]) -> None:
+        request.asked = (*request.asked, *extra)
+        for a in extra:
+            self.links[a].pending += 1
+
     @property
     def inflight_count(self) -> int:
         return len(self._inflight)
+
+    def expiry_bound(self) -> float:
+        """No request in flight times out before this (inf if none is in flight).
+
+        A lower bound kept so `expire` can skip its scan: a request answered since
+        only makes it early, and a call to `expire` at it tightens it.
+        """
+        return self._earliest if self._inflight else float("inf")
+
+    def sent_to(self, height: int) -> tuple[Address, float] | None:
+        """(the peer, the time) the request in flight for `height` was last sent to (None if none is)."""
+        request = self._inflight.get(height)
+        return (request.peer, request.sent) if request is not None else None
+
+    def awaiting(self, height: int, now: float) -> float | None:
+        """Until when an answer to a request for `height` may still come from a peer asked:
+        the deadline of the request in flight, or of the one answered (a forged reply may
+        have come first); None when there is none or it passed."""
+        request = self._inflight.get(height)
+        if request is not None:
+            return request.deadline if request.deadline > now else None
+        request = self._answered.get(height)
+        if request is None or (until := self._answerable_until(request)) <= now:
+            return None
+        return until
+
+    def _answerable_until(self, request: _Request) -> float:
+        return max(request.deadline, request.sent + self.answer_grace)
+
+    def forget(self, height: int) -> None:
+        """`height` is settled: further replies for it are strangers' again."""
+        self._answered.pop(height, None)
 
     def is_inflight(self, height: int) -> bool:
         return height in self._inflight
@@ -154,8 +234,7 @@ class Requests:
         if link.first_sent is None:
             link.first_sent = now
         rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
-        self._inflight[height] = _Request(link.addr, now, now + rto, retransmitted=False, asked=(link.addr,))
-        self._earliest = min(self._earliest, now + rto)
+        self._open(height, _Request(link.addr, now, now + rto, retransmitted=False, asked=(link.addr,)))
         self._first_sent[height] = now
         if len(self._first_sent) > 4 * self.window:
             del self._first_sent[next(iter(self._first_sent))]
@@ -172,8 +251,7 @@ class Requests:
         link.inflight += 1
         rto = link.rto(self.min_rto, self.max_rto, self.initial_rto)
         asked = tuple(dict.fromkeys((*previous[-3:], link.addr)))
-        self._inflight[height] = _Request(link.addr, now, now + rto, retransmitted=True, asked=asked)
-        self._earliest = min(self._earliest, now + rto)
+        self._open(height, _Request(link.addr, now, now + rto, retransmitted=True, asked=asked))
         self.sent += 1
         return link.addr
 
@@ -199,51 +277,65 @@ class Requests:
 
     # ---------------------------------------------------------- replies
 
-    def match(self, height: int, source: Address, now: float, *, consume: bool = True) -> Reply | None:
+    def match(self, height: int, source: Address, now: float) -> Reply | None:
         """The request a reply for `height` from `source` answers, or None (a stranger's datagram).
 
-        Only a peer asked for `height` can answer it, and only from its own IP.
+        Only a peer asked for `height` can answer it, and only from its own IP. The
+        first reply ends the request (flow control, round trips); more replies from a
+        peer asked count until its deadline (`first` False), since the first one may
+        have been forged: which copy is the chain's is the sync engine's to prove.
         """
         request = self._inflight.get(height)
         if request is None:
-            return None
+            answered = self._answered.get(height)
+            if answered is None:
+                return None
+            peer = self._attribute(answered.asked, source)
+            if peer is None:
+                return None
+            self._heard(peer, now)
+            return Reply(peer, self._accountable(peer, source), first=False)
         peer = self._attribute(request.asked, source)
         if peer is None:
             return None
-        if consume:
-            del self._inflight[height]
-            current = self.links.get(request.peer)
-            if current is not None:
-                current.inflight -= 1
-            link = self.links.get(peer)
-            if link is not None:
-                link.answered += 1
-                link.timeouts_in_row = 0
-                if peer == request.peer:
-                    link.recent_answered_sends.append(request.sent)
-                first = self._first_sent.pop(height, None)
-                if request.retransmitted and link.min_rtt is not None and first is not None and now - request.sent < link.min_rtt / 2:
-                    # Too soon to answer the re-send: the first request's answer, late. The
-                    # timeout was spurious (a slow peer, not a lost datagram): learn its RTT.
-                    link.sample(now - first)
-                    link.cwnd = max(1.0, link.cwnd - 0.5)
-                elif request.retransmitted or peer != request.peer:
-                    if link.min_rtt is not None:
-                        # Alive, with a known round trip: a lossy link, not a silent peer. (Before
-                        # its first clean sample, keep backing off until one comes: Karn.)
-                        link.backoff = max(1.0, link.backoff / 2)
+        self._close(height)
+        self._answered[height] = request
+        self._answered.move_to_end(height)
+        while len(self._answered) > self.window:
+            self._answered.popitem(last=False)
+        self._heard(peer, now)
+        current = self.links.get(request.peer)
+        if current is not None:
+            current.inflight -= 1
+        link = self.links.get(peer)
+        if link is not None:
+            link.answered += 1
+            link.timeouts_in_row = 0
+            if peer == request.peer:
+                link.recent_answered_sends.append(request.sent)
+            first = self._first_sent.pop(height, None)
+            if request.retransmitted and link.min_rtt is not None and first is not None and now - request.sent < link.min_rtt / 2:
+                # Too soon to answer the re-send: the first request's answer, late. The
+                # timeout was spurious (a slow peer, not a lost datagram): learn its RTT.
+                link.sample(now - first)
+                link.cwnd = max(1.0, link.cwnd - 0.5)
+            elif request.retransmitted or peer != request.peer:
+                if link.min_rtt is not None:
+                    # Alive, with a known round trip: a lossy link, not a silent peer. (Before
+                    # its first clean sample, keep backing off until one comes: Karn.)
+                    link.backoff = max(1.0, link.backoff / 2)
+            else:
+                rtt = now - request.sent
+                link.sample(rtt)  # Karn: only from a request sent once
+                link.backoff = 1.0
+                assert link.min_rtt is not None
+                if rtt > 2 * link.min_rtt + QUEUE_SLACK:
+                    link.cwnd = max(1.0, link.cwnd - 0.5)  # its queue is growing: ease off
                 else:
-                    rtt = now - request.sent
-                    link.sample(rtt)  # Karn: only from a request sent once
-                    link.backoff = 1.0
-                    assert link.min_rtt is not None
-                    if rtt > 2 * link.min_rtt + QUEUE_SLACK:
-                        link.cwnd = max(1.0, link.cwnd - 0.5)  # its queue is growing: ease off
-                    else:
-                        link.cwnd = min(self.max_cwnd, link.cwnd + 1)
+                    link.cwnd = min(self.max_cwnd, link.cwnd + 1)
         return Reply(peer, self._accountable(peer, source))
 
-    def match_late(self, asked: tuple[Address, ...], source: Address) -> Reply | None:
+    def match_late(self, asked: tuple[Address, ...], source: Address, now: float) -> Reply | None:
         """A reply for a height whose request timed out and waits to be re-sent: from one of `asked`?"""
         peer = self._attribute(asked, source)
         if peer is None:
@@ -254,16 +346,31 @@ class Requests:
             link.timeouts_in_row = 0
             if link.min_rtt is not None:
                 link.backoff = max(1.0, link.backoff / 2)
+        self._heard(peer, now)
         return Reply(peer, self._accountable(peer, source))
 
-    def match_peer(self, source: Address) -> Reply | None:
-        """For a reply that names no height (all-null): the peer in this attempt it comes from, if clear."""
-        if source in self.links:
-            return Reply(source, True)
-        for link in self.links.values():
-            if link.reply_addr == source:
-                return Reply(link.addr, True)
-        return None
+    def _heard(self, peer: Address, now: float) -> None:
+        link = self.links.get(peer)
+        if link is not None:
+            link.heard_at = now
+            link.lack_strikes = 0
+
+    def note_null(self, source: Address, now: float) -> Reply | None:
+        """An all-null reply ("no such block": it names no height) from `source`.
+
+        Attributed only to a peer of this attempt it comes from exactly (its address,
+        or the one it answered STATS from), and only while a request to that peer is in
+        flight: else None, an unsolicited datagram. It ends nothing: it is remembered,
+        and tells `expire` that a request to that peer which then times out with no
+        answer from it was most likely refused, not lost.
+        """
+        link = self.links.get(source)
+        if link is None:
+            link = next((l for l in self.links.values() if l.reply_addr == source), None)
+        if link is None or link.pending <= 0:
+            return None
+        link.null_at = now
+        return Reply(link.addr, True)
 
     def _attribute(self, asked: tuple[Address, ...], source: Address) -> Address | None:
         same_ip = [a for a in asked if a[0] == source[0]]
@@ -296,7 +403,7 @@ class Requests:
         for a in extra:
             if self.links[a].first_sent is None:
                 self.links[a].first_sent = now
-        request.asked = (*request.asked, *extra)
+        self._also_ask(request, extra)
         self.sent += len(extra)
         return extra
 
@@ -331,7 +438,7 @@ class Requests:
         if not others:
             return None
         link = min(others, key=lambda l: l.inflight / l.cwnd)
-        request.asked = (*request.asked, link.addr)
+        self._also_ask(request, [link.addr])
         self.sent += 1
         return link.addr
 
@@ -362,7 +469,7 @@ class Requests:
 
     def cancel(self, height: int) -> None:
         self._first_sent.pop(height, None)
-        request = self._inflight.pop(height, None)
+        request = self._close(height)
         if request is not None:
             link = self.links.get(request.peer)
             if link is not None:
@@ -374,6 +481,8 @@ class Requests:
         """Requests past their deadline: ((height, peers asked) to re-send, peers to set aside)."""
         expired: list[tuple[int, tuple[Address, ...]]] = []
         struck: set[Address] = set()
+        lacking: set[Address] = set()
+        self._prune_answered(now)
         if now < self._earliest:
             return expired, []
         self._earliest = float("inf")
@@ -381,8 +490,19 @@ class Requests:
             if now < request.deadline:
                 self._earliest = min(self._earliest, request.deadline)
                 continue
-            del self._inflight[height]
+            self._close(height)
             expired.append((height, request.asked))
+            for asked in request.asked:
+                other = self.links.get(asked)
+                if other is None or asked in lacking:
+                    continue
+                # It said "no such block" after this was sent, and nothing else since:
+                # the timeout passed with no answer, so the null was most likely its own.
+                if other.null_at >= request.sent and other.heard_at < request.sent \
+                        and now - other.last_lack >= other.rto(self.min_rto, self.max_rto, self.initial_rto):
+                    lacking.add(asked)
+                    other.lack_strikes += 1
+                    other.last_lack = now
             for extra in request.asked:
                 other = self.links.get(extra)
                 if extra != request.peer and other is not None and other.answered == 0 and extra not in struck:
@@ -406,7 +526,16 @@ class Requests:
             if (l := self.links[a]).timeouts_in_row >= self.max_timeouts
             or (l.answered == 0 and l.timeouts_in_row >= self.silent_timeouts and l.first_sent is not None and now - l.first_sent >= self.silent_seconds)
         ]
+        silent += [a for a in lacking if a not in silent and self.links[a].lack_strikes >= self.lack_timeouts]
         return expired, silent
+
+    def _prune_answered(self, now: float) -> None:
+        """Drop answered requests no longer answerable (oldest first: they were answered in order, mostly)."""
+        while self._answered:
+            height, request = next(iter(self._answered.items()))
+            if self._answerable_until(request) > now:
+                break
+            del self._answered[height]
 
     def next_deadline(self) -> float | None:
         return min((r.deadline for r in self._inflight.values()), default=None)

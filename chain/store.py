@@ -69,7 +69,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 SCHEMA = SCHEMA.replace("{QUARANTINE_COLUMNS}", QUARANTINE_COLUMNS.strip("\n"))
+# Lookups by hash (the explorer's search, a peer's hash) are an index probe, not a scan. Created at
+# open, so a data dir from before the index gets it once (a few seconds at a million blocks).
+HASH_INDEX = "CREATE INDEX IF NOT EXISTS blocks_hash ON blocks (hash)"
 DB_FILENAME = "chain.sqlite3"
+SECOND_CONNECTION_CACHE_KIB = 48 * 1024
 
 
 class StoreError(RuntimeError):
@@ -164,8 +168,24 @@ class ChainStore:
         self._db.executescript(SCHEMA)
         self._relax_quarantine()
         self._migrate_words()
+        self._db.execute(HASH_INDEX)
         if damaged_wal is not None:
             self._report_damaged_wal(*damaged_wal)
+
+    @classmethod
+    def second_connection(cls, path: Path) -> "ChainStore":
+        """Another connection to an open store (same settings), for a long write on another thread.
+
+        No schema work and no WAL check: the store's own connection did those. SQLite
+        serialises writers; readers on the first connection keep seeing the last commit.
+        """
+        store = cls.__new__(cls)
+        store.path = path
+        store._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        store._db.execute("PRAGMA synchronous=FULL")
+        # A long write touches the hash index at random places: a bigger page cache (freed with the connection).
+        store._db.execute(f"PRAGMA cache_size=-{SECOND_CONNECTION_CACHE_KIB}")
+        return store
 
     def _relax_quarantine(self) -> None:
         """A quarantine table from before damaged rows (a NULL) could be kept gets nullable block columns: one transaction."""
@@ -182,6 +202,10 @@ class ChainStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def interrupt(self) -> None:
+        """Abort the statement running on this connection (from any thread): its transaction rolls back."""
+        self._db.interrupt()
 
     def _keep_damaged_wal(self) -> tuple[WalReport, Path, Path] | None:
         """Before SQLite replays the WAL (and silently skips damaged frames): check it, keep a copy if damaged."""
@@ -225,33 +249,79 @@ class ChainStore:
         Damage is a missing height (a gap), a row that can't be read as a block
         (text that is not UTF-8, `messages` not a JSON list), or rows at negative
         heights; the reason names the height. Never raises for what a row holds:
-        wrong types are left to the chain rules. The usual case is one query and
-        one pass; only a row the driver can't decode costs a second, raw read.
+        wrong types are left to the chain rules. (Everything in memory: for tools
+        and tests; the node reads in bounded chunks with `read_rows`.)
         """
-        sql = "SELECT height, hash, mined_by, messages, nonce, timestamp FROM blocks WHERE height >= 0 ORDER BY height"
+        blocks, damage = self.read_rows(0, None)
+        stray = self.stray_damage()
+        if stray is not None:
+            damage = stray if damage is None else f"{damage}; and {stray}"
+        return blocks, damage
+
+    def read_rows(self, start: int, limit: int | None) -> tuple[list[Block], str | None]:
+        """Up to `limit` stored blocks from `start` up (all if None), cut at the first damage, and that damage.
+
+        The rows must be `start`, `start + 1`, ...: a missing height is damage (a gap),
+        as is a row that can't be read as a block. The usual case is one query; only a
+        row the driver can't decode (text that is not UTF-8) costs a second, raw read.
+        """
+        where = "FROM blocks WHERE height >= ? ORDER BY height" + ("" if limit is None else " LIMIT ?")
+        params = (start,) if limit is None else (start, limit)
         try:
-            rows = self._db.execute(sql).fetchall()
+            rows = self._db.execute(f"SELECT height, hash, mined_by, messages, nonce, timestamp {where}", params).fetchall()
             decode = None
-        except sqlite3.OperationalError:  # "Could not decode to UTF-8 column ...": read it raw, row by row
-            rows = self._db.execute(
-                f"SELECT height, {_RAW_COLUMNS} FROM blocks WHERE height >= 0 ORDER BY height").fetchall()
+        except sqlite3.OperationalError:  # "Could not decode to UTF-8 column ...": read it raw
+            rows = self._db.execute(f"SELECT height, {_RAW_COLUMNS} {where}", params).fetchall()
             decode = _decode_raw
         blocks: list[Block] = []
         damage = None
         for row in rows:
-            if row[0] != len(blocks):
-                damage = f"no stored block at height {len(blocks)} (a gap in the stored chain)"
+            expected = start + len(blocks)
+            if row[0] != expected:
+                damage = f"no stored block at height {expected} (a gap in the stored chain)"
                 break
             try:
                 blocks.append(_row_to_block(row if decode is None else decode(row)))
             except RowDamage as exc:
                 damage = f"stored block {row[0]} is unreadable: {exc}"
                 break
-        stray = [h for (h,) in self._db.execute("SELECT height FROM blocks WHERE height < 0 ORDER BY height LIMIT 5")]
-        if stray:
-            what = f"stored rows at negative heights ({', '.join(map(str, stray))}) are out of range"
-            damage = what if damage is None else f"{damage}; and {what}"
         return blocks, damage
+
+    def stray_damage(self) -> str | None:
+        """Rows at negative heights, as a damage reason (None if there are none)."""
+        stray = [h for (h,) in self._db.execute("SELECT height FROM blocks WHERE height < 0 ORDER BY height LIMIT 5")]
+        if not stray:
+            return None
+        return f"stored rows at negative heights ({', '.join(map(str, stray))}) are out of range"
+
+    def block_at(self, height: int) -> Block | None:
+        """The stored block at `height`; None if there is none or it can't be read (damage is the loader's to report)."""
+        row = self._db.execute(f"SELECT height, {_RAW_COLUMNS} FROM blocks WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return _row_to_block(_decode_raw(row))
+        except RowDamage:
+            return None
+
+    def heights_of(self, block_hash: str) -> list[int]:
+        """The heights of stored blocks with this hash (an index probe; one at most in a sound chain)."""
+        return [int(h) for (h,) in self._db.execute("SELECT height FROM blocks WHERE hash = ? LIMIT 4", (block_hash,))]
+
+    def top(self) -> tuple[int, object] | None:
+        """(height, hash) of the highest stored row, or None if there is none."""
+        row = self._db.execute("SELECT height, CAST(hash AS BLOB) FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), row[1])
+
+    def staged_digests(self, first: int, top: int) -> bytes:
+        """The raw 32-byte hashes of staged blocks `first`..`top`, concatenated; ValueError for a hash that is not one."""
+        digests = bytearray()  # grown in place: no list of a million small objects to free at the end
+        for (block_hash,) in self._db.execute("SELECT hash FROM staging WHERE height >= ? AND height <= ? ORDER BY height",
+                                              (first, top)):
+            if not isinstance(block_hash, str) or len(block_hash) != 64:
+                raise ValueError(f"staged hash {block_hash!r:.80} is not a block hash")
+            digests += bytes.fromhex(block_hash)
+        return bytes(digests)
 
     def hashes(self, limit: int) -> list[str]:
         """The hashes of the first `limit` stored blocks (to judge a data dir that predates `meta`)."""
@@ -265,14 +335,16 @@ class ChainStore:
         look at what was set aside and why. Returns how many blocks were moved.
         """
         stamp = time.time() if now is None else now
+        moved = 0
         with self._transaction():
-            moved = self._db.execute(
-                "INSERT INTO quarantine (height, hash, mined_by, messages, nonce, timestamp, reason, quarantined_at) "
-                "SELECT height, hash, mined_by, messages, nonce, timestamp, ?, ? FROM blocks WHERE height >= ? OR height < 0 "
-                "ORDER BY height",
-                (reason, stamp, height),
-            ).rowcount
-            self._db.execute("DELETE FROM blocks WHERE height >= ? OR height < 0", (height,))
+            for where in ("height < 0", "height >= ?"):  # two ranges of the rowid (an OR of them would scan)
+                params = () if where == "height < 0" else (height,)
+                moved += self._db.execute(
+                    "INSERT INTO quarantine (height, hash, mined_by, messages, nonce, timestamp, reason, quarantined_at) "
+                    f"SELECT height, hash, mined_by, messages, nonce, timestamp, ?, ? FROM blocks WHERE {where} ORDER BY height",
+                    (reason, stamp, *params),
+                ).rowcount
+                self._db.execute(f"DELETE FROM blocks WHERE {where}", params)
         return int(moved)
 
     def quarantined(self, limit: int = 100) -> list[tuple[Block, str]]:
@@ -313,9 +385,7 @@ class ChainStore:
             if block.height != height + offset:
                 raise StoreError(f"block at position {offset} has height {block.height}, expected {height + offset}")
         with self._transaction():
-            (count,) = self._db.execute("SELECT COUNT(*) FROM blocks WHERE height < ?", (height,)).fetchone()
-            if count != height:
-                raise StoreError(f"cannot write at height {height}: only {count} blocks below it")
+            self._check_below(height)
             self._db.execute("DELETE FROM blocks WHERE height >= ?", (height,))
             self._db.executemany(
                 "INSERT INTO blocks (height, hash, mined_by, messages, nonce, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
@@ -380,9 +450,7 @@ class ChainStore:
         The caller has checked that the staged run covers that range and links to block `first - 1`.
         """
         with self._transaction():
-            (count,) = self._db.execute("SELECT COUNT(*) FROM blocks WHERE height < ?", (first,)).fetchone()
-            if count != first:
-                raise StoreError(f"cannot write at height {first}: only {count} blocks below it")
+            self._check_below(first)
             (staged,) = self._db.execute("SELECT COUNT(*) FROM staging WHERE height >= ? AND height <= ?", (first, top)).fetchone()
             if staged != top - first + 1:
                 raise StoreError(f"staging lacks blocks between {first} and {top}")
@@ -505,6 +573,17 @@ class ChainStore:
             rows.close()
 
     # -------------------------------------------------------------- helpers
+
+    def _check_below(self, height: int) -> None:
+        """StoreError unless block `height - 1` is stored (an index probe, not a count of the chain).
+
+        The rows below it were checked gap-free when the chain was loaded, and every
+        write since kept them so: the block just below is what a write can get wrong.
+        """
+        if height < 0:
+            raise StoreError(f"cannot write at height {height}")
+        if height > 0 and self._db.execute("SELECT 1 FROM blocks WHERE height = ?", (height - 1,)).fetchone() is None:
+            raise StoreError(f"cannot write at height {height}: block {height - 1} is not stored")
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)

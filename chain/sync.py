@@ -10,7 +10,10 @@ its "apply" stage and issues no other one.
 
 A round: STATS to every peer (re-sent to the silent ones) until all answered or
 `collect_seconds` passed; the claims are ranked (chain.selection); each candidate
-chain is then *attempted*, best first, until one is applied.
+chain is then *attempted*, best first, until one is applied. A sign of a chain
+longer than the one being fetched (an ANNOUNCE, a STATS_REPLY outside a round) is
+never dropped: it is remembered and a round follows it as soon as the current
+attempt ends (`_trigger`).
 
 An attempt downloads the chain **downward from its claimed top**, so what is
 assembled is always one linked run:
@@ -30,6 +33,15 @@ assembled is always one linked run:
   blamed on a peer because of a stranger's datagram: replies count only from the
   IP asked (chain.fetch), and only from the exact address asked (or the one that
   peer answered STATS from) can a bad block be blamed on it;
+* only a real answer is evidence. A source address proves nothing (it is forged
+  as easily as any other field), so a reply is never taken as a peer's word
+  while its own may still be on the way: up to `MAX_COPIES` copies of a height
+  are held, a valid, linking copy always wins, and copies that fail are judged
+  (blamed, or the peer set aside) only once every request for that height is
+  past its deadline with no valid copy. An all-null "no such block" reply names
+  no height: it sets nothing aside by itself, it only tells the scheduler that a
+  request to that peer which then times out was refused (chain.fetch). Replies
+  answering no request in flight are dropped and counted (`ignored_replies`);
 * a blamed peer is set aside for the round and asked for STATS again: if it still
   claims the chain it lied about, it is banned for `ban_seconds`; if its chain
   changed (a reorg mid-sync), it is not;
@@ -64,6 +76,10 @@ from net.address import Address
 log = logging.getLogger("node.sync")
 FAST_RETRANSMIT_DEPTH = 16  # heights next to the frontier watched for overtaken (lost) requests
 TOP_FANOUT = 8  # backers of a claim asked for its top block at once
+# Copies of one height held at once: a forgery with a peer's address may come before
+# its own copy, which must still find room (and the valid, linking one wins).
+MAX_COPIES = 4
+MAX_EXTRA_CLAIMS = 16  # claims that triggered a round, kept for it
 
 
 # ---------------------------------------------------------------- actions
@@ -156,6 +172,10 @@ class SyncSettings:
 # ---------------------------------------------------------------- state
 
 
+# A block received, the peer it is attributed to, and whether it can be blamed on it.
+_Cand = tuple[Block, Address, bool]
+
+
 @dataclass
 class _Attempt:
     candidate: Candidate
@@ -173,7 +193,9 @@ class _Attempt:
     staged: bool = False  # this attempt's run is (partly) in the staging table
     flushed: int = 0
     done: int = 0  # blocks proven so far (with the staged ones resumed)
-    buffer: dict[int, tuple[Block, Address, bool]] = field(default_factory=dict)
+    alts: list[_Cand] = field(default_factory=list)  # other copies of block k under its proven hash (contents differ)
+    buffer: dict[int, list[_Cand]] = field(default_factory=dict)  # height -> copies received (at most MAX_COPIES)
+    wait_until: float | None = None  # the frontier waits for a valid copy until then (the ones held fail)
     retry: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # height -> peers asked before
     avoid: dict[int, frozenset[Address]] = field(default_factory=dict)
     suspects: dict[int, list[tuple[Block, Address, bool, str]]] = field(default_factory=dict)
@@ -204,40 +226,30 @@ class _Round:
     verdicts: dict[Address, tuple[int, str]] = field(default_factory=dict)
     last_progress_log: float = 0.0
     abandoned: list[str] = field(default_factory=list)  # why attempts ended unproven (worth a retry)
+    remembered: dict[Address, tuple[int, str]] = field(default_factory=dict)  # the claims that led to this round
 
 
-def _capped_put(table: "OrderedDict[Any, float]", key: Any, value: float, cap: int) -> None:
+def _capped_put(table: "OrderedDict[Any, Any]", key: Any, value: Any, cap: int) -> None:
     table[key] = value
     table.move_to_end(key)
     while len(table) > cap:
         table.popitem(last=False)
 
 
-def _expiry_bound(req: Requests) -> float:
-    """No request of `req` times out before this (inf if none is in flight).
-
-    Requests keeps this lower bound so `expire` can skip its scan; a request
-    answered since only makes it early, and the tick at it scans and tightens it.
-    (Read here rather than scanning every in-flight request after each message;
-    it belongs in chain/fetch.py as a public method.)
-    """
-    return req._earliest if req.inflight_count else float("inf")
-
-
 def _resend_candidates(req: Requests, h: int) -> list[float]:
     """The times at which chain.fetch's loss tests (`overtaken`, `stale`, `overdue`) may turn
-    true for the request in flight for `h`, ascending: its send time plus each test's delay.
-    (Reads the request's send time, which chain/fetch.py does not expose yet.)"""
-    request = req._inflight.get(h)
-    link = req.links.get(request.peer) if request is not None else None
+    true for the request in flight for `h`, ascending: its send time plus each test's delay."""
+    request = req.sent_to(h)
+    link = req.links.get(request[0]) if request is not None else None
     if request is None or link is None:
         return []
+    sent = request[1]
     delays: list[float] = []
     if link.srtt is not None:
         delays += [link.srtt, link.srtt + 2 * link.rttvar, link.srtt + 2 * link.rttvar + 0.005]
     if link.min_rtt is not None:
         delays += [2 * link.min_rtt, 4 * link.min_rtt + 0.01, max(4 * link.min_rtt, 2 * req.min_rto)]
-    return sorted(request.sent + d + 1e-6 for d in delays)  # just past each: the tests compare with >=
+    return sorted(sent + d + 1e-6 for d in delays)  # just past each: the tests compare with >=
 
 
 def _fmt(addr: Address) -> str:
@@ -253,13 +265,17 @@ class SyncEngine:
         self.our_len = 0
         self.banned: OrderedDict[Address, float] = OrderedDict()  # peer -> until (lied)
         self.bad_chains: OrderedDict[str, float] = OrderedDict()  # claimed top hash -> until (its blocks proved it bad)
-        self._last_trigger: OrderedDict[Address, float] = OrderedDict()
+        self._last_trigger: OrderedDict[Address, tuple[float, int]] = OrderedDict()  # peer -> (when, length claimed)
+        self._rerun_len = 0  # the longest chain claimed since the round began (0: none): followed after it
+        self._claims: OrderedDict[Address, tuple[int, str]] = OrderedDict()  # triggers' claims, for the next round
         self._pending: tuple[float, str, tuple[Address, ...]] | None = None
         self._rerun: tuple[str, tuple[Address, ...]] | None = None
         self.staged: Staged | None = None
         self.rounds = 0
         self.last_result: str | None = None
-        self.ignored_replies = 0  # from addresses we did not ask (strangers)
+        self.ignored_replies = 0  # GET_BLOCK_REPLYs answering no request in flight (unsolicited): dropped
+        self.null_replies = 0  # "no such block" from a peer asked: a hint, never proof
+        self.rejected_replies = 0  # copies that proved false (forged, or lies) or found no room
         self._refusals = 0
         self._retry_delay = settings.retry_seconds
 
@@ -276,18 +292,39 @@ class SyncEngine:
     def on_consensus(self, now: float) -> list[Action]:
         return self._want_round("CONSENSUS", (), now, delay=0.0)
 
-    def on_announce(self, addr: Address, height: int, now: float) -> list[Action]:
-        """An ANNOUNCE that doesn't extend our chain: a reason to look, if it is above our tip."""
-        if height + 1 <= self.our_len or self._is_banned(addr, now):
+    def on_announce(self, addr: Address, height: int, now: float, block_hash: str | None = None) -> list[Action]:
+        """An ANNOUNCE (of the block at `height`, hashed `block_hash`) that doesn't extend
+        our chain: a reason to look, if it is above our tip."""
+        if height + 1 <= self.our_len or self._is_banned(addr, now) or (block_hash is not None and self._is_bad(block_hash, now)):
             return []
-        return self._trigger(addr, f"announce of height {height} from {_fmt(addr)}", now)
+        return self._trigger(addr, height + 1, block_hash, f"announce of height {height} from {_fmt(addr)}", now)
 
-    def _trigger(self, addr: Address, reason: str, now: float) -> list[Action]:
-        """A sign of a longer chain: a round within `trigger_delay`, at most one per peer per gap."""
+    def _trigger(self, addr: Address, length: int, top_hash: str | None, reason: str, now: float) -> list[Action]:
+        """A sign of a chain `length` blocks long: a round within `trigger_delay`, or right
+        after the current attempt ends.
+
+        A longer chain is never dropped: a claim longer than the chain being fetched is
+        remembered (one pending round, the longest claim) and followed as soon as the
+        current attempt ends, whoever made it and however soon after its last one. The
+        claim itself (with its top hash, when known) is kept for that round, which takes
+        it as the peer's answer if its STATS_REPLY doesn't come in time (a busy peer).
+        What is dropped is only a peer repeating, within `trigger_gap_per_peer`, a claim
+        no longer than the last one it triggered a round with.
+        """
+        r = self.round
+        a = r.attempt if r is not None else None
+        if a is not None and not a.finished and (length < a.length or (length == a.length and top_hash in (None, a.top_hash))):
+            return []  # the chain being fetched is at least as long
         last = self._last_trigger.get(addr)
-        if last is not None and now - last < self.s.trigger_gap_per_peer:
+        if last is not None and now - last[0] < self.s.trigger_gap_per_peer and length <= last[1]:
             return []
-        _capped_put(self._last_trigger, addr, now, self.s.max_remembered)
+        _capped_put(self._last_trigger, addr, (now, length), self.s.max_remembered)
+        if top_hash is not None:
+            _capped_put(self._claims, addr, (length, top_hash), MAX_EXTRA_CLAIMS)
+        if r is not None and addr not in r.set_aside:
+            # (A peer whose own attempt failed this round, making ever longer claims, must
+            # not keep the others' chains from being tried: its claim waits for the round.)
+            self._rerun_len = max(self._rerun_len, length)
         return self._want_round(reason, (addr,), now, delay=self.s.trigger_delay)
 
     def _want_round(self, reason: str, extra: tuple[Address, ...], now: float, delay: float) -> list[Action]:
@@ -343,6 +380,7 @@ class SyncEngine:
             return [RoundOver("no peers")]
         self.rounds += 1
         self.round = _Round(reason=reason, started=now, peers=chosen, our_hashes=our_hashes)
+        self.round.remembered, self._claims = dict(self._claims), OrderedDict()
         log.debug("consensus round (%s): asking %d peers", reason, len(chosen))
         return self._send_stats(now)
 
@@ -377,8 +415,7 @@ class SyncEngine:
                 return out
         # Outside the collect stage: a peer showing a longer chain is a reason to look.
         if height > self.our_len and top_hash is not None and not self._is_bad(top_hash, now) and not self._is_banned(source, now):
-            if r is None or r.attempt is None or (height, top_hash) != (r.attempt.length, r.attempt.top_hash):
-                out += self._trigger(source, f"STATS_REPLY from {_fmt(source)} shows height {height}", now)
+            out += self._trigger(source, height, top_hash, f"STATS_REPLY from {_fmt(source)} shows height {height}", now)
         return out
 
     def _round_peer(self, source: Address) -> Address | None:
@@ -396,6 +433,8 @@ class SyncEngine:
         r = self.round
         assert r is not None
         self._expire_memory(now)
+        for peer, claim in r.remembered.items():
+            r.claims.setdefault(peer, claim)  # it made this claim, and didn't answer STATS in time: as good
         claims = [(a, h, x) for a, (h, x) in r.claims.items() if not self._is_banned(a, now) and not (x and self._is_bad(x, now))]
         r.candidates = rank_candidates(claims, self.our_len, self.s.difficulty)
         for c in r.candidates:
@@ -406,8 +445,15 @@ class SyncEngine:
     def _next_candidate(self, now: float) -> list[Action]:
         r = self.round
         assert r is not None
+        ended = r.attempt is not None
         r.attempt = None
         r.stage = "fetch"
+        left = max([c.height for c in r.candidates] + [c.height + 1 for c in r.weak], default=0)
+        if ended and self._rerun is not None and self._rerun_len > max(left, self.our_len):
+            # A longer chain was claimed while the attempt that just ended ran: look again
+            # now rather than try the shorter ones left (the new round sees those too).
+            # (Claims from peers set aside in this round don't count: see `_trigger`.)
+            return self._finish(f"a chain of {self._rerun_len} blocks was claimed meanwhile; looking again")
         while r.candidates or r.weak:
             if r.candidates:
                 candidate, length = r.candidates.pop(0), None
@@ -486,76 +532,128 @@ class SyncEngine:
         return out + self._pump(now)
 
     def on_block(self, source: Address, block: Block | None, now: float, pump: bool = True) -> list[Action]:
+        """A GET_BLOCK_REPLY. Only an answer to a request in flight to that address (or to one
+        answered moments ago: chain.fetch `awaiting`) counts; anything else is dropped and
+        counted. A copy is held as a candidate: it proves nothing until it links (`_settle`)."""
         r = self.round
         a = r.attempt if r is not None else None
         if a is None or a.finished:
+            self.ignored_replies += 1
             return []
         if block is None:
-            rep = a.req.match_peer(source)
-            if rep is None:
+            # "No such block" names no height and anyone can forge it: a hint, not proof.
+            if a.req.note_null(source, now) is None:
                 self.ignored_replies += 1
-                return []
-            log.debug("%s lacks a block of the chain it claimed; set aside for this round", _fmt(rep.peer))
-            out = self._set_aside(rep.peer, now)
-            return out + self._pump(now) if pump else out
+            else:
+                self.null_replies += 1
+            return []
         h = block.height
         rep = a.req.match(h, source, now)
         if rep is None and h in a.retry:
-            rep = a.req.match_late(a.retry[h], source)  # timed out, not re-sent yet: still welcome
+            rep = a.req.match_late(a.retry[h], source, now)  # timed out, not re-sent yet: still welcome
         if rep is None:
             self.ignored_replies += 1
             return []
-        if h > a.k or (h == a.k and a.content is not None) or h in a.buffer or h < a.k - self.s.window:
-            return self._pump(now) if pump else []  # a late duplicate of something we hold
-        a.buffer[h] = (block, rep.peer, rep.accountable)
-        a.progress_at = now
+        if not self._hold(a, block, rep.peer, rep.accountable, now):
+            return self._pump(now) if pump else []
         out = self._settle(now)
         if not pump or self.round is None or self.round.attempt is not a or a.finished:
             return out
         return out + self._pump(now)
 
+    def _hold(self, a: _Attempt, block: Block, peer: Address, accountable: bool, now: float) -> bool:
+        """Keep a received copy of a block the frontier will need (False: nothing to do with it)."""
+        h = block.height
+        if h > a.k or h < a.k - self.s.window:
+            return False  # a late duplicate of something proven, or far below the window
+        if h == a.k and a.content is not None:
+            # Another copy of the block whose hash is proven: worth keeping only if its
+            # contents differ (one of the two is false; the link below tells which).
+            if a.content_src is None or block.hash != a.hk or block == a.content or len(a.alts) + 1 >= MAX_COPIES \
+                    or any(block == alt for alt, _, _ in a.alts):
+                return False
+            a.alts.append((block, peer, accountable))
+            return True
+        copies = a.buffer.setdefault(h, [])
+        if any(block == held and peer == src for held, src, _ in copies):
+            return False
+        if len(copies) >= MAX_COPIES:
+            self.rejected_replies += 1
+            return False
+        if not copies:
+            a.progress_at = now
+        copies.append((block, peer, accountable))
+        return True
+
+    def _waiting(self, a: _Attempt, heights: tuple[int, ...], now: float) -> bool:
+        """A valid copy of one of `heights` may still come from a peer asked (chain.fetch
+        `awaiting`): the copies held, which fail, prove nothing yet."""
+        due = [d for h in heights if (d := a.req.awaiting(h, now)) is not None]
+        if not due:
+            return False
+        a.wait_until = min(due)
+        return True
+
     def _settle(self, now: float) -> list[Action]:
-        """Move the frontier down as far as the buffered blocks allow."""
+        """Move the frontier down as far as the copies held allow.
+
+        A copy counts when it proves itself (its hash is the proven one; its contents
+        link to a copy below). Copies that fail are forgeries or lies: they are judged
+        only once no valid copy can come any more (no request for that height is still
+        answerable), and never when a valid copy came, so a datagram forged with a
+        peer's address costs that peer nothing while its own answer is on its way.
+        """
         r = self.round
         assert r is not None and r.attempt is not None
         a = r.attempt
+        a.wait_until = None
         out: list[Action] = []
         while not a.finished and self.round is r and r.attempt is a:
+            if a.k == 0 and a.content is not None:
+                out += self._genesis(now)
+                break
             if a.content is None:
-                entry = a.buffer.pop(a.k, None)
-                if entry is None:
+                copies = a.buffer.get(a.k)
+                if not copies:
                     break
-                block, src, acc = entry
-                if block.hash != a.hk:
-                    if a.k == a.length - 1 and not a.top_confirmed:
-                        a.mismatched += 1
-                        log.debug("%s's top block is not the one it claimed; set aside for this attempt", _fmt(src))
-                        out += self._drop_from_attempt(src, now)
-                    else:
-                        out += self._blame(src, acc, f"block {a.k} is not the one the chain has there", now)
-                    self._queue(a, a.k, (src,))
+                good = [c for c in copies if c[0].hash == a.hk]
+                if not good:
+                    if self._waiting(a, (a.k,), now):
+                        break
+                    del a.buffer[a.k]
+                    out += self._judge_top_or_hash(a, copies, now)
+                    self._queue(a, a.k, tuple(dict.fromkeys(src for _, src, _ in copies)))
                     continue
+                del a.buffer[a.k]
+                self.rejected_replies += len(copies) - len(good)
                 if not a.top_confirmed:
                     a.top_confirmed = True
                     a.next_new = a.k - 1
                     a.done = max(a.done, 0)
-                a.content, a.content_src, a.content_acc = block, src, acc
-                out += self._resolve(a, a.k, block, "hash", now)
-                if a.k == 0:
-                    out += self._genesis(now)
+                    a.progress_at = now
+                (a.content, a.content_src, a.content_acc), a.alts = good[0], good[1:]
+                out += self._resolve(a, a.k, good[0][0], "hash", now, {src for _, src, _ in good})
                 continue
-            entry = a.buffer.pop(a.k - 1, None)
-            if entry is None:
+            copies = a.buffer.get(a.k - 1)
+            if not copies:
                 break
-            lower, src, acc = entry
-            upper = a.content
-            if compute_hash(lower.hash, upper.mined_by, upper.messages, upper.timestamp, upper.nonce) == upper.hash:
-                out += self._resolve(a, a.k, upper, "content", now)
-                out += self._resolve(a, a.k - 1, lower, "hash", now)
+            uppers = [(a.content, a.content_src, a.content_acc), *a.alts]
+            pair = next(((u, l) for u in uppers for l in copies
+                         if compute_hash(l[0].hash, u[0].mined_by, u[0].messages, u[0].timestamp, u[0].nonce) == u[0].hash), None)
+            if pair is not None:
+                (upper, _, _), (lower, _, _) = pair
+                del a.buffer[a.k - 1]
+                good = [c for c in copies if c[0].hash == lower.hash]
+                good.sort(key=lambda c: c[0] != lower)  # the linking copy first
+                self.rejected_replies += len(copies) - len(good) + len(uppers) - sum(1 for u in uppers if u[0] == upper)
+                out += self._resolve(a, a.k, upper, "content", now, {src for b, src, _ in uppers if b == upper})
+                out += self._resolve(a, a.k - 1, lower, "hash", now, {src for _, src, _ in good})
                 a.linked.append(upper)
                 a.done += 1
+                a.progress_at = now
+                a.req.forget(a.k)
                 a.k, a.hk = a.k - 1, lower.hash
-                a.content, a.content_src, a.content_acc = lower, src, acc
+                (a.content, a.content_src, a.content_acc), a.alts = good[0], good[1:]
                 if a.k < self.our_len:
                     a.overlap_linked += 1
                 for h in [h for h in a.suspects if h > a.k]:
@@ -563,26 +661,57 @@ class SyncEngine:
                 a.avoid.pop(a.k + 1, None)
                 out += self._arrived(now)
                 continue
-            # The upper block's contents or the lower block's hash is a lie.
-            if a.content_src is None:
-                out += self._blame(src, acc, f"block {a.k - 1} does not link to the chain above it", now)
-                self._queue(a, a.k - 1, (src,))
-                continue
-            if a.content_src == src and a.content_acc and acc:
-                out += self._blame(src, acc, f"blocks {a.k - 1} and {a.k} it served do not link", now)
-                a.content = None
-                self._queue(a, a.k, (src,))
-                self._queue(a, a.k - 1, (src,))
-                continue
-            self._suspect(a, a.k, (upper, a.content_src, a.content_acc, "content"))
-            self._suspect(a, a.k - 1, (lower, src, acc, "hash"))
-            a.avoid[a.k] = a.avoid.get(a.k, frozenset()) | {a.content_src}
-            a.avoid[a.k - 1] = a.avoid.get(a.k - 1, frozenset()) | {src}
-            a.content = None
-            self._queue(a, a.k, (a.content_src,) if a.content_src else ())
-            self._queue(a, a.k - 1, (src,))
+            # No copy links: the upper block's contents or the lower block's hash is a lie.
+            if self._waiting(a, (a.k, a.k - 1), now):
+                break
+            del a.buffer[a.k - 1]
+            out += self._judge_link(a, uppers, copies, now)
         if not a.finished and self.round is r and r.attempt is a and len(a.linked) >= self.s.stage_chunk:
             out += self._flush(a)
+        return out
+
+    def _judge_top_or_hash(self, a: _Attempt, copies: list[_Cand], now: float) -> list[Action]:
+        """Every copy of block k (hash proven) came with another hash, and no other can come."""
+        out: list[Action] = []
+        for src in dict.fromkeys(src for _, src, _ in copies):
+            acc = any(c_acc for _, c_src, c_acc in copies if c_src == src)
+            if a.k == a.length - 1 and not a.top_confirmed:
+                # Its top is not the claimed one: it doesn't back the claim (it may send the
+                # top block's index where the protocol means the length). Not a lie.
+                a.mismatched += 1
+                log.debug("%s's top block is not the one it claimed; set aside for this attempt", _fmt(src))
+                out += self._drop_from_attempt(src, now)
+            else:
+                out += self._blame(src, acc, f"block {a.k} is not the one the chain has there", now)
+        return out
+
+    def _judge_link(self, a: _Attempt, uppers: list[_Cand], lowers: list[_Cand], now: float) -> list[Action]:
+        """No copy of block k-1 links to a copy of block k, and no other copy can come."""
+        out: list[Action] = []
+        lower_srcs = tuple(dict.fromkeys(src for _, src, _ in lowers))
+        upper_srcs = tuple(dict.fromkeys(src for _, src, _ in uppers if src is not None))
+        if a.content_src is None:
+            # Block k is ours (staged): every copy of k-1 is false.
+            for src in lower_srcs:
+                acc = any(c_acc for _, c_src, c_acc in lowers if c_src == src)
+                out += self._blame(src, acc, f"block {a.k - 1} does not link to the chain above it", now)
+            self._queue(a, a.k - 1, lower_srcs)
+            return out
+        if len(upper_srcs) == 1 and lower_srcs == upper_srcs and all(acc for _, _, acc in (*uppers, *lowers)):
+            out += self._blame(lower_srcs[0], True, f"blocks {a.k - 1} and {a.k} it served do not link", now)
+            a.content, a.alts = None, []
+            self._queue(a, a.k, lower_srcs)
+            self._queue(a, a.k - 1, lower_srcs)
+            return out
+        for block, src, acc in uppers:
+            self._suspect(a, a.k, (block, src, acc, "content"))
+        for block, src, acc in lowers:
+            self._suspect(a, a.k - 1, (block, src, acc, "hash"))
+        a.avoid[a.k] = a.avoid.get(a.k, frozenset()) | set(upper_srcs)
+        a.avoid[a.k - 1] = a.avoid.get(a.k - 1, frozenset()) | set(lower_srcs)
+        a.content, a.alts = None, []
+        self._queue(a, a.k, upper_srcs)
+        self._queue(a, a.k - 1, lower_srcs)
         return out
 
     def _arrived(self, now: float) -> list[Action]:
@@ -605,6 +734,7 @@ class SyncEngine:
             a.done += st.top - st.low_block.height
             a.k, a.hk = st.low_block.height, st.low_block.hash
             a.content, a.content_src, a.content_acc = st.low_block, None, True
+            a.alts = []
             for h in [h for h in a.buffer if h >= a.k]:
                 del a.buffer[h]
             for h in [h for h in a.retry if h >= a.k]:
@@ -623,21 +753,30 @@ class SyncEngine:
         r = self.round
         assert r is not None and r.attempt is not None
         a = r.attempt
-        g = a.content
-        assert g is not None
-        if compute_hash(None, g.mined_by, g.messages, g.timestamp, g.nonce) == g.hash:
-            a.linked.append(g)
-            a.done += 1
-            return self._complete(0, now)
-        src, acc = a.content_src, a.content_acc
-        a.content = None
-        if src is None:
+        assert a.content is not None
+        copies = [(a.content, a.content_src, a.content_acc), *a.alts]
+        for g, _, _ in copies:
+            if compute_hash(None, g.mined_by, g.messages, g.timestamp, g.nonce) == g.hash:
+                a.linked.append(g)
+                a.done += 1
+                return self._complete(0, now)
+        if a.content_src is None:
             return self._fail_attempt("staged genesis does not hash", now)
-        self._queue(a, 0, (src,))
-        return self._blame(src, acc, "its genesis block's contents do not match its hash", now)
+        if self._waiting(a, (0,), now):
+            return []
+        a.content, a.alts = None, []
+        out: list[Action] = []
+        srcs = tuple(dict.fromkeys(src for _, src, _ in copies))
+        for src in srcs:
+            acc = any(c_acc for _, c_src, c_acc in copies if c_src == src)
+            out += self._blame(src, acc, "its genesis block's contents do not match its hash", now)
+        self._queue(a, 0, srcs)
+        return out
 
-    def _resolve(self, a: _Attempt, height: int, proven: Block, what: str, now: float) -> list[Action]:
-        """A link at `height` held: blame the suspects whose copy differs from the proven block."""
+    def _resolve(self, a: _Attempt, height: int, proven: Block, what: str, now: float,
+                 vouched: set[Address | None] = set()) -> list[Action]:  # noqa: B006 - never mutated
+        """A link at `height` held: blame the suspects whose copy differs from the proven block
+        (not those who sent the proven one too: the false copy may have been forged)."""
         out: list[Action] = []
         rest = []
         for block, src, acc, kind in a.suspects.get(height, []):
@@ -645,7 +784,7 @@ class SyncEngine:
                 rest.append((block, src, acc, kind))
                 continue
             differs = block.hash != proven.hash if kind == "hash" else block != proven
-            if differs:
+            if differs and src not in vouched:
                 out += self._blame(src, acc, f"its block {height} is not the chain's", now)
         if rest:
             a.suspects[height] = rest
@@ -699,12 +838,22 @@ class SyncEngine:
         a = r.attempt
         for h in a.req.remove_peer(peer):
             a.retry.setdefault(h, (peer,))
-        for h in [h for h, (_, src, _) in a.buffer.items() if src == peer]:
-            del a.buffer[h]
-            a.retry[h] = (peer,)
+        for h, copies in list(a.buffer.items()):
+            kept = [c for c in copies if c[1] != peer]
+            if len(kept) < len(copies):
+                if kept:
+                    a.buffer[h] = kept
+                else:
+                    del a.buffer[h]
+                    a.retry[h] = (peer,)
+        a.alts = [c for c in a.alts if c[1] != peer]
         if a.content is not None and a.content_src == peer:
-            a.content = None  # its hash is proven, its contents came from the peer set aside
-            a.retry[a.k] = (peer,)
+            # Its hash is proven, its contents came from the peer set aside.
+            if a.alts:
+                (a.content, a.content_src, a.content_acc), a.alts = a.alts[0], a.alts[1:]
+            else:
+                a.content = None
+                a.retry[a.k] = (peer,)
         return []
 
     def _ban(self, peer: Address, now: float, why: str) -> None:
@@ -766,7 +915,9 @@ class SyncEngine:
             # to overtake it, e.g. the window is full): ask a second peer too.
             if (second := a.req.hedge(needed)) is not None:
                 sends.append((GetBlock(needed), second))
-        if a.top_confirmed:
+        if a.top_confirmed and a.wait_until is None:
+            # (Not while the frontier waits on copies that fail: a liar's chain costs
+            # what is in flight, not a window's worth more.)
             while a.next_new >= low and a.req.has_room():
                 h = a.next_new
                 a.next_new -= 1
@@ -828,6 +979,10 @@ class SyncEngine:
         for p in silent:
             log.info("%s answers no GET_BLOCK; set aside for this round", _fmt(p))
             out += self._set_aside(p, now)
+        if a.wait_until is not None and now >= a.wait_until and not a.finished and r.attempt is a:
+            out += self._settle(now)  # no valid copy came in time: judge the ones held
+            if a.finished or self.round is not r or r.attempt is not a:
+                return out
         if now >= a.progress_at + self.s.stall_seconds:
             return out + self._fail_attempt(f"no progress in {self.s.stall_seconds:.0f}s", now, retry=True)
         if a.top_confirmed and now >= self._progress_log_due(r, a):
@@ -870,7 +1025,9 @@ class SyncEngine:
         if a is None or a.finished:
             return due
         due = min(due, a.progress_at + self.s.stall_seconds)
-        due = min(due, _expiry_bound(a.req))
+        due = min(due, a.req.expiry_bound())
+        if a.wait_until is not None:
+            due = min(due, a.wait_until)
         if a.top_confirmed:
             due = min(due, self._progress_log_due(r, a))
         resend = self._resend_due(a, now)
@@ -965,6 +1122,7 @@ class SyncEngine:
         self.last_result = result
         log.info("consensus round done: %s", result)
         self.round = None
+        self._rerun_len = 0
         out: list[Action] = [RoundOver(result)]
         if self._rerun is not None:
             reason, extra = self._rerun
@@ -995,6 +1153,8 @@ class SyncEngine:
             "last_result": self.last_result,
             "banned_peers": len(self.banned),
             "ignored_replies": self.ignored_replies,
+            "null_replies": self.null_replies,
+            "rejected_replies": self.rejected_replies,
         }
 
     def _total(self, a: _Attempt) -> int:

@@ -286,3 +286,35 @@ def run_cluster_watch(outbox: Connection, address: str, interval: float = WATCH_
         if not _send(outbox, ("cluster", cpus, nodes)):
             os._exit(0)  # the node is gone
         time.sleep(interval)
+
+
+# ---------------------------------------------------------------- token authentication probe
+
+
+def run_auth_probe(outbox: Connection, address: str) -> None:
+    """An auth probe process's main: connect to the cluster WITHOUT a token; report what happened.
+
+    Sends ("open", "") when the cluster let us in (it has no token authentication),
+    ("refused", reason) when it turned us away, ("unreachable", reason) when nothing
+    listens there. Ray's output (its retries print a line a second) goes to
+    /dev/null: it is not the node's log. See mining/ray_cluster.py, check_token_auth.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # an explicit mode: Ray then ignores any token it could find
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        os.environ.pop(key, None)
+    try:
+        check_reachable(address)
+    except OSError as exc:
+        _send(outbox, ("unreachable", _oneline(exc)))
+        os._exit(0)
+    try:
+        ray_init(address)
+    except Exception as exc:  # noqa: BLE001 - Ray says ConnectionError after its GCS refused us for ~20 s
+        _send(outbox, ("refused", _oneline(exc)))
+        os._exit(0)
+    _send(outbox, ("open", ""))
+    os._exit(0)  # no ray.shutdown: leaving at once is the quickest way out of the cluster

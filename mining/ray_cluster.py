@@ -121,3 +121,62 @@ class RayClusterWatcher:
                 listener(reading)
             except Exception:  # noqa: BLE001 - the watcher must outlive a failing listener
                 log.exception("Ray cluster listener failed")
+
+
+# ---------------------------------------------------------------- token authentication
+
+AUTH_PROBE_TIMEOUT = 40.0  # seconds; Ray's client gives up on a GCS that refuses it after about 20 s
+
+_auth_checks: set[str] = set()
+_auth_lock = threading.Lock()
+
+
+def check_token_auth(address: str) -> ThreadKeeper | None:
+    """Warn in one line when the Ray cluster at `address` lets a client without a token in.
+
+    A Ray cluster runs whatever code its clients send it, so one without token
+    authentication (Ray's `RAY_AUTH_MODE=token`) is open to anyone who can reach its
+    ports. The node's own Ray processes carry the token when there is one, so they
+    can't tell; a separate short-lived probe process connects *without* any token
+    (`RAY_AUTH_MODE=disabled`, no `RAY_AUTH_TOKEN`): if the cluster accepts it, the
+    cluster has no token authentication and the node says so once. Ray's own output
+    of the probe goes nowhere (it is not the node's log). Once per address per node
+    process, on a thread of its own: the node does not wait for it.
+    """
+    with _auth_lock:
+        if address in _auth_checks:
+            return None
+        _auth_checks.add(address)
+    # A one-shot job: the thread ends when the verdict is logged (a keeper only restarts a death).
+    return ThreadKeeper("ray", "auth-probe", _probe_auth, address, logger=log).start()
+
+
+def _probe_auth(address: str) -> None:
+    from mining.ray_backend import run_auth_probe
+
+    reader, writer = _MP.Pipe(duplex=False)
+    process = _MP.Process(target=run_auth_probe, args=(writer, address), name="pow-ray-auth-probe", daemon=True)
+    process.start()
+    writer.close()
+    try:
+        verdict = reader.recv() if reader.poll(AUTH_PROBE_TIMEOUT) else ("timeout", "")
+    except (EOFError, OSError):
+        verdict = ("failed", "the probe process died")
+    finally:
+        reader.close()
+        if process.is_alive():
+            process.kill()
+        process.join(2.0)
+    level = {"open": logging.WARNING, "refused": logging.INFO}.get(verdict[0], logging.DEBUG)
+    log.log(level, auth_verdict_line(address, verdict))
+
+
+def auth_verdict_line(address: str, verdict: tuple[str, str]) -> str:
+    """The one line the node logs about the cluster's token authentication."""
+    kind, detail = verdict
+    if kind == "open":
+        return (f"the Ray cluster at {address} has no token authentication: anyone who can reach its ports can run "
+                "code on it (start every Ray node with RAY_AUTH_MODE=token and a token; see the README)")
+    if kind == "refused":
+        return f"the Ray cluster at {address} requires token authentication (a client without the token was refused)"
+    return f"could not tell whether the Ray cluster at {address} requires a token: {kind} {detail}".rstrip()

@@ -11,7 +11,9 @@ exit code 0.
 
 Difficulty: `--difficulty auto` (the default) times this machine's hash kernel for
 0.2 s and picks the difficulty whose expected block interval, with all the demo's
-miners on the cores they share, is nearest to two seconds. A fixed difficulty that
+miners on the cores they share, is nearest to two seconds on a log scale: a step
+of difficulty is a factor of 16, so the interval it gets is anywhere between about
+0.5 s and 8 s (7 with SHA-NI on two cores: about 5 s); the pick is printed. A fixed difficulty that
 is too low for a fast kernel (5 with SHA-NI: a block every few milliseconds on each
 node) makes the nodes fork faster than they can agree, which is no demo at all.
 
@@ -166,7 +168,11 @@ def progress_line(elapsed: float, nodes: "list[NodeView]") -> str:
 @click.option("--miners-per-node", type=click.IntRange(0, 64), default=1, show_default=True, help="Miner workers in each node.")
 @click.option("--difficulty", default=AUTO, show_default=True, metavar="auto|1..64",
               callback=lambda ctx, param, value: parse_difficulty(value),
-              help="Trailing zeros a block hash needs; auto picks one this machine mines a block at every ~2 s.")
+              help="Trailing zeros a block hash needs. auto times this machine's hash kernel for 0.2 s and "
+                   "takes the difficulty whose expected time between blocks (all the demo's miners together, "
+                   "on the cores they share) is nearest 2 s on a log scale; one step is 16x, so that is "
+                   "anywhere from about 0.5 s to 8 s (e.g. 7 with the SHA-NI kernel on 2 cores: ~5 s). "
+                   "The pick and its expected interval are printed at start.")
 @click.option("--interval", type=click.FloatRange(0.2, 60), default=2.0, show_default=True, help="Seconds between progress lines.")
 @click.option("--duration", type=click.FloatRange(0), default=0.0, help="Stop by itself after this many seconds (0: run until Ctrl-C).")
 @click.option("--enable-fault-injection", is_flag=True, help="Allow POST /admin/crash/{actor} on the demo nodes.")

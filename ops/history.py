@@ -55,6 +55,18 @@ class History:
             "peers": [[s.at, s.peers] for s in samples if s.peers is not None],
         }
 
+    def mean_hashrate(self, now: float, window: float, live: float) -> tuple[float, float]:
+        """(mean hash rate, seconds it covers) over the samples of the last `window` seconds.
+
+        The dashboard shows this one figure on the card and on the chart, so the two
+        never disagree; before the first sample it is the `live` reading (window 0).
+        """
+        recent = [s for s in self.samples(now) if now - s.at <= window]
+        if not recent:
+            return live, 0.0
+        covered = min(window, max(self.interval, now - recent[0].at))
+        return sum(s.hashrate for s in recent) / len(recent), round(covered)
+
     def run_sampler(self, take: Callable[[], Sample], should_stop: Callable[[], bool],
                     clock: Callable[[], float] = time.monotonic) -> ThreadKeeper:
         """Start a thread (`ops.history`, kept running: restarted if it dies) calling `take()`

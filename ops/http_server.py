@@ -2,7 +2,8 @@
 
 A Flask app served by hypercorn on a background thread, beside the actors
 (ops/serving.py: no hand-written HTTP parsing, slow and idle clients cost no
-thread, bodies over 64 KiB refused before they are read, a clean public-API stop). It listens on `config.http_host` (127.0.0.1 by default: the endpoints show
+thread, bodies over 64 KiB refused before they are read, headers and body due within
+a total deadline so a slow upload is cut and never holds a request slot, a clean public-API stop). It listens on `config.http_host` (127.0.0.1 by default: the endpoints show
 internals and, with `--enable-fault-injection`, can crash actors, so nothing is
 exposed beyond the machine unless the operator asks).
 
@@ -26,7 +27,7 @@ from prometheus_client import make_wsgi_app
 from werkzeug.exceptions import HTTPException
 
 from ops import status_page
-from ops.serving import BackgroundServer
+from ops.serving import BackgroundServer, Deadlines, RequestGuard
 from ops.snapshot import NodeInspector
 from ops.view import FaultInjector, NodeView
 
@@ -103,7 +104,7 @@ def create_app(node: NodeView, inspector: NodeInspector, faults: FaultInjector |
     @app.get("/peers")
     def peers() -> tuple[Response, int]:
         try:
-            return jsonify(inspector.peers()), 200
+            return jsonify(status_page.peers_with_claims(inspector)), 200  # each peer with its latest claim
         except LookupError as exc:
             return jsonify(error=str(exc)), 503
 
@@ -184,17 +185,25 @@ class OpsHttpServer:
         """The TCP port actually bound (the configured one)."""
         return self.addresses[0][1]
 
+    @property
+    def guard(self) -> RequestGuard | None:
+        """The request guard in front of the app while serving (its counters show what it refused)."""
+        return self._server.guard if self._server is not None else None
+
     def start(self) -> "OpsHttpServer":
         """Bind now (so a taken port fails here, loudly) and serve on a daemon thread."""
         cfg = self.node.config
         self.inspector.init_metrics()
-        server = BackgroundServer(self.app, cfg.http_host, cfg.http_port, name=f"ops-http-{cfg.http_port}")
+        server = BackgroundServer(self.app, cfg.http_host, cfg.http_port, name=f"ops-http-{cfg.http_port}",
+                                  deadlines=Deadlines(cfg.http_request_deadline))
         try:
             self.addresses = [server.start()]
         except OSError as exc:  # port taken, address not ours: say which
             raise OSError(exc.errno, f"ops HTTP cannot listen on {cfg.http_host}:{cfg.http_port}: "
                                      f"{exc.strerror or exc}") from exc
         self._server = server
+        if server.keeper is not None:  # the serving thread, in /health and open to fault injection
+            self.inspector.kept_threads.append(server.keeper)
         log.info("ops HTTP on %s", ", ".join(f"http://{h}:{p}/" for h, p in self.addresses))
         return self
 
@@ -207,5 +216,8 @@ class OpsHttpServer:
         server, self._server = self._server, None
         if server is None:
             return
+        keeper = server.keeper
         server.stop()
+        if keeper in self.inspector.kept_threads:
+            self.inspector.kept_threads.remove(keeper)
         log.info("ops HTTP stopped")

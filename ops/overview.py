@@ -106,3 +106,47 @@ def sync_progress(health: dict[str, Any]) -> dict[str, Any] | None:
         "rate": rate if isinstance(rate, (int, float)) and rate > 0 else None,
         "eta_seconds": consensus.get("eta_seconds"),
     }
+
+
+CLAIM_RECENT_SECONDS = 120.0  # a claim from a peer no longer in the tables still counts this long
+
+
+def best_claim(peers: list[dict[str, Any]], claims: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The longest chain any known peer claims: `{"address", "name", "height", "hash", "age"}`, or None.
+
+    Known peers are those in the peer tables (whatever their claim's age) and any
+    address whose claim is younger than CLAIM_RECENT_SECONDS (a peer that just
+    ANNOUNCEd, before the tables list it).
+    """
+    names = {f"{p.get('host')}:{p.get('port')}": p.get("name") for p in peers}
+    best: dict[str, Any] | None = None
+    for address, claim in claims.items():
+        height, age = claim.get("height"), claim.get("age")
+        if not isinstance(height, int) or isinstance(height, bool):
+            continue
+        if address not in names and not (isinstance(age, (int, float)) and age <= CLAIM_RECENT_SECONDS):
+            continue
+        if best is None or height > best["height"]:
+            best = {"address": address, "name": names.get(address), "height": height, "hash": claim.get("hash"),
+                    "age": age}
+    return best
+
+
+def sync_state(our_height: Any, peers: list[dict[str, Any]], claims: dict[str, dict[str, Any]],
+               configured_peers: bool) -> tuple[str, dict[str, Any] | None]:
+    """What the sync card says when no sync is running, and the best claim it is based on.
+
+    `behind` when a known peer claims a longer chain than ours (a sync round follows
+    by itself); `in sync` only when some peer's claim is known and none is longer;
+    `checking` while peers are connected but none has told us its chain yet; `no
+    peers` only when no peer is connected and none claimed anything lately;
+    `alone` when none was ever configured either.
+    """
+    best = best_claim(peers, claims)
+    if best is not None and isinstance(our_height, int) and best["height"] > our_height:
+        return "behind", best
+    if best is not None:
+        return "in sync", best
+    if peers:
+        return "checking", None
+    return ("no peers" if configured_peers else "alone"), None

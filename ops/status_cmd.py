@@ -1,7 +1,9 @@
-"""`python run_node.py status`: a running node's actors, supervision tree, chain and peers, in a terminal.
+"""`python run_node.py status`: a running node's version, uptime, sync state, actors, supervision
+tree, chain and peers (with the chain length each last claimed), in a terminal.
 
 Reads the node's `GET /health` (so it works against any node whose ops HTTP port
-is reachable) and prints tables. The exit code lets scripts act on it:
+is reachable) and, for the sync state, uptime and peers' claims, the dashboard's
+`GET /api/overview` (left out, saying so, when that can't be read), and prints tables. The exit code lets scripts act on it:
 
 * 0: status ok (every actor alive)
 * 1: status degraded (an actor is restarting); the table is printed too
@@ -57,6 +59,17 @@ def fetch_health(host: str, port: int, timeout: float) -> dict[str, Any]:
     return doc
 
 
+def fetch_overview(host: str, port: int, timeout: float) -> dict[str, Any] | None:
+    """GET /api/overview (sync state, uptime, peers' claims), or None when it can't be had."""
+    url = f"http://{_host_for_url(host)}:{port}/api/overview"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            doc = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -92,16 +105,38 @@ def _syncing_note(doc: dict[str, Any]) -> str:
     return ", SYNCING" + (f" {progress['percent']:.1f}%" if progress["percent"] is not None else "")
 
 
-def render(doc: dict[str, Any]) -> str:
-    """The whole terminal report for one /health document."""
+def sync_line(overview: dict[str, Any] | None) -> str | None:
+    """`sync: in sync (longest claim 136 blocks: alice, 2s ago)` when no sync runs; None while one does."""
+    if overview is None:
+        return "sync: unknown (the node's /api/overview could not be read)"
+    sync = overview.get("sync") or {}
+    state = sync.get("state")
+    if state == "syncing" or not isinstance(state, str):
+        return None
+    best = sync.get("best_claim") or {}
+    claim = ""
+    if isinstance(best.get("height"), int):
+        who = best.get("name") or best.get("address")
+        claim = f"{'longest claim' if state == 'in sync' else 'claimed'}: {best['height']} blocks by {who}, " \
+                f"{fmt_duration(best.get('age'))} ago"
+    label = {"alone": "on its own (no --peer)", "behind": "BEHIND", "checking": "asking peers for their chains"}
+    text = f"sync: {label.get(state, state)}"
+    if claim:
+        text += f" ({claim}; we have {sync.get('chain_height')})" if state == "behind" else f" ({claim})"
+    return text
+
+
+def render(doc: dict[str, Any], overview: dict[str, Any] | None = None) -> str:
+    """The whole terminal report for one /health document (and the dashboard's overview, when read)."""
     node = doc.get("node") or {}
     process = doc.get("process") or {}
+    uptime = ((overview or {}).get("node") or {}).get("uptime_seconds")
     out = [
         f"node {node.get('name', '?')}  version {node.get('version', '?')}  udp {node.get('udp', '?')}  difficulty {node.get('difficulty', '?')}  "
         f"status {str(doc['status']).upper()}" + (f" ({doc['reason']})" if doc.get("reason") else "")
         + _syncing_note(doc),
         f"process pid {_cell(process.get('pid'))}  cpu {fmt_percent(process.get('cpu_percent'))}  "
-        f"rss {fmt_bytes(process.get('rss_bytes'))}",
+        f"rss {fmt_bytes(process.get('rss_bytes'))}  uptime {fmt_duration(uptime)}",
     ]
     chain = doc.get("chain") or {}
     if chain.get("height") is None:
@@ -117,6 +152,10 @@ def render(doc: dict[str, Any]) -> str:
         rate = f", {progress['rate']:.0f} blocks/s" if isinstance(progress.get("rate"), (int, float)) else ""
         eta = f", ETA {fmt_duration(progress['eta_seconds'])}" if isinstance(progress.get("eta_seconds"), (int, float)) else ""
         out.append(f"sync: {progress['stage']} to {progress['target_height']} blocks:{percent} ({done}{rate}{eta})")
+    else:
+        line = sync_line(overview)
+        if line:
+            out.append(line)
     mining = hashrate_breakdown(doc)
     if mining["local_workers"] or mining["ray_workers"] or mining["external_clients"] or mining["total"]:
         expected = expected_block_seconds(mining["total"], int(node.get("difficulty") or 0))
@@ -150,11 +189,19 @@ def render(doc: dict[str, Any]) -> str:
     elif not peers:
         out.append("peers: none")
     else:
-        out.append(f"peers: {len(peers)}")
-        out.append(table(
-            ["PEER", "ADDRESS", "LAST SEEN"],
-            [[str(p.get("name")), f"{p.get('host')}:{p.get('port')}", f"{p.get('last_seen_age', 0):.1f}s ago"] for p in peers],
-        ))
+        claims = {p.get("address"): p for p in (overview or {}).get("peers") or [] if isinstance(p, dict)}
+        tables = [p.get("table") for p in peers]
+        out.append(f"peers: {len(peers)} ({tables.count('tried')} tried, {tables.count('new')} new)")
+        rows = []
+        for p in peers:
+            address = f"{p.get('host')}:{p.get('port')}"
+            claim = claims.get(address) or {}
+            height = claim.get("claimed_height")
+            rows.append([str(p.get("name")), address, str(p.get("table") or "-"),
+                         f"{height} blocks" if isinstance(height, int) else "-",
+                         f"{fmt_duration(claim.get('claim_age'))} ago" if isinstance(height, int) else "-",
+                         f"{p.get('last_seen_age', 0):.1f}s ago"])
+        out.append(table(["PEER", "ADDRESS", "TABLE", "CLAIMS", "CLAIMED", "LAST SEEN"], rows))
     return "\n".join(out)
 
 
@@ -204,7 +251,7 @@ def status_command(ctx: click.Context, http_port: int, http_host: str, timeout: 
         click.echo(f"unreachable: {exc}. Is the node running, and with this --http-port? "
                    f"(run_node.py status --http-port N --http-host H asks another one)", err=True)
         sys.exit(EXIT_UNREACHABLE)
-    click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+    click.echo(json.dumps(doc, indent=2) if as_json else render(doc, fetch_overview(http_host, http_port, timeout)))
     status = doc["status"]
     if status == "ok":
         sys.exit(EXIT_OK)

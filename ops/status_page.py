@@ -8,7 +8,9 @@
   below. No CDN, no external assets: the script, the style and the SVG charts
   come from this server (`/assets/...`).
 * The explorer pages are rendered on the server (they work without JavaScript):
-  every field of a block, links to its neighbours, a search box.
+  pages of blocks (`/blocks?before=H`), every field of a block with its
+  confirmations, size and time since the previous block, links to its
+  neighbours and home, a search box.
 
 Everything shown comes from strangers on the network (peer names, block
 messages, minedBy): Jinja autoescapes it on the server, and the script only ever
@@ -17,15 +19,17 @@ sets `textContent`, never HTML.
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, redirect, render_template_string, request, send_from_directory
+from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, send_from_directory
 
 from chain.block import HASH_RE, Block
 from ops.formatting import fmt_time
 from ops.history import History, RateMeter, Sample
-from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown, sync_progress
+from messages.wire import GetBlockReply, encode
+from ops.overview import expected_block_seconds, fmt_duration, hashrate_breakdown, sync_progress, sync_state
 from ops.snapshot import Call, find_chain, find_consensus
 from ops.view import NodeView
 
@@ -38,6 +42,8 @@ INTERVAL_BLOCKS = 120  # blocks read for the block-interval chart (the last hour
 PENDING_WORDS_SHOWN = 20
 REFRESH_MS = 2000
 MAX_HEIGHT_DIGITS = 19  # a height is below 2**63: a longer digit string names no block (and int() is never asked)
+BLOCKS_PER_PAGE = 20  # the explorer's list of blocks (`/blocks?before=H`)
+HASHRATE_WINDOW = 60.0  # seconds the dashboard's one hash-rate figure averages over (card and chart alike)
 
 
 def _is_height(ref: str) -> bool:
@@ -84,11 +90,16 @@ class Dashboard:
         word_count = _value(answers.get("word_count"), None)
 
         mining = hashrate_breakdown(health)
+        # One figure, card and chart alike: the mean of the samples the chart draws over the
+        # last minute (each sample is the miners' own rate at that moment), with its window.
+        mining["live_total"] = mining["total"]
+        mining["total"], mining["window_seconds"] = self.history.mean_hashrate(now, HASHRATE_WINDOW, mining["total"])
         mining["expected_block_seconds"] = expected_block_seconds(mining["total"], cfg.difficulty)
         mining["blocks_found"] = int(self.node.metrics.registry.get_sample_value("node_blocks_mined_total") or 0)
         mining["miners_configured"] = cfg.miners
 
         top = latest[0] if latest else None
+        peers = self._peers(health, claims)
         return {
             "now": now,
             "status": health["status"],
@@ -103,9 +114,12 @@ class Dashboard:
                 "last_block_time": top.timestamp if top else None,
                 "last_block_age": round(now - top.timestamp, 1) if top else None,
             },
-            "sync": self._sync(health, now),
+            "sync": self._sync(health, claims, now),
             "mining": mining,
-            "peers": self._peers(health, claims),
+            "peers": peers,
+            "peer_counts": {"tried": sum(1 for p in peers if p.get("table") == "tried"),
+                            "new": sum(1 for p in peers if p.get("table") == "new"),
+                            "configured": len(cfg.peers)},
             "peers_error": health.get("peers_error"),
             "latest_blocks": [_block_json(b) for b in latest],
             "pending_words": {"count": word_count, "shown": words},
@@ -128,19 +142,15 @@ class Dashboard:
             calls["recent"] = Call(find_chain, lambda chain: chain.get_blocks(recent, INTERVAL_BLOCKS))
         return calls
 
-    def _sync(self, health: dict[str, Any], now: float) -> dict[str, Any]:
+    def _sync(self, health: dict[str, Any], claims: dict[str, Any], now: float) -> dict[str, Any]:
         progress = sync_progress(health)
-        peers = health.get("peers")
         if progress is None:
             self.sync_rate.reset()
             consensus = health.get("consensus") or {}
-            if not self.node.config.peers and not peers:
-                state = "alone"
-            elif peers == []:
-                state = "no peers"
-            else:
-                state = "in sync"
-            return {"state": state, "last_result": consensus.get("last_result")}
+            height = (health.get("chain") or {}).get("height")
+            state, best = sync_state(height, health.get("peers") or [], claims, bool(self.node.config.peers))
+            return {"state": state, "best_claim": best, "chain_height": height,
+                    "last_result": consensus.get("last_result")}
         rate = progress.get("rate")
         if not isinstance(rate, (int, float)):
             rate = self.sync_rate.observe(now, progress["fetched"])
@@ -154,8 +164,9 @@ class Dashboard:
         for peer in health.get("peers") or []:
             address = f"{peer.get('host')}:{peer.get('port')}"
             claim = claims.get(address) or {}
-            peers.append({"name": peer.get("name"), "address": address, "last_seen_age": peer.get("last_seen_age"),
-                          "claimed_height": claim.get("height"), "claim_age": claim.get("age")})
+            peers.append({"name": peer.get("name"), "address": address, "table": peer.get("table"),
+                          "last_seen_age": peer.get("last_seen_age"), "claimed_height": claim.get("height"),
+                          "claimed_hash": claim.get("hash"), "claim_age": claim.get("age")})
         return peers
 
     # ------------------------------------------------------------ explorer
@@ -180,6 +191,20 @@ class Dashboard:
         previous = self._at(found.height - 1) if found is not None and found.height > 0 else None
         return found, previous, height
 
+    def page(self, before: int | None) -> tuple[list[Block], int]:
+        """Up to BLOCKS_PER_PAGE blocks below height `before` (the top when None), newest first; our height.
+
+        Raises LookupError when ChainKeeper can't answer (restarting).
+        """
+        tip = self.inspector.ask(Call(find_chain, lambda chain: chain.tip()))
+        if not tip.ok:
+            raise LookupError(f"ChainKeeper: {tip.error}")
+        height = tip.value[0]
+        end = height if before is None else min(before, height)
+        start = max(0, end - BLOCKS_PER_PAGE)
+        blocks = self.inspector.blocks(start, end - start) if end > start else []
+        return list(reversed(blocks)), height
+
     def _at(self, height: int) -> Block | None:
         blocks = self.inspector.blocks(height, 1)
         return blocks[0] if blocks else None
@@ -187,6 +212,25 @@ class Dashboard:
 
 def _value(answer: Any, default: Any) -> Any:
     return answer.value if answer is not None and answer.ok and answer.value is not None else default
+
+
+def wire_size(block: Block) -> int:
+    """Bytes the block takes on the wire, as the GET_BLOCK_REPLY that serves it."""
+    return len(encode(GetBlockReply(block)))
+
+
+def peers_with_claims(inspector: "NodeInspector") -> list[dict[str, Any]]:
+    """`GET /peers`: the peer tables, each peer with its latest claim (`claimed_height`, `claimed_hash`,
+    `claim_age` in seconds; null until it made one). Raises LookupError if GossipManager can't answer."""
+    peers = inspector.peers()
+    answer = inspector.ask(Call(find_consensus, lambda consensus: consensus.claimed_heights()))
+    claims: dict[str, Any] = _value(answer, {})
+    merged = []
+    for peer in peers:
+        claim = claims.get(f"{peer.get('host')}:{peer.get('port')}") or {}
+        merged.append({**peer, "claimed_height": claim.get("height"), "claimed_hash": claim.get("hash"),
+                       "claim_age": claim.get("age")})
+    return merged
 
 
 def _block_json(block: Block) -> dict[str, Any]:
@@ -214,7 +258,7 @@ def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboar
     @app.get("/")
     def index() -> Response:
         overview = dashboard.overview()
-        return Response(render_template_string(_DASHBOARD, overview=overview, refresh_ms=REFRESH_MS,
+        return Response(render_template(_template(_DASHBOARD), overview=overview, refresh_ms=REFRESH_MS,
                                                title=f"{overview['node']['name']} · {overview['status']}"),
                         mimetype="text/html")
 
@@ -236,6 +280,19 @@ def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboar
         return _explorer_page(node, None, None, None, query,
                               f"'{query}' is neither a block height (a number) nor a block hash (64 hex digits)"), 400
 
+    @app.get("/blocks")
+    def blocks() -> Any:
+        raw = (request.args.get("before") or "").strip()
+        if raw and not (_is_height(raw) and len(raw) <= MAX_HEIGHT_DIGITS):
+            return _explorer_page(node, None, None, None, raw, "before= takes a block height (a number)"), 400
+        try:
+            page, height = dashboard.page(int(raw) if raw else None)
+        except LookupError as exc:
+            return _explorer_page(node, None, None, None, "", f"the chain is not available right now ({exc})"), 503
+        return render_template(_template(_LIST_PAGE), blocks=page, height=height, name=node.config.name,
+                                      difficulty=node.config.difficulty, per_page=BLOCKS_PER_PAGE,
+                                      now=time.time(), fmt_duration=fmt_duration), 200
+
     @app.get("/block/<ref>")
     def block(ref: str) -> Any:
         ref = ref.strip().lower()
@@ -254,12 +311,29 @@ def register(app: Flask, node: NodeView, inspector: "NodeInspector") -> Dashboar
     return dashboard
 
 
+_compiled: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _template(source: str) -> Any:
+    """`source` compiled once per app (compiling a page costs milliseconds of CPU; rendering it, microseconds)."""
+    env = current_app.jinja_env
+    templates = _compiled.setdefault(env, {})
+    template = templates.get(source)
+    if template is None:
+        template = templates[source] = env.from_string(source)
+    return template
+
+
 def _explorer_page(node: NodeView, block: Block | None, previous: Block | None, height: int | None, query: str,
                    error: str | None) -> str:
-    return render_template_string(
-        _BLOCK_PAGE, block=block, previous=previous, height=height, query=query, error=error, name=node.config.name,
+    return render_template(
+        _template(_BLOCK_PAGE), block=block, previous=previous, height=height, query=query, error=error, name=node.config.name,
         difficulty=node.config.difficulty, fmt_time=fmt_time,
         age=fmt_duration(time.time() - block.timestamp) if block is not None else None,
+        confirmations=height - block.height if block is not None and height is not None else None,
+        size=wire_size(block) if block is not None else None,
+        since_previous=fmt_duration(block.timestamp - previous.timestamp)
+        if block is not None and previous is not None and block.timestamp >= previous.timestamp else None,
     )
 
 
@@ -278,7 +352,7 @@ _DASHBOARD = """<!doctype html>
 <header class="top">
   <div><span class="node-name" id="node-name">{{ overview.node.name }}</span>
     <span class="pill" id="status" data-status="{{ overview.status }}">{{ overview.status }}</span>
-    <span class="muted" id="node-line">udp {{ overview.node.udp }} · difficulty {{ overview.node.difficulty }}</span></div>
+    <span class="muted" id="node-line">pow-node {{ overview.node.version }} · udp {{ overview.node.udp }} · difficulty {{ overview.node.difficulty }}</span></div>
   <form class="search" action="/search" method="get" role="search">
     <input type="search" name="q" id="search-q" placeholder="block height or hash" aria-label="block height or hash">
     <button type="submit">Find block</button>
@@ -299,7 +373,7 @@ _DASHBOARD = """<!doctype html>
     <div class="sub" id="process-detail"></div></div>
 </section>
 <section class="charts">
-  <figure><figcaption>Hash rate</figcaption><svg id="chart-hashrate" viewBox="0 0 320 110" role="img" aria-label="hash rate over the last hour"></svg></figure>
+  <figure><figcaption>Hash rate <span class="muted" id="chart-hashrate-note"></span></figcaption><svg id="chart-hashrate" viewBox="0 0 320 110" role="img" aria-label="hash rate over the last hour"></svg></figure>
   <figure><figcaption>Time between blocks</figcaption><svg id="chart-interval" viewBox="0 0 320 110" role="img" aria-label="time between blocks over the last hour"></svg></figure>
   <figure><figcaption>Peers</figcaption><svg id="chart-peers" viewBox="0 0 320 110" role="img" aria-label="peer count over the last hour"></svg></figure>
 </section>
@@ -310,8 +384,9 @@ _DASHBOARD = """<!doctype html>
   <div class="panel"><h2>Peers</h2>
     <table id="peers"><thead><tr><th>name</th><th>address</th><th>claims</th><th>seen</th></tr></thead><tbody></tbody></table>
     <p class="muted" id="peers-empty" hidden></p>
-    <h2>Pending words <span class="muted" id="words-count"></span></h2>
-    <ol id="words"></ol><p class="muted" id="words-empty" hidden>none queued (send NEW_WORD to add one)</p></div>
+    <div id="words-panel" hidden><h2>Pending words <span class="muted" id="words-count"></span></h2>
+    <ol id="words"></ol></div>
+    <p class="muted" id="words-empty">no NEW_WORD queued</p></div>
 </section>
 <section class="columns">
   <div class="panel wide"><h2>Actors</h2>
@@ -323,7 +398,7 @@ _DASHBOARD = """<!doctype html>
 </section>
 </main>
 <footer class="muted">Updated <span id="updated">now</span> · every {{ (refresh_ms / 1000) | int }} s without reloading ·
-  <a href="/health">/health</a> · <a href="/metrics">/metrics</a> · <a href="/api/overview">/api/overview</a> · <a href="/peers">/peers</a></footer>
+  <a href="/blocks">all blocks</a> · <a href="/health">/health</a> · <a href="/metrics">/metrics</a> · <a href="/api/overview">/api/overview</a> · <a href="/peers">/peers</a></footer>
 <noscript><p class="banner">This page needs JavaScript to show the figures; <a href="/health">/health</a> and the
   <a href="/block/0">block explorer</a> work without it.</p></noscript>
 <script id="initial" type="application/json">{{ overview | tojson }}</script>
@@ -367,10 +442,50 @@ _BLOCK_PAGE = """<!doctype html>
 <tr><th>messages</th><td>{% if block.messages %}<ol class="messages">{% for m in block.messages %}<li><code>{{ m }}</code></li>{% endfor %}</ol>{% else %}<span class="muted">none</span>{% endif %}</td></tr>
 <tr><th>nonce</th><td><code>{{ block.nonce }}</code></td></tr>
 <tr><th>timestamp</th><td>{{ block.timestamp }} <span class="muted">({{ fmt_time(block.timestamp) }} UTC, {{ age }} ago)</span></td></tr>
+<tr><th>after previous</th><td id="block-since-previous">{% if since_previous %}{{ since_previous }}{% elif previous %}<span class="muted">stamped before its previous block</span>{% else %}<span class="muted">genesis</span>{% endif %}</td></tr>
+<tr><th>confirmations</th><td id="block-confirmations">{{ confirmations }} <span class="muted">(this block and the {{ confirmations - 1 }} on top of it)</span></td></tr>
+<tr><th>size</th><td id="block-size">{{ size }} bytes <span class="muted">(as the GET_BLOCK_REPLY datagram that serves it)</span></td></tr>
 </table>
-<p class="muted">Raw: <a href="/chain?from={{ block.height }}&amp;limit=1">/chain?from={{ block.height }}&amp;limit=1</a></p>
+<p class="muted">Raw: <a href="/chain?from={{ block.height }}&amp;limit=1">/chain?from={{ block.height }}&amp;limit=1</a>
+  · <a id="in-list" href="/blocks?before={{ block.height + 1 }}">in the list of blocks</a> · <a id="home" href="/">dashboard</a></p>
 </div>
 {% endif %}
+</main>
+</body>
+</html>
+"""
+
+_LIST_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+""" + _HEAD + """
+<title>blocks · {{ name }}</title>
+</head>
+<body>
+<header class="top">
+  <div><a class="node-name" href="/">{{ name }}</a> <span class="muted">block explorer · difficulty {{ difficulty }}
+    · chain of {{ height }} blocks</span></div>
+  <form class="search" action="/search" method="get" role="search">
+    <input type="search" name="q" placeholder="block height or hash" aria-label="block height or hash">
+    <button type="submit">Find block</button>
+  </form>
+</header>
+<main>
+<div class="panel">
+<h1>Blocks {% if blocks %}{{ blocks[-1].height }} to {{ blocks[0].height }}{% endif %}</h1>
+<nav class="prevnext">
+  {% if blocks and blocks[0].height < height - 1 %}<a id="newer" href="/blocks?before={{ [blocks[0].height + 1 + per_page, height] | min }}">&larr; newer</a>{% else %}<span class="muted">newest</span>{% endif %}
+  <a id="home" href="/">dashboard</a>
+  {% if blocks and blocks[-1].height > 0 %}<a id="older" href="/blocks?before={{ blocks[-1].height }}">older &rarr;</a>{% else %}<span class="muted">genesis reached</span>{% endif %}
+</nav>
+{% if blocks %}
+<table id="block-list"><thead><tr><th>#</th><th>hash</th><th>mined by</th><th>messages</th><th>age</th></tr></thead><tbody>
+{% for b in blocks %}<tr><td class="num"><a href="/block/{{ b.height }}">{{ b.height }}</a></td>
+<td class="hash"><a href="/block/{{ b.hash }}">{{ b.hash[:16] }}…</a></td><td>{{ b.mined_by }}</td>
+<td>{{ b.messages | join(", ") }}</td><td>{{ fmt_duration(now - b.timestamp) }}</td></tr>
+{% endfor %}</tbody></table>
+{% else %}<p class="muted" id="explorer-error">no blocks here: the chain has {{ height }}</p>{% endif %}
+</div>
 </main>
 </body>
 </html>

@@ -110,12 +110,15 @@ class ChainApi(ActorInterface):
         raise NotImplementedError
 
     def get_blocks(self, start: int, limit: int) -> list[Block]:
+        """Our blocks from `start`, at most `limit` (and at most 10,000: they are read from the store)."""
         raise NotImplementedError
 
-    def all_hashes(self) -> list[str]:
+    def all_hashes(self) -> Sequence[str]:
+        """Our hashes by height: an immutable snapshot, 32 bytes a block (not a list of strings)."""
         raise NotImplementedError
 
     def find_block(self, block_hash: str) -> Block | None:
+        """Our block with this hash (an index probe), or None."""
         raise NotImplementedError
 
     def pending_words(self, limit: int = 10) -> list[str]:
@@ -226,6 +229,10 @@ class ConsensusApi(ActorInterface):
     def claimed_heights(self) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
 
+    def note_announce(self, height: int, top_hash: str, addr: Address) -> None:
+        """Told by ChainKeeper: a peer's ANNOUNCE showed a chain of `height` blocks topped by `top_hash`."""
+        raise NotImplementedError
+
     def on_round_inputs(self, request_id: int, our_hashes: Sequence[str], staged: Staged | None) -> None:
         """ChainKeeper's answer to `send_round_inputs`."""
         raise NotImplementedError
@@ -297,6 +304,7 @@ class ConsensusProxy(ActorMemberMixin, pykka.ActorProxy[ConsensusApi]):
     on_get_block_replies = proxy_method(ConsensusApi.on_get_block_replies)
     status = proxy_method(ConsensusApi.status)
     claimed_heights = proxy_method(ConsensusApi.claimed_heights)
+    note_announce = proxy_method(ConsensusApi.note_announce)
     on_round_inputs = proxy_method(ConsensusApi.on_round_inputs)
     on_peer_addresses = proxy_method(ConsensusApi.on_peer_addresses)
     on_segment_applied = proxy_method(ConsensusApi.on_segment_applied)

@@ -20,12 +20,13 @@ class StartupError(Exception):
     exit_code = EXIT_FAILURE
 
 
-def check_udp_port(bind_host: str, port: int, advertised_host: str | None = None) -> None:
+def check_udp_port(bind_host: str, port: int, advertised_host: str | None = None, option: str = "--host") -> None:
     """Bind (and release) the UDP port the node is about to use, to fail with a clear reason.
 
     Racy by nature (another program may take the port in between), but it turns
     the two usual mistakes into one line: the port is taken (a node is already
-    running), or `--host` names an address this machine doesn't have.
+    running), or `--host` names an address this machine doesn't have. `option` is
+    the flag that named the address (`--bind` when it differs from `--host`).
     """
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
     try:
@@ -35,14 +36,14 @@ def check_udp_port(bind_host: str, port: int, advertised_host: str | None = None
     try:
         sock.bind((bind_host, port))
     except socket.gaierror as exc:
-        raise StartupError(f"--host {advertised_host or bind_host} is not an address: {exc.strerror or exc}") from None
+        raise StartupError(f"{option} {advertised_host or bind_host} is not an address: {exc.strerror or exc}") from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(f"UDP port {port} is in use on {bind_host} (is another node running?): "
                                f"stop it or pick another --port") from None
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT):
-            raise StartupError(f"--host {advertised_host or bind_host} is not an address of this machine: "
-                               f"use one of its own addresses, or leave --host out to auto-detect") from None
+            raise StartupError(f"{option} {advertised_host or bind_host} is not an address of this machine: "
+                               f"use one of its own addresses, or leave {option} out to auto-detect") from None
         if exc.errno == errno.EACCES:
             raise StartupError(f"UDP port {port} on {bind_host} needs privileges: pick a --port above 1023") from None
         raise StartupError(f"cannot bind UDP {bind_host}:{port}: {exc.strerror or exc}") from None

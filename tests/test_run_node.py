@@ -229,6 +229,17 @@ def test_corrupt_chain_file_is_one_line_and_left_untouched(tmp_path):
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
 
+def test_a_data_dir_that_is_a_file_is_one_line_without_a_usage_block(tmp_path):
+    not_a_dir = tmp_path / "chain-file"
+    not_a_dir.write_text("not a directory")
+    result = run_cli("--host", "127.0.0.1", "--port", str(free_udp_port()), "--data-dir", str(not_a_dir),
+                     "--http-port", "0")
+    assert result.returncode != 0
+    assert "Usage:" not in result.stderr and "Try '" not in result.stderr, result.stderr
+    assert f"data dir {not_a_dir} is not a directory" in _one_critical_line(result.stderr)
+    assert not_a_dir.read_text() == "not a directory"  # left as it was
+
+
 def test_a_host_not_on_this_machine_is_one_line(tmp_path):
     # 192.0.2.1 (TEST-NET-1) is never a local address; binding it fails locally, nothing is sent.
     result = run_cli("--host", "192.0.2.1", "--port", str(free_udp_port()), "--data-dir", str(tmp_path / "d"),

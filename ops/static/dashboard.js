@@ -104,10 +104,20 @@
       setText("sync-detail", parts.join(" · "));
     } else {
       bar.hidden = true;
-      const label = { alone: "on its own", "no peers": "no peers", "in sync": "in sync" }[s.state] || String(s.state || "–");
+      const label = { alone: "on its own", "no peers": "no peers", "in sync": "in sync", behind: "behind",
+                      checking: "asking peers" }[s.state] || String(s.state || "–");
       setText("sync-state", label);
+      card.classList.toggle("problem", s.state === "behind");
+      const best = s.best_claim;
+      const who = best ? (best.name || best.address) : "";
+      const when = best && typeof best.age === "number" ? ", " + fmtDuration(best.age) + " ago" : "";
       let detail = s.last_result ? "last round: " + s.last_result : "";
       if (s.state === "alone") detail = "no --peer: a private chain. Join with --peer HOST:PORT";
+      else if (s.state === "behind") detail = who + " claims " + fmtNumber(best.height) + " blocks, we have " + fmtNumber(s.chain_height) + when + "; a sync round follows by itself";
+      else if (s.state === "in sync" && typeof s.chain_height === "number" && best.height < s.chain_height) {
+        detail = "ours is the longest chain known; best peer claim " + fmtNumber(best.height) + " blocks (" + who + when + ")";
+      } else if (s.state === "in sync") detail = "level with " + who + ": " + fmtNumber(best.height) + " blocks" + when;
+      else if (s.state === "checking") detail = "peers connected; waiting for their chain lengths";
       setText("sync-detail", detail);
     }
   }
@@ -123,10 +133,14 @@
     $("card-chain").classList.toggle("problem", c.height === null || c.height === undefined);
   }
 
+  function windowLabel(m) {
+    return m.window_seconds ? "mean of the last " + fmtDuration(m.window_seconds) : "now (no sample yet)";
+  }
+
   function renderMining(o) {
     const m = o.mining;
     setText("hashrate", fmtRate(m.total));
-    const parts = [];
+    const parts = [windowLabel(m)];
     if (m.expected_block_seconds) parts.push("a block every ~" + fmtDuration(m.expected_block_seconds));
     else if (!m.local_workers && !m.ray_workers && !m.external_clients) parts.push("not mining");
     const sources = [];
@@ -143,8 +157,10 @@
     setText("peer-count", o.peers_error ? "?" : String(peers.length));
     const claims = peers.filter((p) => typeof p.claimed_height === "number");
     const best = claims.reduce((b, p) => (b === null || p.claimed_height > b.claimed_height ? p : b), null);
+    const counts = o.peer_counts || {};
     let detail = o.peers_error ? o.peers_error : "";
-    if (!detail && best) detail = "highest claim " + fmtNumber(best.claimed_height) + " blocks" + (typeof best.claim_age === "number" ? ", " + fmtDuration(best.claim_age) + " ago" : "");
+    if (!detail && peers.length) detail = (counts.tried ?? 0) + " tried, " + (counts.new ?? 0) + " new";
+    if (!o.peers_error && best) detail += " · highest claim " + fmtNumber(best.claimed_height) + " blocks" + (typeof best.claim_age === "number" ? ", " + fmtDuration(best.claim_age) + " ago" : "");
     if (!peers.length && !o.peers_error) detail = (o.node.peers_configured || []).length ? "waiting for " + o.node.peers_configured.join(", ") : "none: started without --peer";
     setText("peer-detail", detail);
     $("card-peers").classList.toggle("problem", Boolean(o.peers_error));
@@ -202,7 +218,10 @@
     });
     list.replaceWith(fresh);
     setText("words-count", typeof w.count === "number" ? "(" + w.count + ")" : "");
-    $("words-empty").hidden = (w.shown || []).length > 0;
+    // No empty panel: the list shows only when words are queued; otherwise one muted line.
+    const any = (w.shown || []).length > 0;
+    $("words-panel").hidden = !any;
+    $("words-empty").hidden = any;
   }
 
   function renderActors(o) {
@@ -296,18 +315,29 @@
     return el;
   }
 
-  function drawChart(id, points, now, fmt, dots) {
+  // A chart of [time, value] points over the last hour: a labelled y-axis (its unit named),
+  // horizontal gridlines with their values, a time axis; `note` (top right) is the figure the
+  // matching card shows, so the two always agree.
+  function drawChart(id, points, now, fmt, dots, unit, note, minTop) {
     const svg = $(id);
-    const W = 320, H = 110, L = 4, R = 316, T = 14, B = 96;
+    const W = 320, H = 110, L = 46, R = 316, T = 14, B = 96;
     // The last hour, or since the first sample when the node is younger (at least 5 minutes).
     const first = points.length ? points[0][0] : now;
     const span = Math.min(3600, Math.max(300, now - first));
-    const parts = [svgEl("line", { x1: L, y1: B, x2: R, y2: B, class: "axis" })];
+    const parts = [];
     const values = points.map((p) => p[1]).filter((v) => typeof v === "number" && isFinite(v));
     const max = values.length ? Math.max(...values) : 0;
-    const top = max > 0 ? max * 1.15 : 1;
+    const top = Math.max(minTop || 0, niceTop(max * 1.05));
     const x = (t) => L + (R - L) * Math.min(1, Math.max(0, 1 - (now - t) / span));
     const y = (v) => B - (B - T) * (v / top);
+    [0, 0.5, 1].forEach((f) => {  // gridlines at 0, half and the top of the scale, labelled
+      const v = top * f;
+      parts.push(svgEl("line", { x1: L, y1: y(v).toFixed(1), x2: R, y2: y(v).toFixed(1), class: f ? "grid" : "axis" }));
+      parts.push(svgEl("text", { x: L - 3, y: (y(v) + 3).toFixed(1), "text-anchor": "end", class: "tick" }, f ? fmt(v) : "0"));
+    });
+    parts.push(svgEl("line", { x1: L, y1: T, x2: L, y2: B, class: "axis" }));
+    parts.push(svgEl("text", { x: 2, y: 10, class: "unit" }, unit));
+    if (note) parts.push(svgEl("text", { x: R, y: 10, "text-anchor": "end" }, note));
     if (values.length) {
       const coords = points.filter((p) => typeof p[1] === "number").map((p) => [x(p[0]), y(p[1])]);
       if (!dots && coords.length > 1) {
@@ -317,8 +347,6 @@
       } else {
         coords.forEach((c) => parts.push(svgEl("circle", { cx: c[0].toFixed(1), cy: c[1].toFixed(1), r: 2.2, class: "dot" })));
       }
-      parts.push(svgEl("text", { x: L, y: 10 }, "max " + fmt(max)));
-      parts.push(svgEl("text", { x: R, y: 10, "text-anchor": "end" }, "now " + fmt(values[values.length - 1])));
     } else {
       parts.push(svgEl("text", { x: (L + R) / 2, y: 55, "text-anchor": "middle" }, "no data yet"));
     }
@@ -329,9 +357,34 @@
 
   function renderCharts(o) {
     const c = o.charts || {};
-    drawChart("chart-hashrate", c.hashrate || [], o.now, fmtRate, false);
-    drawChart("chart-interval", c.block_interval || [], o.now, fmtDuration, true);
-    drawChart("chart-peers", c.peers || [], o.now, (v) => String(Math.round(v)), false);
+    const m = o.mining || {};
+    const rate = fmtRate(m.total);
+    setText("chart-hashrate-note", "(" + rate + ", " + windowLabel(m) + ")");
+    const unit = rateUnit(c.hashrate || []);
+    drawChart("chart-hashrate", c.hashrate || [], o.now, (v) => num(v / unit[1]), false, unit[0], rate);
+    drawChart("chart-interval", c.block_interval || [], o.now, num, true, "seconds", "");
+    drawChart("chart-peers", c.peers || [], o.now, num, false, "peers", String((o.peers || []).length) + " now", 2);
+  }
+
+  // A round top for a y-axis: 1, 2, 2.5 or 5 times a power of ten, at least `max`.
+  function niceTop(max) {
+    if (!(max > 0)) return 1;
+    const e = Math.pow(10, Math.floor(Math.log10(max)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * e >= max) return m * e;
+    return 10 * e;
+  }
+
+  function num(v) {
+    return String(Number(v.toPrecision(3)));
+  }
+
+  // The hash-rate chart's unit and its scale: the one fmtRate picks for the largest value.
+  function rateUnit(points) {
+    const max = points.reduce((b, p) => (typeof p[1] === "number" && p[1] > b ? p[1] : b), 0);
+    if (max >= 1e9) return ["GH/s", 1e9];
+    if (max >= 1e6) return ["MH/s", 1e6];
+    if (max >= 1e3) return ["kH/s", 1e3];
+    return ["H/s", 1];
   }
 
   // ---------------------------------------------------------------- loop

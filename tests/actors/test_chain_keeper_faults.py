@@ -137,3 +137,33 @@ def test_a_value_the_store_cannot_take_is_dropped_without_stopping_writes(tmp_pa
     keeper.on_new_words([("fine", "10.0.0.1")])
     assert keeper.word_count() == 1
     keeper.release()
+
+
+def test_abandoning_a_keeper_hung_inside_sqlite_interrupts_it_and_leaves_the_connection(tmp_path):
+    """A hung ChainKeeper is abandoned from the supervisor's thread while its own thread may be
+    inside SQLite: closing the connection there would crash the process, so the running
+    statement is interrupted (it rolls back) and the connection stays open."""
+    import threading
+
+    keeper = make(tmp_path, [0.0])
+    db = keeper.store._db
+    started, outcome = threading.Event(), []
+
+    def endless_query() -> None:
+        started.set()
+        try:
+            db.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n").fetchone()
+            outcome.append("finished")
+        except sqlite3.OperationalError as exc:
+            outcome.append(str(exc))
+
+    hung = threading.Thread(target=endless_query, daemon=True)
+    hung.start()
+    started.wait()
+    while hung.is_alive():
+        keeper._release_abandoned()  # as the supervisor does, repeatedly until the statement is cut
+        hung.join(timeout=0.05)
+    assert outcome == ["interrupted"]
+    assert keeper.store is not None
+    assert keeper.store.word_count() == keeper.word_count()  # the connection still works
+    keeper.release()

@@ -35,6 +35,10 @@ def restart(keeper: Quiet) -> Quiet:
     return start(data_dir)
 
 
+def chain_of(keeper: Quiet) -> list:
+    return keeper.get_blocks(0, keeper.height)
+
+
 def queue(keeper: Quiet) -> list[str]:
     return keeper.pending_words(100_000)
 
@@ -142,7 +146,7 @@ step = st.one_of(
 
 
 def check(keeper: Quiet, ever_queued: set[str]) -> None:
-    in_chain = {m for block in keeper.blocks for m in block.messages}
+    in_chain = {m for block in chain_of(keeper) for m in block.messages}
     waiting = queue(keeper)
     assert len(waiting) == len(set(waiting))
     lost = {w for w in ever_queued if w not in in_chain and w not in waiting}
@@ -167,24 +171,24 @@ def test_no_queued_word_is_ever_lost_over_random_reorgs(steps):
                     ever_queued |= set(keeper._queued) - before
                 elif op == "mine":
                     words = tuple(queue(keeper)[: args[0]])
-                    top = mine_block(keeper.blocks[-1], DIFFICULTY, mined_by="me", messages=words or ("pow-node miner 0",),
-                                     timestamp=1_700_000_000 + len(keeper.blocks))
+                    top = mine_block(chain_of(keeper)[-1], DIFFICULTY, mined_by="me", messages=words or ("pow-node miner 0",),
+                                     timestamp=1_700_000_000 + len(chain_of(keeper)))
                     assert keeper.add_mined_block(top)
                 elif op == "peer":
-                    top = extend(keeper.blocks, 1, "peer", [tuple(args[0])])[-1]
+                    top = extend(chain_of(keeper), 1, "peer", [tuple(args[0])])[-1]
                     assert keeper.add_mined_block(top)  # the same write as an announce
                 elif op == "reorg":
                     depth, extra, messages, staged = args
-                    height = len(keeper.blocks)
+                    height = len(chain_of(keeper))
                     fork = max(1, height - depth)
                     forks += 1
-                    new = extend(keeper.blocks[:fork], height - fork + extra, f"fork{forks}", messages)[fork:]
+                    new = extend(chain_of(keeper)[:fork], height - fork + extra, f"fork{forks}", messages)[fork:]
                     if staged:
                         keeper.stage_blocks(new, reset=True)
                         assert keeper.switch_to_staged(fork, new[-1].height, new[-1].hash)
                     else:
                         assert keeper.apply_segment(fork, new)
-                    assert keeper.blocks[fork:] == new
+                    assert chain_of(keeper)[fork:] == new
                 else:
                     keeper = restart(keeper)
                 check(keeper, ever_queued)

@@ -260,3 +260,30 @@ def test_no_fast_ticker_during_a_round_only_one_timer_at_the_next_deadline(world
     assert world.result() == "nothing better"  # the STATS collection ended without an answer
     assert all(interval >= 1.0 for kind, interval, _, _ in world.timers.made if kind == "every")
     assert ticks <= 6  # STATS re-sends at 0.25 s steps, the end of the collection: not one per 5 ms
+
+
+def test_a_consensus_storm_runs_one_round_now_and_one_after_the_gap(world, chain):
+    """500 CONSENSUS at once: one round at once, one waiting (run a gap later, with no
+    further CONSENSUS), the rest coalesced: the STATS sent follow the round period."""
+    from actors.consensus_runner import CONSENSUS_ROUND_GAP
+
+    wait_for(lambda: (world.result() or "").startswith("synced"))  # the join round
+    world.network.sent.clear()
+    rounds_before = world.status()["rounds"]
+
+    def stats_sent() -> int:
+        return sum(1 for m, _ in list(world.network.sent) if isinstance(m, Stats))
+
+    for _ in range(500):
+        world.runner.on_consensus.defer()
+    wait_for(lambda: world.status()["rounds"] == rounds_before + 1 and not world.status()["running"])
+    assert stats_sent() == 1  # one peer, one round
+    world.advance(CONSENSUS_ROUND_GAP - 0.5)
+    assert world.status()["rounds"] == rounds_before + 1
+    world.advance(0.5)
+    wait_for(lambda: world.status()["rounds"] == rounds_before + 2 and not world.status()["running"])
+    assert stats_sent() == 2
+    world.advance(3 * CONSENSUS_ROUND_GAP)
+    assert world.status()["rounds"] == rounds_before + 2 and stats_sent() == 2  # nothing was left waiting
+    world.runner.on_consensus.defer()  # a gap has passed: the next CONSENSUS runs at once
+    wait_for(lambda: world.status()["rounds"] == rounds_before + 3)

@@ -154,3 +154,37 @@ def test_tried_table_is_bounded_and_refuses_rather_than_evicts(tmp_path):
     make_tried(gm, [("127.0.0.1", 10000 + i) for i in range(MAX_TRIED + 10)])
     assert len(gm.tried) == MAX_TRIED
     assert ("127.0.0.1", 10000) in gm.tried  # the first ones stay
+
+
+def test_a_repeated_id_straight_from_the_peer_it_names_refreshes_it_but_is_not_forwarded(tmp_path):
+    """Some peers reuse one GOSSIP id for every keep-alive: sent from the host it names,
+    it keeps that peer (tried or new) from expiring; from anywhere else it is ignored."""
+    now = [0.0]
+    gm = make(tmp_path, now)
+    make_tried(gm, [("127.0.0.1", port) for port in range(6001, 6005)])
+    keepalive = Gossip("127.0.0.1", 6001, "always-the-same", "p6001")
+    heard_only = Gossip("127.0.0.9", 7000, "also-the-same", "p7000")
+    gm.on_gossip(keepalive, ("127.0.0.1", 6001))
+    gm.on_gossip(heard_only, ("127.0.0.9", 7000))  # new table (it never answers our GOSSIP)
+    assert ("127.0.0.9", 7000) in gm.new
+    for step in range(1, 10):  # 9 x 20 s: three times the 60 s peer timeout
+        now[0] = 20.0 * step
+        gm.sent.clear()
+        remembered = keepalive.id in gm.seen_ids and heard_only.id in gm.seen_ids  # (for 120 s; then seen afresh)
+        gm.on_gossip(keepalive, ("127.0.0.1", 6001))
+        gm.on_gossip(heard_only, ("127.0.0.9", 7000))
+        gm.on_gossip(keepalive, ("127.0.0.2", 9999))  # a copy from elsewhere: not a sign of life
+        if remembered:
+            assert [m for m, _ in gm.sent if isinstance(m, (Gossip, GossipReply))] == []  # neither forwarded nor replied to
+        gm.expire()
+        assert ("127.0.0.1", 6001) in gm.tried and ("127.0.0.9", 7000) in gm.new
+        assert ("127.0.0.1", 6002) not in gm.tried or now[0] <= 60.0  # the others go silent and leave
+    forged = Gossip("127.0.0.1", 6002, "x", "p6002")
+    gm2 = make(tmp_path, now)
+    make_tried(gm2, [("127.0.0.1", 6002)])
+    gm2.on_gossip(forged, ("127.0.0.1", 6002))
+    now[0] += 50.0
+    gm2.on_gossip(forged, ("127.0.0.3", 6002))  # same id, another IP than the host it names
+    now[0] += 20.0
+    gm2.expire()
+    assert ("127.0.0.1", 6002) not in gm2.tried

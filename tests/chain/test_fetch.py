@@ -94,3 +94,60 @@ def test_rtt_samples_follow_karn():
     req.retry(2, (A,), 10.0)
     req.match(2, A, 13.0)  # ambiguous: answers the first or the second send
     assert abs(req.links[A].srtt - 0.2) < 1e-9
+
+
+def test_a_null_counts_only_from_a_peer_with_a_request_in_flight():
+    req = Requests()
+    req.add_peer(A, rtt_hint=0.01, reply_addr=(A[0], 5555))
+    req.add_peer(B, rtt_hint=0.01)
+    assert req.note_null(A, 0.0) is None  # nothing asked yet: unsolicited
+    req.assign(3, 0.0, only=A)
+    assert req.note_null(B, 0.001) is None  # nothing in flight to B
+    assert req.note_null(STRANGER, 0.001) is None
+    assert req.note_null((A[0], 1), 0.001) is None  # another port of A's host: not A's word
+    assert req.note_null((A[0], 5555), 0.001).peer == A  # where A answered STATS from
+    req.match(3, A, 0.002)
+    assert req.note_null(A, 0.003) is None  # answered: nothing in flight any more
+
+
+def test_a_null_sets_a_peer_aside_only_after_its_requests_time_out_unanswered():
+    req = Requests(lack_timeouts=2)
+    req.add_peer(A, rtt_hint=0.01)
+    req.assign(10, 0.0)
+    assert req.note_null(A, 0.001).peer == A
+    assert req.links[A].lack_strikes == 0 and A in req.links  # the null alone changes nothing
+    expired, aside = req.expire(1.0)
+    assert expired == [(10, (A,))] and aside == [] and req.links[A].lack_strikes == 1
+    req.retry(10, (A,), 1.0)
+    req.note_null(A, 1.001)
+    expired, aside = req.expire(3.0)
+    assert aside == [A]
+
+
+def test_an_answer_after_a_null_wins():
+    """A forged null came first; the peer's block came before the timeout: no strike."""
+    req = Requests(lack_timeouts=1)
+    req.add_peer(A, rtt_hint=0.01)
+    req.assign(10, 0.0)
+    req.assign(11, 0.0)
+    req.note_null(A, 0.001)
+    assert req.match(10, A, 0.002).first
+    expired, aside = req.expire(1.0)  # 11 was lost
+    assert [h for h, _ in expired] == [11] and aside == [] and req.links[A].lack_strikes == 0
+
+
+def test_a_second_reply_to_an_answered_request_counts_until_its_deadline():
+    """The first reply may have been forged with the peer's address: its own copy still counts."""
+    req = Requests(answer_grace=1.0)
+    req.add_peer(A, rtt_hint=0.01)
+    req.assign(10, 0.0)
+    deadline = req.awaiting(10, 0.0)
+    assert deadline is not None and 0.0 < deadline < 1.0  # in flight: its timeout
+    first = req.match(10, A, 0.001)  # (a forgery, say: it made the round trip look short)
+    assert first.first and not req.is_inflight(10)
+    again = req.match(10, A, 0.5)  # the peer's own copy, past the request's timeout
+    assert again is not None and not again.first and again.peer == A
+    assert req.match(10, STRANGER, 0.5) is None
+    assert req.awaiting(10, 0.5) == 1.0 and req.awaiting(10, 1.0) is None  # answerable for the grace
+    req.forget(10)
+    assert req.match(10, A, 0.6) is None

@@ -115,7 +115,7 @@ def load(data_dir: Path) -> tuple[list, list[str]]:
     try:
         keeper = ChainKeeper(NodeContext(NodeConfig(data_dir=data_dir, difficulty=DIFFICULTY)))
         keeper.on_start()
-        blocks = list(keeper.blocks)
+        blocks = keeper.get_blocks(0, keeper.height)
         keeper.release()
     finally:
         logger.removeHandler(handler)
@@ -227,7 +227,7 @@ def test_a_queued_word_that_is_not_text_does_not_stop_the_start(tmp_path):
     store.close()
     keeper = ChainKeeper(NodeContext(NodeConfig(data_dir=data_dir, difficulty=DIFFICULTY)))
     keeper.on_start()
-    assert keeper.blocks == CHAIN and keeper.pending_words() == ["good"]
+    assert keeper.get_blocks(0, keeper.height) == CHAIN and keeper.pending_words() == ["good"]
     keeper.release()
     assert raw_rows(data_dir, "blocks") and ChainStore(data_dir).word_count() == 2  # nothing deleted
 

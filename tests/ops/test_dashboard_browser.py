@@ -5,12 +5,17 @@ Chromium so CI runs it.
 """
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from chain.datadir import DataDir
 from chain.store import ChainStore
 from sim.chains import make_chain
-from tests.helpers import free_tcp_port, wait_for_chain_height, wire_block
+from tests.helpers import free_tcp_port, wait_for, wait_for_chain_height, wire_block
 from tests.ops.browser import browser_page, skip_reason
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
@@ -89,3 +94,64 @@ def test_dashboard_renders_updates_in_place_and_explorer_links_work(node, client
 
     assert problems == []
     assert requested and all(url.startswith(base + "/") for url in requested), requested
+
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+FRESHNESS_TIMEOUT_MS = 60_000
+DIFFICULTY = 5  # a block every fraction of a second to a few seconds, whatever the kernel
+
+
+def test_a_mining_peers_new_blocks_show_on_the_other_nodes_page_at_once(make_node):
+    """Two nodes: alice mines, bob joined through her. Each block alice finds reaches bob's page
+    as her claim (her ANNOUNCE refreshes it), not minutes later with the next sync round; the
+    sync card never says "in sync" or "no peers" while she claims more. The time from alice
+    storing a block to bob's page showing it is measured and printed (the issue asks for under
+    5 s), never asserted. Regenerates docs/dashboard.png from bob's page."""
+    alice = make_node(name="alice", difficulty=DIFFICULTY, miners=1, http_port=free_tcp_port())
+    bob = make_node(name="bob", difficulty=DIFFICULTY, peers=(("127.0.0.1", alice.config.port),),
+                    http_port=free_tcp_port())
+    base = f"http://127.0.0.1:{bob.config.http_port}"
+    alice_address = f"127.0.0.1:{alice.config.port}"
+    problems: list[str] = []
+    with browser_page() as page:
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.set_default_timeout(FRESHNESS_TIMEOUT_MS)
+        page.goto(base + "/")
+        page.wait_for_function(f"""[...document.querySelectorAll('#peers tbody tr')].some(
+            (tr) => tr.cells[1].textContent === '{alice_address}')""")
+        delays = []
+        for _ in range(3):
+            height = wait_for(lambda: _chain_height(alice) or None, timeout=60)
+            before = wait_for(lambda: (h := _chain_height(alice)) > height and h, timeout=60)
+            stored = time.monotonic()  # alice has just stored block `before - 1`
+            page.wait_for_function(f"""[...document.querySelectorAll('#peers tbody tr')].some(
+                (tr) => tr.cells[1].textContent === '{alice_address}'
+                        && parseInt(tr.cells[2].textContent.replace(/,/g, ''), 10) >= {before})""")
+            delays.append(time.monotonic() - stored)
+            # One render's card and chain height, read together.
+            state, shown = page.evaluate("""[document.getElementById('sync-state').textContent,
+                parseInt(document.getElementById('chain-height').textContent.replace(/,/g, ''), 10)]""")
+            if shown < before:  # bob's own chain lags alice's claim: the card must say so
+                assert state in ("behind", "syncing") or state.startswith("syncing"), state
+            assert state not in ("no peers", "on its own"), state
+        print(f"peer freshness: alice's new block on bob's page after {', '.join(f'{d:.2f}s' for d in delays)}")
+        peers = http_json(bob.config.http_port, "/peers")
+        entry = next(p for p in peers if p["port"] == alice.config.port)
+        assert isinstance(entry["claimed_height"], int) and entry["claimed_height"] >= before
+        assert isinstance(entry["claimed_hash"], str) and len(entry["claimed_hash"]) == 64
+        assert isinstance(entry["claim_age"], (int, float)) and entry["claim_age"] >= 0
+        # The README's screenshot: alice's page (she mines, bob is her peer), once her charts have points.
+        page.goto(f"http://127.0.0.1:{alice.config.http_port}/")
+        page.wait_for_function("""document.querySelectorAll('#chart-hashrate .line').length > 0
+            && document.querySelectorAll('#peers tbody tr').length > 0""")
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert problems == []
+
+
+def _chain_height(node) -> int:
+    return int(node.ctx.registry.chain().tip().get(timeout=5)[0])
+
+
+def http_json(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())

@@ -44,3 +44,17 @@ def test_parse_difficulty():
     for bad in ("0", "65", "x", "7.5"):
         with pytest.raises(click.BadParameter):
             parse_difficulty(bad)
+
+
+def test_the_help_says_what_auto_really_picks():
+    """The help promises what difficulty_for does: nearest 2 s on a log scale, so 0.5 s to 8 s."""
+    from click.testing import CliRunner
+
+    from ops.demo import demo_command
+
+    text = " ".join(CliRunner().invoke(demo_command, ["--help"]).output.split())
+    assert "nearest 2 s on a log scale" in text and "0.5 s to 8 s" in text and "printed at start" in text
+    # ... and it is so: at any rate, the expected interval of the pick lies within those bounds.
+    for rate in (1e5, 3.3e6, 2.5e7, 5e7, 9e8):
+        expected = 16 ** difficulty_for(rate) / rate
+        assert 0.5 <= expected <= 8.0, (rate, expected)

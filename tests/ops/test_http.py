@@ -281,3 +281,24 @@ def test_endpoints_keep_answering_while_chain_keeper_is_down(make_node):
     chain = http(port, "/chain")
     assert chain.status == 503 and "ChainKeeper" in chain.json()["error"]
     assert 'node_actor_up{actor="ChainKeeper"} 0.0' in http(port, "/metrics").text
+
+
+def test_the_serving_thread_is_kept_a_fault_in_it_is_counted_and_it_serves_again(make_node):
+    node = make_node(http_port=free_tcp_port(), enable_fault_injection=True)
+    port = node.config.http_port
+    threads = {t["name"]: t for t in http(port, "/health").json()["threads"]}
+    assert threads["ops.http"]["alive"] is True and threads["ops.http"]["restarts"] == 0
+    killed = http(port, "/admin/kill-thread/ops.http", method="POST")
+    assert killed.status == 202
+
+    def restarted():
+        try:
+            doc = http(port, "/health", timeout=2).json()
+        except OSError:  # between the dying run and the next one
+            return None
+        thread = next(t for t in doc["threads"] if t["name"] == "ops.http")
+        return thread["restarts"] == 1 and thread["alive"] and thread
+
+    thread = wait_for(restarted, timeout=20)
+    assert "InjectedFault" in thread["error"]
+    assert http(port, "/chain").status == 200  # the same port, serving again

@@ -112,3 +112,25 @@ def test_status_shows_blocks_top_index_sync_percentage_and_total_hash_rate():
     mining = next(line for line in lines if line.startswith("mining:"))
     assert mining.startswith("mining: 8.00 MH/s total (local 6.00 MH/s, external 2.00 MH/s)")
     assert "a block every ~8m 57s" in mining
+
+
+def test_status_shows_version_uptime_sync_state_and_each_peers_claimed_height(make_node):
+    alice = make_node(name="alice")
+    bob = make_node(name="bob", http_port=free_tcp_port(), peers=(("127.0.0.1", alice.config.port),))
+    # bob greets alice (GOSSIP and STATS) at once: wait until he holds her claim.
+    def claim_known() -> bool:
+        best = http_get(bob.config.http_port, "/api/overview").json()["sync"].get("best_claim") or {}
+        return best.get("address") == f"127.0.0.1:{alice.config.port}"
+
+    wait_for(claim_known, timeout=20)
+    result = status("--http-port", str(bob.config.http_port))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    from version import __version__
+    assert f"version {__version__}" in lines[0]
+    assert "uptime " in lines[1] and "uptime -" not in lines[1]
+    assert "sync: in sync (longest claim: 0 blocks by alice" in result.stdout
+    header = next(line for line in lines if line.startswith("PEER "))
+    assert header.split() == ["PEER", "ADDRESS", "TABLE", "CLAIMS", "CLAIMED", "LAST", "SEEN"]
+    row = next(line for line in lines if line.startswith("alice "))
+    assert row.split()[1] == f"127.0.0.1:{alice.config.port}" and row.split()[3:5] == ["0", "blocks"]

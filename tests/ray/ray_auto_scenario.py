@@ -4,13 +4,16 @@ Run by tests/ray/test_ray_miners.py inside private network and pid namespaces. T
 head writes its address where `auto` looks: `ray_current_cluster` in Ray's default
 temp dir, which Ray's own RAY_TMPDIR moves, for the head and the node alike, to a
 fresh directory of this scenario (not the machine's /tmp/ray, which another Ray may
-use). Asserts, and prints one JSON line of what it measured.
+use). Token authentication as the README sets it up: `ray get-auth-token --generate`
+(the token goes to ~/.ray/auth_token, HOME being a fresh directory here) and
+RAY_AUTH_MODE=token for the head and the node; the node's probe must find that a
+client without the token is refused. Asserts, and prints one JSON line of what it
+measured.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -28,16 +31,20 @@ from tests.ray.ray_scenario import RAY_BIN, ROOT, all_mining, free_port, get_jso
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="raya", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = dict(os.environ, HOME=str(home), RAY_TMPDIR=str(home), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
-               RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)  # `auto` must find the head by itself
+               PYTHONUNBUFFERED="1")
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)  # `auto` must find the head by itself; the token comes from ~/.ray/auth_token
     measured: dict[str, object] = {}
     node = None
     log = open(home / "node.log", "wb")
     try:
         t0 = time.monotonic()
-        subprocess.run([RAY_BIN, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-                        "--include-dashboard=false", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=120)  # Ray's default temp dir (RAY_TMPDIR/ray)
+        subprocess.run([RAY_BIN, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+        assert (home / ".ray" / "auth_token").stat().st_size > 0, "ray get-auth-token --generate wrote no token"
+        head = subprocess.run([RAY_BIN, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                               "--include-dashboard=false", "--disable-usage-stats"],
+                              env=env, check=True, capture_output=True, text=True, timeout=120)  # RAY_TMPDIR/ray
+        assert "Token authentication is disabled" not in head.stdout + head.stderr, head.stderr[-2000:]
         assert (home / "ray" / "ray_current_cluster").exists(), "the head wrote no address file"
         http_port = free_port()
         node = subprocess.Popen(
@@ -47,6 +54,11 @@ def main() -> None:
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
         found = wait_for("2 miners hashing on the auto-found cluster", lambda: all_mining(http_port, 2), 90)
+        log.flush()
+        verdict = wait_for("the node's token authentication verdict", lambda: next(
+            (line for line in (home / "node.log").read_text().splitlines() if "token authentication" in line), None), 90)
+        measured["auth_line"] = verdict.split("node.ray: ")[-1]
+        assert "requires token authentication" in verdict, verdict
         measured["miners_up_s"] = round(time.monotonic() - t0, 1)
         assert all(m["backend"] == "ray" and m["ray_node"] == "127.0.0.1" for m in found), found
         assert get_json(http_port, "/health")["status"] == "ok"

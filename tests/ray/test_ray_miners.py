@@ -62,3 +62,13 @@ def test_auto_address_finds_the_head_started_on_this_machine():
         pytest.skip(problem)
     measured = run_scenario(SCENARIO.with_name("ray_auto_scenario.py"), timeout=170)
     assert measured["node_exit"] == 0 and "2 CPUs on 1 nodes" in measured["cluster_line"]
+
+
+@pytest.mark.timeout(180)
+def test_a_cluster_without_token_authentication_gets_one_warning_line():
+    """Ray 2.60 starts an open cluster unless asked for tokens: the node notices and says so once."""
+    problem = namespace_problem()
+    if problem:
+        pytest.skip(problem)
+    measured = run_scenario(SCENARIO.with_name("ray_open_scenario.py"), timeout=170)
+    assert measured["warning_lines"] == 1 and measured["node_exit"] == 0
