@@ -56,7 +56,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
     # Reached through a runtime.mailbox.SupervisedProxy (plain Call/Deferred messages).
     takes_mailbox_calls = True
     # The longest one message may run before this actor counts as hung (seconds).
-    # Documented per actor in the README's Supervision section.
+    # Documented per actor in docs/supervision.md (message budgets).
     message_budget: ClassVar[float] = DEFAULT_MESSAGE_BUDGET
     # True for an actor that owns something a second instance must never share (the
     # store, a listening socket): it is never duplicated; a hang ends the node.
@@ -66,7 +66,7 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
         super().__init__()
         self.ctx = ctx
         self.name = name
-        self.log = logging.getLogger(f"node.{name}")
+        self.log: logging.Logger | ActorLog = ActorLog(logging.getLogger(f"node.{name}"), name)
         self._timers: list[TimerHandle] = []
         self._mailbox = ctx.registry.mailbox(name)
         budget = dict(ctx.config.message_budgets).get(name, self.message_budget)
@@ -277,6 +277,18 @@ class NodeActor(pykka.ThreadingActor, NodeActorApi):
 
     def release(self) -> None:
         """Free what the actor holds (sockets, processes, files). Must be idempotent."""
+
+
+class ActorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """An actor's logger: every record carries `actor` (a field of the JSON log), merged with
+    the call's own `extra=` fields (height, hash, peer) rather than replacing them."""
+
+    def __init__(self, logger: logging.Logger, actor: str) -> None:
+        super().__init__(logger, {"actor": actor})
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 def _target_name(proxy: Any) -> str:

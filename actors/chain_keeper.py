@@ -32,7 +32,7 @@ from actors.base import NodeActor
 from runtime.context import NodeContext, tell
 from runtime.interfaces import ChainApi
 from runtime.threads import OwnedThread
-from chain.block import HASH_RE, Block, InvalidBlock, check_block, check_chain
+from chain.block import HASH_RE, Block, InvalidBlock, check_block, check_chain, field_problem, meets_difficulty
 from chain.hash_column import HashColumn
 from chain.store import ChainStore, RowDamage, StoreError
 from chain.sync import Staged
@@ -61,6 +61,12 @@ VERIFY_BATCH = 1_000
 # its own with its own connection: the message loop goes on serving the old chain meanwhile.
 INLINE_SWITCH_ROWS = 5_000
 MAX_DEFERRED = 1_000  # NEW_WORD batches and staging writes held while such a thread writes
+# A block that becomes our tip (announced to us, or the top of a sync) is relayed once: the
+# hashes relayed are remembered (bounded), and so are the peers that announced a block above
+# our tip before we had it (they have it: not relayed back to them).
+RELAY_MEMORY = 1_024
+HOLDER_MEMORY = 256
+HOLDERS_PER_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ class ChainKeeper(NodeActor, ChainApi):
         self._failing_since: float | None = None
         self._retry_at = 0.0
         self._backoff = STORE_RETRY_FIRST
+        self._relayed: OrderedDict[str, None] = OrderedDict()  # block hashes relayed (or mined) here
+        self._holders: OrderedDict[str, list[Address]] = OrderedDict()  # block hash -> peers that announced it
 
     def on_start(self) -> None:
         self.store = ChainStore(self.ctx.config.data_dir)
@@ -504,6 +512,9 @@ class ChainKeeper(NodeActor, ChainApi):
             return
         if self._busy():
             return  # our chain is being checked or switched: a later round catches up
+        if block.height < height:
+            self._answer_stale(block, addr)
+            return
         if block.height == height:
             prev_hash = self._hashes[-1] if height else None
             try:
@@ -515,11 +526,52 @@ class ChainKeeper(NodeActor, ChainApi):
                     self._tell_unlinked(block, addr)
                 return
             if self._write(height, [block]):
-                self.log.info("block %d from %s:%d accepted by announce", block.height, *addr)
+                self.log.info("block %d from %s:%d accepted by announce", block.height, *addr,
+                              extra={"height": block.height, "hash": block.hash, "peer": f"{addr[0]}:{addr[1]}"})
                 self._tell_claim(block, addr)
+                self._relay(block, addr)
             return
-        if block.height > height:
-            self._tell_unlinked(block, addr)
+        self._note_holder(block.hash, addr)
+        self._tell_unlinked(block, addr)
+
+    def _answer_stale(self, block: Block, addr: Address) -> None:
+        """A peer announced a block of another branch no longer than ours (after a healed partition, its
+        side's tip): tell it our tip, which doesn't link there, so its consensus syncs our chain.
+        Only a block that could be valid somewhere is answered; GossipManager sends the answer only
+        to a tried peer, at most every few seconds each."""
+        if field_problem(block) is not None or not meets_difficulty(block.hash, self.difficulty):
+            return
+        tip = self.block(self.height - 1)
+        if tip is not None:
+            tell(self.ctx.registry.gossip(), lambda gossip: gossip.answer_stale.defer(Announce(tip), addr))
+
+    def _note_holder(self, block_hash: str, addr: Address) -> None:
+        """`addr` announced `block_hash` before we had it: if a sync makes it our tip, don't relay it back there."""
+        if not isinstance(block_hash, str):
+            return
+        holders = self._holders.pop(block_hash, [])
+        if addr not in holders and len(holders) < HOLDERS_PER_BLOCK:
+            holders.append(addr)
+        self._holders[block_hash] = holders
+        while len(self._holders) > HOLDER_MEMORY:
+            self._holders.popitem(last=False)
+
+    def _relay(self, block: Block, sender: Address | None = None) -> None:
+        """`block` (valid, stored) is our new tip: an ANNOUNCE of it to a few random tried peers, once per
+        hash, never to its sender nor to peers that announced it to us."""
+        if block.hash in self._relayed:
+            return
+        self._mark_relayed(block.hash)
+        exclude = self._holders.pop(block.hash, [])
+        if sender is not None and sender not in exclude:
+            exclude.append(sender)
+        tell(self.ctx.registry.gossip(), lambda gossip: gossip.relay.defer(Announce(block), exclude))
+
+    def _mark_relayed(self, block_hash: str) -> None:
+        self._relayed[block_hash] = None
+        self._relayed.move_to_end(block_hash)
+        while len(self._relayed) > RELAY_MEMORY:
+            self._relayed.popitem(last=False)
 
     def _tell_claim(self, block: Block, addr: Address) -> None:
         """ConsensusRunner keeps each peer's latest claim for the dashboard: this ANNOUNCE is one."""
@@ -542,8 +594,9 @@ class ChainKeeper(NodeActor, ChainApi):
         if not self._write(height, [block]):  # durable first...
             return False
         self.ctx.metrics.blocks_mined.inc()
+        self._mark_relayed(block.hash)  # announced to every tried peer: never relayed on top
         tell(self.ctx.registry.gossip(), lambda gossip: gossip.broadcast.defer(Announce(block)))  # ...then announced
-        self.log.info("mined block %d %s", block.height, block.hash[:16])
+        self.log.info("mined block %d %s", block.height, block.hash[:16], extra={"height": block.height, "hash": block.hash})
         return True
 
     def apply_segment(self, fork_height: int, segment: Sequence[Block]) -> bool:
@@ -572,7 +625,8 @@ class ChainKeeper(NodeActor, ChainApi):
         if replaced > 0:
             self.ctx.metrics.chain_reorgs.inc()
             self.log.warning("reorg: replaced %d blocks above height %d", replaced, fork_height)
-        self.log.info("chain now %d blocks (synced %d)", self.height, len(segment))
+        self.log.info("chain now %d blocks (synced %d)", self.height, len(segment), extra={"height": self.height})
+        self._relay(segment[-1])  # the new tip only, not every synced block
         return True
 
     # ---------------------------------------------------------- long syncs (staging)
@@ -647,7 +701,10 @@ class ChainKeeper(NodeActor, ChainApi):
         if replaced > 0:
             self.ctx.metrics.chain_reorgs.inc()
             self.log.warning("reorg: replaced %d blocks above height %d", replaced, first)
-        self.log.info("chain now %d blocks (synced %d)", self.height, top + 1 - first)
+        self.log.info("chain now %d blocks (synced %d)", self.height, top + 1 - first, extra={"height": self.height})
+        tip = self.block(self.height - 1)
+        if tip is not None:
+            self._relay(tip)  # the new tip only, not every synced block
 
     def switch_done(self, request_id: int, outcome: tuple[str, Any]) -> None:
         """The switch thread's answer (a message to ourselves): take the new chain in memory, reply, catch up."""

@@ -59,6 +59,16 @@ GREET_BURST = 40.0
 PROBE_WINDOW = 10.0  # a GOSSIP_REPLY this soon after our GOSSIP to that address promotes it
 CLAIM_REFRESH = 5.0  # a tried peer that shows it is alive is asked its chain (STATS) at most this often
 RESOLVE_TIMEOUT = 2.0
+# Relaying a block we accepted (ChainKeeper tells us, once per block): an ANNOUNCE to this
+# many random tried peers. Each relay costs whoever caused it a valid proof-of-work block.
+RELAY_FANOUT = 8
+# A tried peer that announced a block of a branch shorter than (or as long as) ours is sent
+# our tip at most this often (after a healed partition, its side learns of the longer chain).
+STALE_ANSWER_INTERVAL = 10.0
+# While no peer is tried, the well-known ones are greeted again after 2, 4, 8 ... s up to this,
+# not only at the keep-alive (one may have been unreachable when we started, e.g. behind a cut).
+WELL_KNOWN_RETRY_FIRST = 2.0
+WELL_KNOWN_RETRY_MAX = 30.0
 
 
 @dataclass
@@ -130,6 +140,8 @@ class GossipManager(NodeActor, GossipApi):
         self._heard_from: set[Address] = set()  # well-known peers that have answered (bounded by --peer)
         self._warned_silent: set[Address] = set()
         self._claims_asked: dict[Address, float] = {}  # tried peer -> when we last asked it STATS (bounded below)
+        self._stale_answered: dict[Address, float] = {}  # tried peer -> when we last sent it our tip (bounded below)
+        self._well_known_retry = False  # a retry of the well-known peers is scheduled
 
     @property
     def peers(self) -> dict[Address, PeerInfo]:
@@ -146,6 +158,7 @@ class GossipManager(NodeActor, GossipApi):
         if self.ctx.config.peers:
             self.every(WELL_KNOWN_GRACE, self.check_well_known)
         self.every(cfg.gossip_interval, self.keep_alive)
+        self._schedule_well_known_retry(WELL_KNOWN_RETRY_FIRST)
         # Expire on its own short timer so a silent peer goes at ~60 s, not up to 90.
         self.every(min(EXPIRE_INTERVAL, cfg.peer_timeout / 4), self.expire)
         self.keep_alive()
@@ -211,6 +224,26 @@ class GossipManager(NodeActor, GossipApi):
                         self._send(self._keepalive, addr)
         self._unresolved = [p for p in self._unresolved if p not in pending or p in still]
 
+    def _schedule_well_known_retry(self, delay: float) -> None:
+        if self.well_known and not self.tried and not self._well_known_retry:
+            self._well_known_retry = True
+            self.after(delay, self.retry_well_known, delay)
+
+    def retry_well_known(self, delay: float) -> None:
+        """No peer tried yet: greet the well-known ones again (a fresh GOSSIP id, as a lost first one
+        may have been seen there), then again after twice the delay, up to WELL_KNOWN_RETRY_MAX."""
+        self._well_known_retry = False
+        if self.tried:
+            return
+        cfg = self.ctx.config
+        now = self.clock()
+        gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
+        self._remember_id(gossip.id, now)
+        for addr in self.well_known:
+            self._well_known_probed[addr] = now
+            self._send(gossip, addr)
+        self._schedule_well_known_retry(min(WELL_KNOWN_RETRY_MAX, delay * 2))
+
     def check_well_known(self) -> None:
         """One warning per well-known peer that has not answered yet; we keep trying."""
         for addr in self.well_known:
@@ -261,6 +294,29 @@ class GossipManager(NodeActor, GossipApi):
         for addr in self._trusted_targets():
             self._send(message, addr)
 
+    def relay(self, message: WireMessage, exclude: list[Address]) -> None:
+        """Send `message` (an ANNOUNCE of a block ChainKeeper just accepted) to up to RELAY_FANOUT
+        random tried peers, none of `exclude` (its sender, peers known to have it)."""
+        for addr in self._random_tried(RELAY_FANOUT, exclude=tuple(exclude)):
+            self._send(message, addr)
+
+    def answer_stale(self, message: WireMessage, addr: Address) -> None:
+        """Send `message` (an ANNOUNCE of our tip) to `addr`, which announced a block of a branch no longer
+        than ours: only to a tried or well-known peer (a forged source can't aim it elsewhere), at most
+        once per STALE_ANSWER_INTERVAL per peer."""
+        if addr not in self.tried and addr not in self.well_known:
+            self.ctx.metrics.dropped.labels(reason="stale_answer_untried").inc()
+            return
+        now = self.clock()
+        last = self._stale_answered.get(addr)
+        if last is not None and now - last < STALE_ANSWER_INTERVAL:
+            return
+        self._stale_answered[addr] = now
+        if len(self._stale_answered) > 2 * MAX_TRIED:
+            self._stale_answered = {a: t for a, t in self._stale_answered.items()
+                                    if now - t < STALE_ANSWER_INTERVAL and (a in self.tried or a in self.well_known)}
+        self._send(message, addr)
+
     def peer_addresses(self) -> list[Address]:
         """Peers to ask in a consensus round: the well-known and the tried ones (validated addresses only)."""
         self.expire()
@@ -295,12 +351,14 @@ class GossipManager(NodeActor, GossipApi):
                     break
                 self._forget(addr)
                 if table is self.tried:
-                    self.log.info("dropped silent peer %s:%d (%s)", addr[0], addr[1], info.name)
+                    self.log.info("dropped silent peer %s:%d (%s)", addr[0], addr[1], info.name,
+                                  extra={"peer": f"{addr[0]}:{addr[1]}"})
         while self.seen_ids:
             gossip_id, seen_at = next(iter(self.seen_ids.items()))
             if now - seen_at <= SEEN_ID_TTL:
                 break
             del self.seen_ids[gossip_id]
+        self._schedule_well_known_retry(WELL_KNOWN_RETRY_FIRST)  # every tried peer went silent: greet again soon
         self._update_gauge()
 
     # ---------------------------------------------------------- internals
@@ -395,7 +453,13 @@ class GossipManager(NodeActor, GossipApi):
         self.tried[addr] = info
         self._tried_pos[addr] = len(self._tried_list)
         self._tried_list.append(addr)
-        self.log.debug("new peer %s:%d (%s) answered: tried", addr[0], addr[1], name)
+        # Once per join (and once per leave, in expire()): an operator sees the network form.
+        if len(self.tried) == 1:
+            self.log.info("first peer %s:%d (%s) answered: no longer on our own", addr[0], addr[1], name,
+                          extra={"peer": f"{addr[0]}:{addr[1]}"})
+        else:
+            self.log.info("peer %s:%d (%s) joined: %d peers", addr[0], addr[1], name, len(self.tried),
+                          extra={"peer": f"{addr[0]}:{addr[1]}"})
         self._update_gauge()
 
     def _update_gauge(self) -> None:

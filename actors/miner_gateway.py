@@ -3,7 +3,7 @@
 This is how a node grows past one machine: `run_node.py miner --connect HOST:PORT
 --token T` on another machine runs the same hash loop (mining/worker.py) in
 its own worker processes and relays over line-delimited JSON (mining/protocol.py,
-documented in README.md).
+documented in docs/mining.md).
 
 Shape, and why:
 

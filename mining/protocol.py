@@ -1,7 +1,7 @@
 """The external-miner protocol: line-delimited JSON over TCP (both ends share this).
 
 One JSON object per line, UTF-8, ``\\n``-terminated, at most MAX_LINE_BYTES per
-line. The full exchange is documented in README.md ("Mining"). This module is
+line. The full exchange is documented in docs/mining.md. This module is
 pure framing and parsing, so the gateway (in the node) and the client
 (`run_node.py miner`) can't drift apart, and it is testable without sockets.
 

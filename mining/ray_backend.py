@@ -151,15 +151,24 @@ def ray_init(address: str) -> None:
         os.environ.setdefault(key, value)
     import ray
 
-    ray.init(
-        address=address,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        namespace="pow-node",
-        # Ray workers on other machines import the worker code from here (the
-        # native kernel too, if it was built into mining/ for their platform).
-        runtime_env={"py_modules": [str(MINING_DIR)]},
-    )
+    # ray.init puts in its own SIGTERM handlers (Python's, which exits, and a native one that
+    # prints a "*** SIGTERM received" stack dump): a node stopped cleanly by a signal to its
+    # whole process group then dumped stacks from every Ray process. Ours are put back after.
+    main = threading.current_thread() is threading.main_thread()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            namespace="pow-node",
+            # Ray workers on other machines import the worker code from here (the
+            # native kernel too, if it was built into mining/ for their platform).
+            runtime_env={"py_modules": [str(MINING_DIR)]},
+        )
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_bridge(inbox: Connection, outbox: Connection, address: str, index: int) -> None:

@@ -197,6 +197,14 @@ class GossipApi(ActorInterface):
     def broadcast(self, message: WireMessage) -> None:
         raise NotImplementedError
 
+    def relay(self, message: WireMessage, exclude: list[Address]) -> None:
+        """Told by ChainKeeper: an ANNOUNCE of a block it just accepted, for a few random tried peers."""
+        raise NotImplementedError
+
+    def answer_stale(self, message: WireMessage, addr: Address) -> None:
+        """Told by ChainKeeper: our tip, for a peer that announced a shorter branch (rate-limited per peer)."""
+        raise NotImplementedError
+
     def peer_addresses(self) -> list[Address]:
         raise NotImplementedError
 
@@ -292,6 +300,8 @@ class GossipProxy(ActorMemberMixin, pykka.ActorProxy[GossipApi]):
     on_gossip = proxy_method(GossipApi.on_gossip)
     on_gossip_reply = proxy_method(GossipApi.on_gossip_reply)
     broadcast = proxy_method(GossipApi.broadcast)
+    relay = proxy_method(GossipApi.relay)
+    answer_stale = proxy_method(GossipApi.answer_stale)
     peer_addresses = proxy_method(GossipApi.peer_addresses)
     peer_table = proxy_method(GossipApi.peer_table)
     send_peer_addresses = proxy_method(GossipApi.send_peer_addresses)

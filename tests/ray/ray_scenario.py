@@ -136,7 +136,7 @@ def main() -> None:
             [sys.executable, str(ROOT / "run_node.py"), "--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
              "--name", "ray-test", "--difficulty", str(DIFFICULTY), "--miners", "auto", "--ray-address", address,
              "--data-dir", str(work / "data"), "--http-port", str(http_port), "--enable-fault-injection"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         first = wait_for("2 miners hashing on Ray", lambda: all_mining(http_port, 2), 90)
         measured["miners_up_s"] = round(time.monotonic() - t0, 1)
@@ -217,8 +217,10 @@ def main() -> None:
         assert get_json(http_port, "/health")["status"] == "ok"
 
         measured["resumed_at_s"] = round(time.monotonic() - t0, 1)
-        node.send_signal(signal.SIGTERM)
+        os.killpg(node.pid, signal.SIGTERM)  # as a service manager stops it: the node and its Ray bridges at once
         assert node.wait(30) == 0, "node did not exit cleanly"
+        log.flush()
+        assert "SIGTERM received" not in (work / "node.log").read_text(errors="replace"), "a Ray process dumped its stack on a clean stop"
         measured["node_stopped_at_s"] = round(time.monotonic() - t0, 1)
         wait_for("no Ray miner worker left", lambda: not ray_workers(), 30)
         measured["total_s"] = round(time.monotonic() - t0, 1)
