@@ -119,6 +119,16 @@ def wait_for_chain_height(client: UdpClient, port: int, height: int, timeout: fl
     wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.3) or {}).get("height") == height, timeout=timeout)
 
 
+def chain_tip(node: Any) -> tuple[int, str | None]:
+    """`node`'s chain as ChainKeeper holds it now: (number of blocks, top hash)."""
+    return node.ctx.registry.chain().tip().get(timeout=5)
+
+
+def seed_chain(node: Any, blocks: list[Block]) -> None:
+    """Give `node` these blocks from height 0, as a finished sync would."""
+    assert node.ctx.registry.chain().apply_segment(0, blocks).get(timeout=10)
+
+
 def metric(node: Any, name: str, **labels: str) -> float:
     """A sample of `node`'s Prometheus registry (public API; 0.0 when it has no value yet).
 

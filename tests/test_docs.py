@@ -83,7 +83,7 @@ def test_the_scanner_finds_what_it_should():
     assert missing_paths("see `chain/store.py` and chain/no_such_file.py") == {"chain/no_such_file.py"}
     assert missing_paths("tests/actors/test_miner*.py exist; tests/actors/test_nothing_like*.py do not") == \
         {"tests/actors/test_nothing_like*.py"}
-    assert missing_paths("as DESIGN.md says; README.md") == {"DESIGN.md"}
+    assert missing_paths("as PLANNING.md says; README.md") == {"PLANNING.md"}
     assert missing_paths("/var/lib/pow-node, ~/.ray/auth_token, https://example.org/docs/x.md") == set()
     assert comments_and_docstrings(Path(__file__)).count("chain/store.py") >= 1
 

@@ -9,7 +9,7 @@ import pytest
 from messages.wire import Announce
 from sim.chains import make_chain
 from sim.peer import ScriptedPeer
-from tests.helpers import UdpClient, introduce_and_run_consensus, metric, peer_ports, wait_for
+from tests.helpers import UdpClient, chain_tip, introduce_and_run_consensus, metric, peer_ports, seed_chain, wait_for
 
 FAST = dict(gossip_interval=0.3, peer_timeout=5.0, consensus_interval=3600.0)
 
@@ -23,14 +23,6 @@ def keeper(node):
     return node.ctx.registry.proxy("ChainKeeper")
 
 
-def tip(node):
-    return keeper(node).tip().get(timeout=5)
-
-
-def seed(node, blocks):
-    assert keeper(node).apply_segment(0, blocks).get(timeout=10)
-
-
 def test_nodes_form_a_network_by_gossip(make_node):
     a = make_node(**FAST)
     b = make_node(peers=(("127.0.0.1", a.config.port),), **FAST)
@@ -42,16 +34,16 @@ def test_nodes_form_a_network_by_gossip(make_node):
 
 def test_fresh_node_joins_and_syncs(make_node, main_chain):
     a = make_node(**FAST)
-    seed(a, main_chain)
+    seed_chain(a, main_chain)
     b = make_node(peers=(("127.0.0.1", a.config.port),), **FAST)
-    wait_for(lambda: tip(b) == (300, main_chain[-1].hash), timeout=15)
+    wait_for(lambda: chain_tip(b) == (300, main_chain[-1].hash), timeout=15)
 
 
 def test_majority_chain_wins_a_tie(make_node, main_chain):
     other = make_chain(300, 2, tag="other")
     with ScriptedPeer(main_chain, seed=1) as p1, ScriptedPeer(main_chain, seed=2) as p2, ScriptedPeer(other, seed=3) as p3:
         node = make_node(peers=(p3.address, p1.address, p2.address), **FAST)
-        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+        wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=15)
 
 
 def test_longer_chain_with_a_forged_block_is_refused(make_node, main_chain):
@@ -61,10 +53,10 @@ def test_longer_chain_with_a_forged_block_is_refused(make_node, main_chain):
     with ScriptedPeer(main_chain, seed=1, drop_rate=0.1) as p1, ScriptedPeer(main_chain, seed=2, drop_rate=0.1) as p2, \
             ScriptedPeer(forged, seed=3) as liar:
         node = make_node(peers=(liar.address, p1.address, p2.address), **FAST)
-        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=20)
+        wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=20)
         assert any(h >= 200 for h in liar.get_block_heights)  # it was tried (it claimed the longest chain)
         time.sleep(0.3)
-        assert tip(node) == (300, main_chain[-1].hash)
+        assert chain_tip(node) == (300, main_chain[-1].hash)
         # The liar is remembered: the next round does not download its chain again.
         asked_before = len(liar.get_block_heights)
         runner = node.ctx.registry.proxy("ConsensusRunner")
@@ -76,10 +68,10 @@ def test_longer_chain_with_a_forged_block_is_refused(make_node, main_chain):
 
 def test_extension_is_fetched_incrementally(make_node, main_chain):
     node = make_node(**FAST)
-    seed(node, main_chain[:250])
+    seed_chain(node, main_chain[:250])
     with ScriptedPeer(main_chain, seed=1) as p1, ScriptedPeer(main_chain, seed=2) as p2:
         introduce_and_run_consensus(node, [p1, p2])
-        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+        wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=15)
         fetched = p1.get_block_heights + p2.get_block_heights
         assert len(fetched) < 50 + 30, f"{len(fetched)} GET_BLOCKs for a 50-block extension"
         assert min(fetched) >= 200  # nothing near genesis was downloaded
@@ -87,11 +79,11 @@ def test_extension_is_fetched_incrementally(make_node, main_chain):
 
 def test_reorg_onto_a_longer_fork(make_node, main_chain):
     node = make_node(**FAST)
-    seed(node, main_chain)
+    seed_chain(node, main_chain)
     fork = make_chain(310, 2, base=main_chain[:290], tag="fork")
     with ScriptedPeer(fork, seed=1, drop_rate=0.2) as p1, ScriptedPeer(fork, seed=2, drop_rate=0.2) as p2:
         introduce_and_run_consensus(node, [p1, p2])
-        wait_for(lambda: tip(node) == (310, fork[-1].hash), timeout=15)
+        wait_for(lambda: chain_tip(node) == (310, fork[-1].hash), timeout=15)
         fetched = p1.get_block_heights + p2.get_block_heights
         below_fork = [h for h in fetched if h < 290]
         assert len(below_fork) < 40, f"{len(below_fork)} probes below the fork"
@@ -103,11 +95,11 @@ def test_reorg_onto_a_longer_fork(make_node, main_chain):
 
 def test_unlinked_announce_triggers_a_sync(make_node, main_chain):
     node = make_node(**FAST)
-    seed(node, main_chain[:100])
+    seed_chain(node, main_chain[:100])
     with ScriptedPeer(main_chain, seed=1) as p1:
         # The announcer is not a tracked peer: the round asks it anyway.
         p1.send(Announce(main_chain[-1]), ("127.0.0.1", node.config.port))
-        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+        wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=15)
 
 
 def test_stats_answered_while_syncing(make_node, main_chain):
@@ -123,7 +115,7 @@ def test_stats_answered_while_syncing(make_node, main_chain):
                 worst = max(worst, time.monotonic() - start)
                 assert reply is not None and reply["type"] == "STATS_REPLY"
                 time.sleep(0.05)
-            assert tip(node)[0] < 300, "the sync should still be running"
+            assert chain_tip(node)[0] < 300, "the sync should still be running"
             assert worst < 0.5
         finally:
             client.close()
@@ -133,13 +125,13 @@ def test_peer_reporting_top_index_instead_of_length_is_still_followed(make_node,
     """A STATS_REPLY of (top index, top hash) doesn't check out as a length; it is a weaker vote."""
     with ScriptedPeer(main_chain, seed=1, claim=(299, main_chain[-1].hash)) as odd:
         node = make_node(peers=(odd.address,), **FAST)
-        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+        wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=15)
 
 
 def test_nonsense_stats_replies_do_not_stop_the_round(make_node, main_chain):
     with ScriptedPeer(main_chain, seed=1) as good, ScriptedPeer(main_chain, seed=2, claim=(10**6, "f" * 64)) as liar:
         node = make_node(peers=(liar.address, good.address), **FAST)
-        wait_for(lambda: tip(node) == (300, main_chain[-1].hash), timeout=15)
+        wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=15)
 
 
 def test_silent_peer_is_dropped_on_time(make_node):

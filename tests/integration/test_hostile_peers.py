@@ -23,7 +23,7 @@ from chain.block import Block
 from messages.wire import Announce, encode
 from sim.chains import make_chain, mine_block
 from sim.peer import SILENT, ScriptedPeer
-from tests.helpers import UdpClient, free_udp_port, introduce_and_run_consensus, wait_for
+from tests.helpers import UdpClient, chain_tip, free_udp_port, introduce_and_run_consensus, seed_chain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(gossip_interval=30.0, peer_timeout=120.0, consensus_interval=3600.0)
@@ -32,18 +32,6 @@ QUIET = dict(gossip_interval=30.0, peer_timeout=120.0, consensus_interval=3600.0
 @pytest.fixture(scope="module")
 def honest_chain() -> list[Block]:
     return make_chain(400, 2)
-
-
-def keeper(node):
-    return node.ctx.registry.chain()
-
-
-def tip(node):
-    return keeper(node).tip().get(timeout=5)
-
-
-def seed(node, blocks):
-    assert keeper(node).apply_segment(0, blocks).get(timeout=10)
 
 
 def test_huge_claims_announces_and_a_consensus_storm_leave_the_node_up_bounded_and_synced(tmp_path, honest_chain):
@@ -116,9 +104,9 @@ def test_a_probe_liar_never_keeps_the_node_off_the_honest_longer_chain(make_node
     with ScriptedPeer(honest_chain, serve=liar_serves, seed=trial, name="probe-liar") as liar, \
             ScriptedPeer(honest_chain, seed=10 + trial, drop_rate=0.1, name="honest") as honest:
         node = make_node(**QUIET)
-        seed(node, ours)
+        seed_chain(node, ours)
         introduce_and_run_consensus(node, [liar, honest])
-        wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=20)
+        wait_for(lambda: chain_tip(node) == (400, honest_chain[-1].hash), timeout=20)
         status = node.ctx.registry.consensus().status().get(timeout=5)
         assert status["banned_peers"] <= 1  # the liar at most; never the honest peer
 
@@ -143,7 +131,7 @@ def test_forged_replies_from_a_stranger_do_not_stop_a_sync(make_node, honest_cha
         flooder.start()
         try:
             node = make_node(port=port, peers=(honest.address,), **QUIET)
-            wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=20)
+            wait_for(lambda: chain_tip(node) == (400, honest_chain[-1].hash), timeout=20)
             status = node.ctx.registry.consensus().status().get(timeout=5)
             assert status["banned_peers"] == 0 and status["ignored_replies"] > 0
         finally:
@@ -160,7 +148,7 @@ def test_twelve_silent_claimers_delay_an_honest_sync_by_at_most_30s(make_node, h
         with ScriptedPeer(honest_chain, seed=5, name="honest") as honest:
             started = time.monotonic()
             node = make_node(peers=tuple(p.address for p in silent) + (honest.address,), **QUIET)
-            wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=45)
+            wait_for(lambda: chain_tip(node) == (400, honest_chain[-1].hash), timeout=45)
             assert time.monotonic() - started < 30
             assert all(len(p.get_block_heights) <= 8 for p in silent)
     finally:
@@ -170,12 +158,12 @@ def test_twelve_silent_claimers_delay_an_honest_sync_by_at_most_30s(make_node, h
 
 def test_a_peer_that_joins_with_a_longer_chain_is_synced_at_once(make_node, honest_chain):
     node = make_node(**QUIET)
-    seed(node, honest_chain[:100])
+    seed_chain(node, honest_chain[:100])
     with ScriptedPeer(honest_chain, seed=6, name="newcomer") as newcomer:
         started = time.monotonic()
         # It joins the way a real peer does: a GOSSIP naming itself. Nobody sends CONSENSUS.
         newcomer.send(json_gossip(newcomer), ("127.0.0.1", node.config.port))
-        wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=10)
+        wait_for(lambda: chain_tip(node) == (400, honest_chain[-1].hash), timeout=10)
         assert time.monotonic() - started < 10
         assert newcomer.received["Gossip"] >= 1  # it was greeted with our GOSSIP ...
         assert newcomer.received["Stats"] >= 1  # ... and asked for its STATS
@@ -183,11 +171,11 @@ def test_a_peer_that_joins_with_a_longer_chain_is_synced_at_once(make_node, hone
 
 def test_an_announce_far_above_our_tip_is_synced_at_once(make_node, honest_chain):
     node = make_node(**QUIET)
-    seed(node, honest_chain[:100])
+    seed_chain(node, honest_chain[:100])
     with ScriptedPeer(honest_chain, seed=7, name="announcer") as announcer:
         started = time.monotonic()
         announcer.send(Announce(honest_chain[-1]), ("127.0.0.1", node.config.port))
-        wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=10)
+        wait_for(lambda: chain_tip(node) == (400, honest_chain[-1].hash), timeout=10)
         assert time.monotonic() - started < 10
 
 
@@ -200,8 +188,8 @@ def json_gossip(peer: ScriptedPeer):
 def test_a_slow_peer_is_synced_from_without_a_storm_of_duplicates(make_node, honest_chain):
     """It answers one GET_BLOCK every 0.1 s, one after another: requests must come at that rate."""
     node = make_node(**QUIET)
-    seed(node, honest_chain[:370])
+    seed_chain(node, honest_chain[:370])
     with ScriptedPeer(honest_chain, reply_delay=0.1, seed=8, name="slow") as slow:
         introduce_and_run_consensus(node, [slow])
-        wait_for(lambda: tip(node) == (400, honest_chain[-1].hash), timeout=30)
+        wait_for(lambda: chain_tip(node) == (400, honest_chain[-1].hash), timeout=30)
         assert len(slow.get_block_heights) < 2 * 30 + 10

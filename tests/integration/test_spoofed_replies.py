@@ -17,7 +17,7 @@ from messages.wire import GetBlockReply, encode
 from sim.chains import make_chain
 from sim.peer import ScriptedPeer
 from sim.spoof import SpoofFlood, raw_sockets_allowed
-from tests.helpers import free_udp_port, introduce_and_run_consensus, metric, wait_for
+from tests.helpers import chain_tip, free_udp_port, introduce_and_run_consensus, metric, wait_for
 
 pytestmark = pytest.mark.skipif(not raw_sockets_allowed(), reason="forging a source address needs a raw socket (root or CAP_NET_RAW)")
 
@@ -27,10 +27,6 @@ QUIET = dict(gossip_interval=30.0, peer_timeout=120.0, consensus_interval=3600.0
 @pytest.fixture(scope="module")
 def chain() -> list[Block]:
     return make_chain(300, 2)
-
-
-def tip(node):
-    return node.ctx.registry.chain().tip().get(timeout=5)
 
 
 def consensus_status(node):
@@ -45,7 +41,7 @@ def test_spoofed_nulls_at_200_per_second_do_not_stop_a_catch_up(make_node, chain
         node = make_node(port=port, **QUIET)
         assert node.ctx.registry.chain().apply_segment(0, chain[:20]).get(timeout=10)
         introduce_and_run_consensus(node, [honest])
-        wait_for(lambda: tip(node) == (300, chain[-1].hash), timeout=60)
+        wait_for(lambda: chain_tip(node) == (300, chain[-1].hash), timeout=60)
         assert flood.sent > 0
         status = consensus_status(node)
         assert status["banned_peers"] == 0
@@ -66,7 +62,7 @@ def test_forged_blocks_racing_a_far_peer_do_not_get_it_blamed(make_node, chain):
         node = make_node(port=port, **QUIET)
         assert node.ctx.registry.chain().apply_segment(0, chain[:20]).get(timeout=10)
         introduce_and_run_consensus(node, [honest])
-        wait_for(lambda: tip(node) == (300, chain[-1].hash), timeout=60)
+        wait_for(lambda: chain_tip(node) == (300, chain[-1].hash), timeout=60)
         assert flood.sent > 0
         status = consensus_status(node)
         assert status["banned_peers"] == 0
