@@ -1,6 +1,6 @@
 """GossipManager: membership, as Bitcoin Core's address manager does it.
 
-Two bounded tables (membership: see the README, "Reliability guarantees"):
+Two bounded tables (membership: see docs/protocol.md):
 
 * **tried**: peers that answered a GOSSIP we sent them (a GOSSIP_REPLY from that
   host within PROBE_WINDOW of our GOSSIP to that address): a node really is there.
@@ -139,8 +139,9 @@ class GossipManager(NodeActor, GossipApi):
         self._resolver: threading.Thread | None = None
         self._heard_from: set[Address] = set()  # well-known peers that have answered (bounded by --peer)
         self._warned_silent: set[Address] = set()
-        self._claims_asked: dict[Address, float] = {}  # tried peer -> when we last asked it STATS (bounded below)
-        self._stale_answered: dict[Address, float] = {}  # tried peer -> when we last sent it our tip (bounded below)
+        # Per tried peer: a STATS asked at most every CLAIM_REFRESH s, our tip sent at most every STALE_ANSWER_INTERVAL s.
+        self._claims_asked = TokenBuckets(1.0 / CLAIM_REFRESH, 1.0, max_keys=2 * MAX_TRIED)
+        self._stale_answered = TokenBuckets(1.0 / STALE_ANSWER_INTERVAL, 1.0, max_keys=2 * MAX_TRIED)
         self._well_known_retry = False  # a retry of the well-known peers is scheduled
 
     @property
@@ -307,15 +308,8 @@ class GossipManager(NodeActor, GossipApi):
         if addr not in self.tried and addr not in self.well_known:
             self.ctx.metrics.dropped.labels(reason="stale_answer_untried").inc()
             return
-        now = self.clock()
-        last = self._stale_answered.get(addr)
-        if last is not None and now - last < STALE_ANSWER_INTERVAL:
-            return
-        self._stale_answered[addr] = now
-        if len(self._stale_answered) > 2 * MAX_TRIED:
-            self._stale_answered = {a: t for a, t in self._stale_answered.items()
-                                    if now - t < STALE_ANSWER_INTERVAL and (a in self.tried or a in self.well_known)}
-        self._send(message, addr)
+        if self._stale_answered.allow(addr, 1.0, self.clock()):
+            self._send(message, addr)
 
     def peer_addresses(self) -> list[Address]:
         """Peers to ask in a consensus round: the well-known and the tried ones (validated addresses only)."""
@@ -434,13 +428,8 @@ class GossipManager(NodeActor, GossipApi):
         """A tried peer showed it is alive (a GOSSIP or GOSSIP_REPLY): ask its chain with a STATS, at most
         every CLAIM_REFRESH s. GOSSIP carries no height; this way the claim ConsensusRunner keeps of
         each peer (shown on the dashboard and `/peers`) is as fresh as the peer's last word to us."""
-        last = self._claims_asked.get(addr)
-        if last is not None and now - last < CLAIM_REFRESH:
-            return
-        self._claims_asked[addr] = now
-        if len(self._claims_asked) > 2 * MAX_TRIED:
-            self._claims_asked = {a: t for a, t in self._claims_asked.items() if a in self.tried}
-        self._send(Stats(), addr)
+        if self._claims_asked.allow(addr, 1.0, now):
+            self._send(Stats(), addr)
 
     def _promote(self, addr: Address, name: str, now: float) -> None:
         """Move an address that answered our GOSSIP into the tried table, if there is room."""
