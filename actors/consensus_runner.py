@@ -151,10 +151,15 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
 
     def on_get_block_replies(self, replies: list[tuple[GetBlockReply, Address]]) -> None:
         """A batch of GET_BLOCK_REPLYs (NetworkIO batches what arrives together)."""
-        ignored = self.engine.ignored_replies
+        ignored, idle = self.engine.ignored_replies, self.engine.replies_without_attempt
         self._run(self.engine.on_blocks([(addr, reply.block) for reply, addr in replies], self.clock()))
-        if self.engine.ignored_replies > ignored:  # answering no request in flight: dropped, counted for operators
-            self.ctx.metrics.dropped.labels(reason="unsolicited_block_reply").inc(self.engine.ignored_replies - ignored)
+        # Answering no request in flight: dropped, counted for operators, apart from those that came
+        # while no fetch ran (late answers to an attempt that ended: a sign attempts end too soon).
+        idle = self.engine.replies_without_attempt - idle
+        if idle:
+            self.ctx.metrics.dropped.labels(reason="block_reply_without_fetch").inc(idle)
+        if self.engine.ignored_replies - ignored > idle:
+            self.ctx.metrics.dropped.labels(reason="unsolicited_block_reply").inc(self.engine.ignored_replies - ignored - idle)
 
     def tick(self) -> None:
         """The one timer fired (or a stale one did: harmless): act on whatever is due."""
@@ -233,9 +238,8 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
             return  # ChainKeeper's part came first: GossipManager's follows
         self._gathering = None
         our_hashes, staged = gathering.chain
-        peers = list(dict.fromkeys([*(gathering.peers or []), *gathering.extra_peers]))
         now = self.clock()
-        self._run(self.engine.start_round(gathering.reason, peers, our_hashes, staged, now))
+        self._run(self.engine.start_round(gathering.reason, gathering.peers or [], our_hashes, staged, now, extra=gathering.extra_peers))
         if self.engine.round is not None:
             self.ctx.metrics.sync_rounds.inc()
             self._round_started = now

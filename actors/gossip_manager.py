@@ -7,8 +7,17 @@ Two bounded tables (membership: see docs/protocol.md):
   Only tried peers (and the well-known ones) are forwarded gossip, sent ANNOUNCEs
   and asked for STATS by consensus.
 * **new**: addresses only heard of (a GOSSIP's claimed originator, an unsolicited
-  GOSSIP_REPLY, the last snapshot). Each is greeted with our GOSSIP and a STATS
-  (rate-limited) and probed at every keep-alive; answering moves it to tried.
+  GOSSIP_REPLY, the last snapshot). Each is greeted with our current keep-alive
+  GOSSIP (its id, not a fresh one) and a STATS (rate-limited); answering moves it
+  to tried.
+
+What membership costs a node must not grow with the network beyond what the
+protocol's flood itself costs (each new id: one reply to its originator, three
+forwards). So only a keep-alive carries a fresh id (it is flooded; every node it
+reaches answers us, and an answer from the host it names within PROBE_WINDOW of it
+promotes that address); the keep-alive is sent straight to the well-known peers and
+to a random sample of each table, not to every entry (the flood reaches the rest);
+a greeting reuses the keep-alive's id, so it is never flooded again.
 
 A flood of forged originators only churns the new table: it can never evict a
 tried or a well-known peer. The new table evicts its longest-silent entry when
@@ -57,7 +66,12 @@ FORWARD_BURST = 600.0
 GREET_RATE = 20.0
 GREET_BURST = 40.0
 PROBE_WINDOW = 10.0  # a GOSSIP_REPLY this soon after our GOSSIP to that address promotes it
-CLAIM_REFRESH = 5.0  # a tried peer that shows it is alive is asked its chain (STATS) at most this often
+# A tried peer that shows it is alive is asked its chain (STATS) at most this often: once per
+# keep-alive interval, since every peer is asked at that rate (N/30 STATS a second at N peers).
+CLAIM_REFRESH = 30.0
+# Sent straight to the well-known peers and to this many random entries of each table; the
+# flood carries it to the rest (forwarded by 3 at each node, it reaches ~94% of the network).
+KEEPALIVE_SAMPLE = 8
 RESOLVE_TIMEOUT = 2.0
 # Relaying a block we accepted (ChainKeeper tells us, once per block): an ANNOUNCE to this
 # many random tried peers. Each relay costs whoever caused it a valid proof-of-work block.
@@ -132,6 +146,7 @@ class GossipManager(NodeActor, GossipApi):
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self._greetings = TokenBuckets(GREET_RATE, GREET_BURST, max_keys=1)
         self._keepalive: Gossip | None = None  # our current GOSSIP (probes reuse it: no new id to spread)
+        self._keepalive_sent_at: float | None = None
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []
         self._well_known_probed: dict[Address, float] = {}
@@ -170,7 +185,8 @@ class GossipManager(NodeActor, GossipApi):
     # ---------------------------------------------------------- protocol
 
     def keep_alive(self) -> None:
-        """GOSSIP with a fresh id to the well-known peers and both tables (a probe for the new one)."""
+        """GOSSIP with a fresh id to the well-known peers and to KEEPALIVE_SAMPLE random entries of each
+        table; the flood takes it to the others, and each node it reaches answers us (which promotes it)."""
         now = self.clock()
         self.expire()
         if self._unresolved:
@@ -178,15 +194,16 @@ class GossipManager(NodeActor, GossipApi):
         cfg = self.ctx.config
         gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
         self._keepalive = gossip
+        self._keepalive_sent_at = now
         self._remember_id(gossip.id, now)
         for addr in self.well_known:
             self._well_known_probed[addr] = now
             self._send(gossip, addr)
-        for table in (self.tried, self.new):
-            for addr, info in table.items():
-                if addr not in self._well_known_probed:
-                    info.probed_at = now
-                    self._send(gossip, addr)
+        targets = self._random_tried(KEEPALIVE_SAMPLE, exclude=tuple(self.well_known))
+        targets += [a for a in self._random_new(KEEPALIVE_SAMPLE) if a not in self._well_known_probed]
+        for addr in targets:
+            self._entry(addr).probed_at = now
+            self._send(gossip, addr)
         self._save_peers()
 
     def _resolve_in_background(self) -> None:
@@ -239,6 +256,7 @@ class GossipManager(NodeActor, GossipApi):
         cfg = self.ctx.config
         now = self.clock()
         gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
+        self._keepalive, self._keepalive_sent_at = gossip, now  # flooded from there like a keep-alive
         self._remember_id(gossip.id, now)
         for addr in self.well_known:
             self._well_known_probed[addr] = now
@@ -283,7 +301,9 @@ class GossipManager(NodeActor, GossipApi):
             self._refresh_tried(addr, info, reply.name, now)
             return
         entry = self.new.get(addr)
-        probes = [t for t in (self._well_known_probed.get(addr), entry.probed_at if entry else None) if t is not None]
+        # Our keep-alive id is flooded: a node it reached answers us whether or not we sent it straight there.
+        probes = [t for t in (self._well_known_probed.get(addr), entry.probed_at if entry else None,
+                              self._keepalive_sent_at) if t is not None]
         probed = max(probes) if probes else None
         if source[0] == reply.host and probed is not None and now - probed <= PROBE_WINDOW:
             self._promote(addr, reply.name, now)
@@ -396,15 +416,16 @@ class GossipManager(NodeActor, GossipApi):
         self._update_gauge()
 
     def _greet(self, addr: Address, info: PeerInfo, now: float) -> None:
-        """An address seen for the first time: our GOSSIP and a STATS, so either side that is behind catches up."""
+        """An address seen for the first time: our current keep-alive GOSSIP and a STATS, so either side
+        that is behind catches up. The keep-alive's id, never a fresh one: a fresh id would be flooded
+        to the whole network for every greeting (N greetings each at a join: O(N^2) datagrams); a node
+        that has seen this id already is reached by our next keep-alive."""
         if not self._greetings.allow(None, 1, now):
             self.ctx.metrics.dropped.labels(reason="greeting_limited").inc()
             return
-        cfg = self.ctx.config
-        gossip = Gossip(cfg.host, cfg.public_port, str(uuid.uuid4()), cfg.name)
-        self._remember_id(gossip.id, now)
-        info.probed_at = now
-        self._send(gossip, addr)
+        if self._keepalive is not None:
+            info.probed_at = now
+            self._send(self._keepalive, addr)
         self._send(Stats(), addr)
 
     def _refresh_known(self, addr: Address, name: str, now: float) -> None:
@@ -507,6 +528,17 @@ class GossipManager(NodeActor, GossipApi):
             if addr not in exclude and addr not in chosen:
                 chosen.append(addr)
         return chosen
+
+    def _random_new(self, count: int) -> list[Address]:
+        """Up to `count` distinct random addresses of the new table (a copy of at most MAX_NEW keys, once per keep-alive)."""
+        if len(self.new) <= count:
+            return list(self.new)
+        return self.rng.sample(list(self.new), count)
+
+    def _entry(self, addr: Address) -> PeerInfo:
+        """The entry of `addr` in whichever table holds it."""
+        info = self.tried.get(addr)
+        return info if info is not None else self.new[addr]
 
     def _send(self, message: WireMessage, addr: Address) -> None:
         tell(self.ctx.registry.network(), lambda network: network.send.defer(message, addr))

@@ -14,7 +14,11 @@ Why it is shaped like this:
 * The actor never blocks on the pipe. A reader thread blocks on it and `tell`s
   the actor what arrives; when the worker dies (kill -9) the reader sees EOF at
   once, and a 0.25 s ticker checks the process too (and that a worker with work
-  keeps reporting: a stopped or stuck one is killed). Either way the actor raises
+  keeps reporting: one silent for STALL_TIMEOUT is judged, and killed if hung).
+  Silence alone is not a hang: a local worker is killed only on evidence (its
+  process state and the CPU it used while silent, mining/stall.py), so one that is
+  merely starved of CPU (a tiny cgroup quota, an overloaded machine) is kept; a
+  Ray worker, whose process may be elsewhere, is judged by silence. Either way the actor raises
   `WorkerDied` inside a told message, so Pykka calls `on_failure`, the supervisor
   counts a MinerActor restart, and the new instance starts a new worker.
 * Work is rebuilt on every tip change and every REFRESH_INTERVAL seconds, so the
@@ -45,6 +49,7 @@ from actors.base import NodeActor
 from runtime.context import NodeContext
 from runtime.interfaces import ChainProxy, MinerApi, TipListener
 from mining.kernel import warn_if_not_native
+from mining.stall import SPIN_CPU_SECONDS, STARVED, STARVED_LIMIT, STARVED_TOO_LONG, judge_silence
 from mining.worker_backends import ProcessWorker, RayWorker, WorkerBackend
 from chain.block import (
     MAX_MESSAGE_CHARS,
@@ -67,7 +72,7 @@ REFRESH_INTERVAL = 2.0  # seconds between work rebuilds without a tip change (ti
 CHECK_INTERVAL = 0.25  # how often the worker process is checked for death (the pipe's EOF is usually first)
 RATE_WINDOW = 3.0  # seconds of hash reports the hash rate is averaged over
 KEPT_WORK = 4  # recent work units a found nonce may still belong to
-STALL_TIMEOUT = 10.0  # a worker with work reports every 0.1 s; this much silence means it is stuck (e.g. SIGSTOP)
+STALL_TIMEOUT = 10.0  # a worker with work reports every 0.1 s; this much silence and it is judged (mining/stall.py)
 CONNECT_TIMEOUT = 90.0  # a Ray bridge that neither starts its worker nor says why in this long is given up on
 RETRY_FIRST = 1.0  # backoff for an unreachable Ray cluster: 1 s, doubling...
 RETRY_MAX = 30.0  # ...up to this
@@ -79,6 +84,24 @@ QUIET_REPLACEMENTS = 3  # such deaths in a row replaced in place; one more is a 
 
 class WorkerDied(RuntimeError):
     """The worker process is gone; raised inside the actor so the supervisor restarts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerProbe:
+    """What the stall judgement needs from a silent worker's process."""
+
+    status: str  # psutil's status(): running, sleeping, stopped, zombie...
+    cpu_seconds: float  # user + system CPU the process has used so far
+
+
+def probe_worker(process: psutil.Process) -> WorkerProbe | None:
+    """Read a worker's state and CPU time (two reads of /proc); None if it can't be read."""
+    try:
+        with process.oneshot():
+            times = process.cpu_times()
+            return WorkerProbe(process.status(), times.user + times.system)
+    except psutil.Error:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +233,10 @@ class MinerActor(NodeActor, MinerApi, TipListener):
         self._kernel: str | None = None  # the hash kernel the worker reported
         self._worker_reported = False  # the current worker has sent a report (it is past its start-up)
         self._quiet_replacements = 0
+        # While a silent local worker is judged: its CPU seconds when silence passed STALL_TIMEOUT,
+        # so the CPU it uses while silent can be told; None while it reports.
+        self._silence_cpu: float | None = None
+        self._starved_logged = False  # this silence's "starved, kept" was logged
 
     # ---------------------------------------------------------- lifecycle
 
@@ -236,6 +263,7 @@ class MinerActor(NodeActor, MinerApi, TipListener):
         self._worker = worker
         self._worker_reported = False
         self._worker_started = self._last_heard = time.monotonic()
+        self._end_silence()
         self._samples.append((time.monotonic(), self._hashes_total))
         self._watch_pid(worker.local_pid)
         assert worker.from_worker is not None
@@ -317,11 +345,43 @@ class MinerActor(NodeActor, MinerApi, TipListener):
                 self._cluster_unavailable(f"no answer from the Ray cluster at {self._ray_address} in {CONNECT_TIMEOUT:.0f}s")
             return
         silent = now - self._last_heard
-        if self._current is not None and silent > STALL_TIMEOUT:
-            worker.hard_kill()  # SIGKILL works on a stopped process; terminate would wait for SIGCONT
-            if worker.kind == "ray":
-                worker.kill()
+        if self._current is None or silent <= STALL_TIMEOUT:
+            self._end_silence()
+            return
+        if worker.kind == "ray":
+            # The Ray worker's process may be on another machine: silence is all we can see.
+            worker.hard_kill()
+            worker.kill()
             raise WorkerDied(f"worker pid {worker.pid} stalled: no report for {silent:.1f}s")
+        self._judge_silence(worker, silent)
+
+    def _judge_silence(self, worker: WorkerBackend, silent: float) -> None:
+        """A local worker silent past STALL_TIMEOUT: kill it if it is hung, keep it if it is only starved."""
+        probe = probe_worker(self._ps) if self._ps is not None else None
+        cpu_used: float | None = None
+        if probe is not None:
+            if self._silence_cpu is None:
+                self._silence_cpu = probe.cpu_seconds
+            cpu_used = probe.cpu_seconds - self._silence_cpu
+        verdict = judge_silence(silent, STALL_TIMEOUT, probe.status if probe is not None else None, cpu_used,
+                                SPIN_CPU_SECONDS, STARVED_LIMIT)
+        if verdict.kind == STARVED:
+            if not self._starved_logged:
+                self._starved_logged = True
+                self.log.info("worker pid %s kept: %s", worker.pid, verdict.reason)
+            return
+        if not verdict.replace:
+            return
+        worker.hard_kill()  # SIGKILL works on a stopped process; terminate would wait for SIGCONT
+        if verdict.kind == STARVED_TOO_LONG:
+            # Not evidence of a hang, a bound on waiting: say so, so it is not read as one.
+            self.log.warning("worker pid %s replaced although not seen hung: %s", worker.pid, verdict.reason)
+            raise WorkerDied(f"worker pid {worker.pid} replaced: {verdict.reason}")
+        raise WorkerDied(f"worker pid {worker.pid} stalled: {verdict.reason}")
+
+    def _end_silence(self) -> None:
+        self._silence_cpu = None
+        self._starved_logged = False
 
     def kill_worker(self) -> int | None:
         """SIGKILL our worker (fault injection); the death is then handled as a real one."""
@@ -375,8 +435,9 @@ class MinerActor(NodeActor, MinerApi, TipListener):
         if isinstance(message, (_Hashes, _Found, _WorkerIdle, _WorkerExited, _RayEvent, _Kernel)):
             if message.worker is not self._worker:
                 return None  # from a worker already stopped or replaced
-        if isinstance(message, (_Hashes, _Found, _WorkerIdle)):
+        if isinstance(message, (_Hashes, _Found, _WorkerIdle, _Kernel)):
             self._last_heard = time.monotonic()
+            self._end_silence()
         if isinstance(message, (_Hashes, _Kernel)):
             self._worker_reported = True
             self._quiet_replacements = 0

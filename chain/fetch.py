@@ -294,6 +294,10 @@ class Requests:
             if peer is None:
                 return None
             self._heard(peer, now)
+            link = self.links.get(peer)
+            if link is not None:  # it answered too (after another backer, or after a forgery): not silent
+                link.answered += 1
+                link.timeouts_in_row = 0
             return Reply(peer, self._accountable(peer, source), first=False)
         peer = self._attribute(request.asked, source)
         if peer is None:
@@ -505,9 +509,16 @@ class Requests:
                     other.last_lack = now
             for extra in request.asked:
                 other = self.links.get(extra)
-                if extra != request.peer and other is not None and other.answered == 0 and extra not in struck:
-                    struck.add(extra)  # asked alongside (a chain's top) and still nothing from it
+                if extra != request.peer and other is not None and other.answered == 0 and extra not in struck \
+                        and now - other.last_event >= other.rto(self.min_rto, self.max_rto, self.initial_rto):
+                    # Asked alongside (a chain's top) and still nothing from it: a strike, at most one per
+                    # its own timeout period, as for the peer the request went to. The widened top is re-sent
+                    # at each nearest peer's timeout; a strike per re-send set every backer aside within
+                    # a second, before a loaded peer's first answer could come (busy is not silent).
+                    struck.add(extra)
                     other.timeouts_in_row += 1
+                    other.backoff = min(other.backoff * 2, 16.0)
+                    other.last_event = now
             link = self.links.get(request.peer)
             if link is None:
                 continue

@@ -142,6 +142,11 @@ class Staged:
     top_hash: str
 
 
+# Rounds that ask every peer (up to `max_stats_peers`): the periodic one, the one at join, and
+# one asked for by CONSENSUS. Any other reason is a trigger (see `triggered_stats_peers`).
+FULL_ROUNDS = frozenset({"timer", "join", "CONSENSUS"})
+
+
 @dataclass(frozen=True)
 class SyncSettings:
     difficulty: int
@@ -153,6 +158,11 @@ class SyncSettings:
     round_seconds: float = 600.0  # a round ends after this long whatever happens (staged progress is kept)
     ban_seconds: float = 600.0
     max_stats_peers: int = 64
+    # A round started by a sign of a longer chain (an ANNOUNCE, a STATS_REPLY, a retry) asks
+    # the peers that showed it and this many others, not all `max_stats_peers`: such rounds
+    # come with every block, and asking everyone each time made STATS most of a node's
+    # traffic at 100 peers. The timer, join and CONSENSUS rounds still ask everyone.
+    triggered_stats_peers: int = 16
     trigger_delay: float = 0.3  # debounce: signs of a longer chain within this window start one round
     trigger_gap_per_peer: float = 10.0
     progress_every: float = 3.0
@@ -274,6 +284,7 @@ class SyncEngine:
         self.rounds = 0
         self.last_result: str | None = None
         self.ignored_replies = 0  # GET_BLOCK_REPLYs answering no request in flight (unsolicited): dropped
+        self.replies_without_attempt = 0  # ... of which came while no attempt ran (late for one that ended, or none at all)
         self.null_replies = 0  # "no such block" from a peer asked: a hint, never proof
         self.rejected_replies = 0  # copies that proved false (forged, or lies) or found no room
         self._refusals = 0
@@ -338,7 +349,8 @@ class SyncEngine:
             self._pending = (now + delay, reason, extra)
         else:
             due, first_reason, extras = self._pending
-            self._pending = (min(due, now + delay), first_reason, tuple(dict.fromkeys(extras + extra))[:16])
+            reason = first_reason if first_reason in FULL_ROUNDS or reason not in FULL_ROUNDS else reason
+            self._pending = (min(due, now + delay), reason, tuple(dict.fromkeys(extras + extra))[:16])
         if delay <= 0:
             return self._pending_due(now)
         return []
@@ -362,19 +374,24 @@ class SyncEngine:
 
     # ============================================================ rounds
 
-    def start_round(self, reason: str, peers: Sequence[Address], our_hashes: Sequence[str], staged: Staged | None, now: float) -> list[Action]:
-        """Begin a round with these inputs (gathered by the actor for a StartRound)."""
+    def start_round(self, reason: str, peers: Sequence[Address], our_hashes: Sequence[str], staged: Staged | None, now: float,
+                    extra: Sequence[Address] = ()) -> list[Action]:
+        """Begin a round with these inputs (gathered by the actor for a StartRound): `peers` from the
+        membership tables, `extra` the peers that showed a longer chain (asked first)."""
         if self.round is not None:
             return self._want_round(reason, (), now, 0.3)
+        extra = tuple(extra)
         if self._pending is not None:
             # This round is the one a debounced trigger was waiting for: ask its peers too
-            # (the announcer of a longer chain may be no peer of ours).
-            peers = [*peers, *self._pending[2]]
+            # (the announcer of a longer chain may be no peer of ours), first.
+            extra = (*extra, *self._pending[2])
             self._pending = None
         self.our_len = len(our_hashes)
         self.staged = staged
         self._expire_memory(now)
-        chosen = [p for p in dict.fromkeys(peers) if not self._is_banned(p, now)][: self.s.max_stats_peers]
+        extra = tuple(dict.fromkeys(extra))
+        limit = self.s.max_stats_peers if reason in FULL_ROUNDS else len(extra) + self.s.triggered_stats_peers
+        chosen = [p for p in dict.fromkeys([*extra, *peers]) if not self._is_banned(p, now)][: min(limit, self.s.max_stats_peers)]
         if not chosen:
             self.last_result = "no peers"
             return [RoundOver("no peers")]
@@ -539,6 +556,7 @@ class SyncEngine:
         a = r.attempt if r is not None else None
         if a is None or a.finished:
             self.ignored_replies += 1
+            self.replies_without_attempt += 1
             return []
         if block is None:
             # "No such block" names no height and anyone can forge it: a hint, not proof.
@@ -1153,6 +1171,7 @@ class SyncEngine:
             "last_result": self.last_result,
             "banned_peers": len(self.banned),
             "ignored_replies": self.ignored_replies,
+            "replies_without_attempt": self.replies_without_attempt,
             "null_replies": self.null_replies,
             "rejected_replies": self.rejected_replies,
         }

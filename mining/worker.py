@@ -39,9 +39,26 @@ The worker tells its parent which one it uses (``("kernel", name)``, its first
 report). Batches are sized to take ~BATCH_SECONDS; between batches the worker
 polls its inbox, so new work is picked up well within 100 ms without restarting
 the process.
+
+A worker starved of CPU (a cgroup CPU quota far below one core, a machine
+overcommitted many times) gets the CPU in short turns with long waits between
+them, and it can only report between batches. A batch grown to ~BATCH_SECONDS
+while the worker happened to run uninterrupted then needs several turns, and the
+worker stays silent for seconds although it does get CPU. So a batch that lost
+the CPU for longer than a report interval marks the worker starved, and for
+STARVED_HOLD seconds after that its batches stay at STARVED_BATCH nonces (~0.15 ms
+of CPU with SHA-NI; the turns a hundredth of a core shared by eight to ten workers
+gives are ~0.1 ms each, a fraction of a second apart), so the worker reports within
+a turn or two of getting the CPU. Measured side by side, eight workers sharing a
+hundredth of a core: 48% more reports and a quarter shorter silences (p99) than
+batches that regrow, for 15% fewer hashes (each batch ends in a poll of the inbox
+and, when starved, a report; at 1,024 nonces a batch it was 59% more reports for 30%
+fewer hashes, not worth it). The sizing (BatchPacer) carries over from one work unit
+to the next.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -57,8 +74,11 @@ LAST_SUFFIX_OFFSET = 64 - 9 - SUFFIX_DIGITS  # suffix + 9 padding bytes still fi
 MAX_PAD = 63 - LAST_SUFFIX_OFFSET  # 11
 MAX_TAG_CHARS = MAX_NONCE_CHARS - OUTER_DIGITS - SUFFIX_DIGITS - MAX_PAD  # 18
 REPORT_INTERVAL = 0.1
+WORKER_NICE = 10  # how much nicer than the node a local worker runs (see yield_to_the_node)
 BATCH_SECONDS = 0.002  # a native batch's target length: short enough to switch work fast, long enough to amortise the call
 MAX_NATIVE_BATCH = 1 << 22
+STARVED_BATCH = BATCH  # a starved worker's batch: ~0.15 ms of CPU with SHA-NI (smaller ones cost it hashes, below)
+STARVED_HOLD = 10.0  # seconds batches stay at STARVED_BATCH after one lost the CPU for longer than REPORT_INTERVAL
 
 
 class BadWork(ValueError):
@@ -80,6 +100,40 @@ def nonce_head(prefix_len: int, tag: str) -> str:
     return tag + "0" * pad
 
 
+def next_batch_size(count: int, elapsed: float, cpu: float, starved: bool) -> int:
+    """The next native batch's size, from the last one: `count` hashes in `elapsed`
+    seconds of wall time, `cpu` of them on the CPU; `starved`: a batch lost the CPU
+    for longer than a report interval within the last STARVED_HOLD seconds.
+
+    Wall time is what is aimed at (~BATCH_SECONDS, growing at most 2x a batch, so one
+    batch that ran fast by luck can't overshoot): it is what delays new work and
+    reports. A starved worker's batches are STARVED_BATCH, less than one turn's worth
+    of CPU, so that it reports in nearly every turn it gets (see the module docstring).
+    """
+    if starved or elapsed - cpu > REPORT_INTERVAL:
+        return STARVED_BATCH
+    if elapsed <= 0:
+        return count
+    scaled = int(count * min(2.0, BATCH_SECONDS / elapsed))
+    return max(BATCH, min(MAX_NATIVE_BATCH, scaled // BATCH * BATCH))
+
+
+class BatchPacer:
+    """Sizes one worker's native batches, from one work unit to the next (new work comes
+    every 2 s, and a starved worker must not start over at a batch too big for its turns)."""
+
+    def __init__(self) -> None:
+        self.size = 4 * BATCH
+        self.starved_at: float | None = None  # when a batch last lost the CPU for longer than REPORT_INTERVAL
+
+    def update(self, count: int, elapsed: float, cpu: float, ended: float) -> None:
+        """A batch of `count` hashes ended at `ended` (perf_counter) after `elapsed` s, `cpu` s of it on the CPU."""
+        if elapsed - cpu > REPORT_INTERVAL:
+            self.starved_at = ended
+        starved = self.starved_at is not None and ended - self.starved_at < STARVED_HOLD
+        self.size = next_batch_size(count, elapsed, cpu, starved)
+
+
 class Search:
     """One work unit's nonce search, in batches; counters run 0 .. 16**11 - 1 in order.
 
@@ -88,7 +142,8 @@ class Search:
     a native kernel searches as many as take ~BATCH_SECONDS, measured as it goes.
     """
 
-    def __init__(self, work_id: int, prefix: bytes, difficulty: int, tag: str, kernel: Kernel | None = None) -> None:
+    def __init__(self, work_id: int, prefix: bytes, difficulty: int, tag: str, kernel: Kernel | None = None,
+                 pacer: BatchPacer | None = None) -> None:
         if not 0 <= difficulty <= 64:
             raise BadWork("difficulty out of range")
         self.work_id = work_id
@@ -96,10 +151,13 @@ class Search:
         self.head = nonce_head(len(prefix), tag)
         self.kernel = kernel if kernel is not None else select_kernel()
         self._search = self.kernel.searcher(prefix + self.head.encode("ascii"), difficulty)
-        self._adaptive = self.kernel.name != HASHLIB
-        self.batch_size = 4 * BATCH if self._adaptive else BATCH
+        self._pacer = (pacer if pacer is not None else BatchPacer()) if self.kernel.name != HASHLIB else None
         self.counter = 0  # the next counter to hash
         self.last_count = 0  # hashes done by the last batch
+
+    @property
+    def batch_size(self) -> int:
+        return self._pacer.size if self._pacer is not None else BATCH
 
     @property
     def exhausted(self) -> bool:
@@ -109,15 +167,17 @@ class Search:
         """Hash the next batch of nonces; the first (nonce, hex hash) that meets the difficulty."""
         count = min(self.batch_size, COUNTER_LIMIT - self.counter)
         started = time.perf_counter()
+        cpu_started = time.thread_time()  # this thread's CPU (a Ray worker runs the loop in a thread)
         tried, digest = self._search(self.counter, count)
-        elapsed = time.perf_counter() - started
+        ended = time.perf_counter()
+        elapsed = ended - started
+        cpu = time.thread_time() - cpu_started
         self.counter += tried
         self.last_count = tried
         if digest is not None:
             return self.head + counter_text(self.counter - 1).decode(), digest.hex()
-        if self._adaptive and elapsed > 0:
-            scaled = int(count * min(2.0, BATCH_SECONDS / elapsed))  # grow at most 2x a batch: one slow batch can't overshoot
-            self.batch_size = max(BATCH, min(MAX_NATIVE_BATCH, scaled // BATCH * BATCH))
+        if self._pacer is not None:
+            self._pacer.update(count, elapsed, cpu, ended)
         return None
 
 
@@ -134,11 +194,29 @@ def ignore_group_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def yield_to_the_node() -> None:
+    """Run the hash loop WORKER_NICE steps nicer than the node that started it.
+
+    A worker never sleeps; the node's own threads (its socket reader, the actor that
+    announces a block just found) sleep and wake. Where CPU is contended (every core
+    mining, other programs, or Linux's per-session "autogroup" scheduling, which puts a
+    node and its workers in one share), an equal-priority worker delays the node's
+    wake-ups: in the network lab a miner's own ANNOUNCE left up to 6 s after its block
+    was found. A lower priority costs mining nothing on idle cores.
+    """
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:  # not permitted (already at the floor, a sandbox): mine at the node's priority
+        pass
+
+
 def run_worker(inbox: Connection, outbox: Connection, report_interval: float = REPORT_INTERVAL) -> None:
     """The worker process's main loop; returns when told to stop or the parent is gone."""
     if threading.current_thread() is threading.main_thread():  # a Ray worker runs this in a thread
         ignore_group_signals()
+        yield_to_the_node()
     kernel = select_kernel()
+    pacer = BatchPacer()  # batch sizing carries over from one work unit to the next
     search: Search | None = None
     hashed = 0
     last_report = time.monotonic()
@@ -156,7 +234,7 @@ def run_worker(inbox: Connection, outbox: Connection, report_interval: float = R
                 if kind == "work":
                     _, work_id, prefix, difficulty, tag = message
                     try:
-                        search = Search(work_id, prefix, difficulty, tag, kernel)
+                        search = Search(work_id, prefix, difficulty, tag, kernel, pacer)
                     except BadWork as exc:
                         outbox.send(("bad_work", work_id, str(exc)))
                         search = None

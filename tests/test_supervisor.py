@@ -421,18 +421,21 @@ class SlowStart(NodeActor):
 
 
 def test_stop_during_a_pending_restart_leaves_nothing_running(tmp_path):
+    """The supervisor's clock is frozen, so the restart's backoff can never come due: a stop
+    that finishes at all did not wait for it. Moving the clock past it afterwards starts nothing."""
+    clock = Clock()
     ctx = NodeContext(NodeConfig(data_dir=tmp_path))
     policy = SupervisorPolicy(backoff_base=2.0, backoff_max=2.0, watch_interval=0.02)
     sup = Supervisor(ctx, [ChildSpec("Steady", lambda c, n: Steady.start(c, n)),
-                           ChildSpec("SlowStart", lambda c, n: SlowStart.start(c, n))], policy)
+                           ChildSpec("SlowStart", lambda c, n: SlowStart.start(c, n))], policy, clock=clock)
     sup.start()
     sup.ref("SlowStart").proxy().crash.defer("test")
-    wait_for(lambda: sup.child("SlowStart").state == "restarting", timeout=5)
-    started = time.monotonic()
-    sup.stop()
-    assert time.monotonic() - started < 1.5  # did not wait for the 2 s backoff
-    assert sup.wait(timeout=0) == 0
-    time.sleep(2.5)  # past the time the restart was due
+    due = wait_for(lambda: sup.child("SlowStart").state == "restarting" and sup.child("SlowStart").due, timeout=5)
+    assert due >= clock.now + 2.0  # the restart waits for its backoff
+    sup.stop(timeout=30)
+    assert sup.wait(timeout=0) == 0  # stopped while the clock still stands before the restart
+    clock.now = due + 1.0  # past the time the restart was due ...
+    sup.tick(clock())  # ... and a turn of the loop there
     assert not live(SlowStart) and not live(Steady)
     assert sup.child("SlowStart").restarts == 0
     assert ctx.registry.ref("SlowStart") is None

@@ -117,9 +117,15 @@ def mined_blocks(nodes: Sequence[NodeRecord]) -> dict[tuple[int, str], tuple[flo
     return mined
 
 
-def stale_rate(nodes: Sequence[NodeRecord], final_hashes: Sequence[str], since: float = 0.0) -> tuple[float | None, int, int]:
-    """(stale fraction, mined, stale): blocks mined since `since` that are not on the final chain."""
-    mined = [key for key, (t, _) in mined_blocks(nodes).items() if t >= since]
+def stale_rate(nodes: Sequence[NodeRecord], final_hashes: Sequence[str], since: float = 0.0,
+               exclude: Sequence[tuple[float, float]] = ()) -> tuple[float | None, int, int]:
+    """(stale fraction, mined, stale): blocks mined since `since` that are not on the final chain.
+
+    Blocks mined inside an `exclude` window (start, end) are left out: a cut network's
+    smaller side mines blocks that must end off the final chain, however the nodes behave.
+    """
+    mined = [key for key, (t, _) in mined_blocks(nodes).items()
+             if t >= since and not any(start <= t <= end for start, end in exclude)]
     stale = [(h, h16) for h, h16 in mined if h >= len(final_hashes) or not final_hashes[h].startswith(h16)]
     return (len(stale) / len(mined) if mined else None), len(mined), len(stale)
 
@@ -273,20 +279,24 @@ def peers_over_time(samples: Sequence[dict[str, Any]]) -> list[tuple[float, floa
     return out
 
 
-def time_to_peers(samples: Sequence[dict[str, Any]], spawn_times: dict[str, list[float]], wanted: int) -> dict[str, float | None]:
-    """Per node life: seconds from its spawn to the first sweep where it had `wanted` tried peers (None: never)."""
+def time_to_peers(nodes: Sequence[NodeRecord], spawn_times: dict[str, list[float]], wanted: int) -> dict[str, float | None]:
+    """Per node life: seconds from its spawn to the log line where its count of validated peers
+    reached `wanted` (None: never in that life). From the node's own lines, to the millisecond,
+    whenever it happened (the /health sweeps start only once every node is up)."""
+    by_name = {n.name: n for n in nodes}
     out: dict[str, float | None] = {}
     for name, spawns in spawn_times.items():
+        record = by_name.get(name)
         for spawned in spawns:
             key = f"{name}@{spawned:.3f}"
             out[key] = None
-            for sweep in samples:
-                record = sweep["nodes"].get(name)
-                if sweep["t"] < spawned or record is None or record.get("tried") is None:
+            if record is None:
+                continue
+            life_end = next((e for s, e in record.lives if s == spawned), None)
+            for event in record.events:
+                if event.kind != "peers" or event.t < spawned or (life_end is not None and event.t > life_end):
                     continue
-                if record.get("spawned") not in (None, spawned):
-                    continue
-                if record["tried"] >= wanted:
-                    out[key] = round(sweep["t"] - spawned, 3)
+                if event.hi >= wanted:
+                    out[key] = round(event.t - spawned, 3)
                     break
     return out

@@ -3,6 +3,7 @@
 Every change of a node's chain is one INFO line: a block it mined, a block taken
 from an ANNOUNCE, a synced segment, and the chain loaded at start-up. Each
 becomes a `ChainEvent` saying which heights it wrote and the chain's length after it.
+So does each validated peer joining (with the node's count of them after it).
 """
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ PATTERNS = (
     ("announce", re.compile(r"^block (\d+) from \S+ accepted by announce")),
     ("synced", re.compile(r"^chain now (\d+) blocks \(synced (\d+)\)")),
     ("up", re.compile(r"^node \S+ up on udp ")),
+    # Membership: the node's count of validated (tried) peers after each one joins.
+    ("peers", re.compile(r"^(?:first peer \S+ \(.*\) answered|peer \S+ \(.*\) joined: (\d+) peers)")),
 )
 
 
 @dataclass(frozen=True)
 class ChainEvent:
     t: float  # seconds since the epoch (the log's own clock)
-    kind: str  # loaded | mined | announce | synced | up
-    lo: int = 0  # heights [lo, hi) were written (none for loaded / up)
-    hi: int = 0  # the chain's length after the event (loaded: the length loaded)
+    kind: str  # loaded | mined | announce | synced | up | peers
+    lo: int = 0  # heights [lo, hi) were written (none for loaded / up / peers)
+    hi: int = 0  # the chain's length after the event (loaded: the length loaded; peers: tried peers now)
     hash16: str | None = None  # mined: the block hash's first 16 hex digits
 
     @property
@@ -62,6 +65,8 @@ def parse_line(line: str) -> ChainEvent | None:
         if kind == "announce":
             height = int(match[1])
             return ChainEvent(when, kind, height, height + 1)
+        if kind == "peers":
+            return ChainEvent(when, kind, hi=int(match[1]) if match[1] else 1)
         if kind == "synced":
             length, count = int(match[1]), int(match[2])
             return ChainEvent(when, kind, max(0, length - count), length)

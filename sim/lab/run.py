@@ -25,6 +25,7 @@ from sim.lab.difficulty import choose, retune
 from sim.lab.logs import read_log
 from sim.lab.model import region_names, rtt_matrix, split_regions
 from sim.lab.processes import LabNode, MinerCgroup, RelayProcess
+from sim.lab.relay import BUCKET_KEYS, LATE_BUCKETS_MS, udp_sockets
 from sim.lab.schedule import Event, build_schedule, place_nodes
 
 log = logging.getLogger("sim.lab")
@@ -35,6 +36,15 @@ SETTLE_S = 30.0  # at the end: how long to wait for the nodes to agree before th
 STOP_TIMEOUT_S = 20.0
 PEERS_WANTED = 8
 PEERS_WITHIN_S = 60.0
+# A run is valid when its relay added under VALID_LATE_MS to at least 1 - VALID_LATE_SHARE of the
+# datagrams it forwarded (counted from the kernel's arrival time at the relay's socket) and the
+# kernel dropped at most VALID_DROP_SHARE of the datagrams that reached the relay's sockets.
+VALID_LATE_MS = 100
+VALID_LATE_SHARE = 0.01
+VALID_DROP_SHARE = 0.001
+VALID_RULE = (f"late_over_{VALID_LATE_MS}ms_share < {VALID_LATE_SHARE} and kernel_drop_share < {VALID_DROP_SHARE} "
+              "(lateness from the kernel's arrival time at the relay's socket plus the link model's delay; "
+              "drop share = kernel drops at the relay's sockets / (datagrams the relay read + those drops))")
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Lab:
         self._stop_sampling = threading.Event()
         self._stopping = False  # set by stop(): exits from then on are ours, not the nodes'
         self.udp_drops_at_start: int | None = None
+        self.node_socket_drops: dict[int, int] = {}  # a node socket's inode -> the kernel's drops at it, last read
         self._sampler: threading.Thread | None = None
         self._lock = threading.Lock()
         self.sample_period = config.sample_period or max(2.0, config.nodes / 20.0)
@@ -240,6 +251,18 @@ class Lab:
         self.miner_cores = retune(self.miner_cores, measured, 16**self.difficulty / self.config.block_interval)
         self.cgroup.set_quota(self.miner_cores)
 
+    def _read_node_socket_drops(self) -> None:
+        """Note the kernel's drops at every node socket now open (nodes' bound addresses), by socket.
+
+        Read at every sample and at the end, so a node killed between two readings keeps
+        what its old socket had counted up to the last one.
+        """
+        with self._lock:
+            bound = {(n.bind_ip, n.port) for n in self.nodes}
+        for address, inode, drops in udp_sockets():
+            if address in bound:
+                self.node_socket_drops[inode] = drops
+
     def _sample_loop(self) -> None:
         while not self._stop_sampling.is_set():
             began = time.monotonic()
@@ -247,6 +270,7 @@ class Lab:
             with self._lock:
                 self.samples.append(sample)
             self._retune(sample)
+            self._read_node_socket_drops()
             self._stop_sampling.wait(max(0.0, self.sample_period - (time.monotonic() - began)))
 
     # ------------------------------------------------------------------ the schedule
@@ -367,9 +391,11 @@ class Lab:
                 pass
         relay = self.relay.stats() if self.relay is not None else {}
         drops = observe.udp_receive_drops()
+        self._read_node_socket_drops()
         self.collected = {"final": final, "tips": tips, "chain": chain, "counts": counts, "rss": rss, "cpu": cpu,
                           "relay": relay, "at": now,
-                          "udp_drops": None if drops is None or self.udp_drops_at_start is None else drops - self.udp_drops_at_start}
+                          "udp_drops": None if drops is None or self.udp_drops_at_start is None else drops - self.udp_drops_at_start,
+                          "node_socket_drops": sum(self.node_socket_drops.values())}
         return self.collected
 
     def stop(self) -> None:
@@ -406,6 +432,8 @@ class Lab:
         end = self.collected.get("at", time.time())
         delays, skipped = analysis.propagation_ms(records, chain, self.cuts, since=self.t0)
         stale, mined, stale_count = analysis.stale_rate(records, chain, since=self.t0)
+        stale_out, mined_out, stale_out_count = analysis.stale_rate(records, chain, since=self.t0,
+                                                                    exclude=[(c.start, c.end) for c in self.cuts])
         heals = [analysis.agreement_after(records, chain, c.end, end, up_since=c.start) for c in self.cuts]
         troubled = [(c.start, c.end + (h if h is not None else end)) for c, h in zip(self.cuts, heals)]
         steady, _ = analysis.propagation_ms(records, chain, self.cuts, since=self.t0, exclude=troubled)
@@ -418,7 +446,9 @@ class Lab:
         wanted = min(PEERS_WANTED, cfg.nodes - 1)
         spawns = {n.name: [life[0] for life in n.lives if life[0] is not None and end - life[0] >= PEERS_WITHIN_S]
                   for n in self.nodes}
-        to_peers = analysis.time_to_peers(self.samples, spawns, wanted)  # type: ignore[arg-type]
+        # From each node's own "peer ... joined: N peers" lines: exact, and from its start (the /health
+        # sweeps begin only once every node is up, minutes after the first ones started at 100 nodes).
+        to_peers = analysis.time_to_peers(records, spawns, wanted)  # type: ignore[arg-type]
         late = [k for k, v in to_peers.items() if v is None or v > PEERS_WITHIN_S]
         mined_at = analysis.mined_blocks(records)
         blocks_in_run = sum(1 for h, hx in enumerate(chain) if (m := mined_at.get((h, hx[:16]))) and m[0] >= self.t0)
@@ -442,6 +472,9 @@ class Lab:
             "stale_rate": None if stale is None else round(stale, 4),
             "mined": mined,
             "stale": stale_count,
+            # the same without the blocks mined while a cut was in place (its smaller side's are stale by force)
+            "stale_rate_outside_cuts": None if stale_out is None else round(stale_out, 4),
+            "stale_outside_cuts": [stale_out_count, mined_out],
             "partition_heal_s": heals[0] if heals else None,
             "partition_heal_s_each": heals,
             "churn_catchup_s": {**analysis.summary([c for c in churn if c is not None], (50, "max")),
@@ -456,13 +489,16 @@ class Lab:
             "bytes_per_node_per_s": round(sum(relay_bytes) / len(self.nodes) / run_s) if self.nodes else None,
             "datagrams_per_block_per_node": round(sum(datagrams) / max(1, len(datagrams)) / blocks_for_rate, 1) if datagrams else None,
             "datagrams_per_node_per_s_by_type": _per_type(counts, run_s),
+            "datagrams_total_by_type": _per_type(counts, 1.0 / max(1, len([c for c in counts.values() if c]))),
             "node_rss_mb": {"median": _round(analysis.median(rss)), "max": _round(max(rss) if rss else None)},
             "node_cpu_percent": {"median": _round(analysis.median(cpu)), "max": _round(max(cpu) if cpu else None)},
             "exits": [n.exit for n in self.nodes if n.exit],
             "final_tips": {f"{h}:{(x or '')[:16]}": c for (h, x), c in sorted(self.collected.get("tips", {}).items(), key=lambda kv: -kv[1])},
             "relay": {"dropped": relay.get("dropped", {}), "unknown_source": relay.get("unknown_source"),
                       "send_errors": relay.get("send_errors"), "late_ms": relay.get("late_ms"),
-                      "late_max_ms": relay.get("late_max_ms")},
+                      "late_max_ms": relay.get("late_max_ms"), "socket_wait_ms": relay.get("socket_wait_ms"),
+                      "socket_wait_max_ms": relay.get("socket_wait_max_ms"), "kernel_drops": relay.get("kernel_drops"),
+                      "scheduling": relay.get("scheduling")},
             "difficulty": self.difficulty,
             "miner_cores": round(self.miner_cores, 4),
             "hash_rate_per_core": round(self.hash_rate),
@@ -476,14 +512,21 @@ class Lab:
             "regions": region_names(cfg.regions),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         }
-        late = relay.get("late_ms") or {}
-        total = sum(late.values())
-        # The emulated network is only as good as its relay: a relay starved of CPU adds its own delay.
-        report["relay"]["late_over_100ms_share"] = round(sum(late.get(k, 0) for k in ("<500", "<2000", "more")) / total, 4) if total else None
-        # Datagrams the kernel dropped at full socket buffers (the relay's or a node's), during the run,
-        # machine-wide (another program's drops count too): neither side's counters see them.
-        report["kernel_udp_rcvbuf_drops"] = self.collected.get("udp_drops")
-        report["valid"] = bool(total) and report["relay"]["late_over_100ms_share"] < 0.01
+        # The emulated network is only as good as its relay: a relay starved of CPU adds its own delay,
+        # and one that reads too slowly loses datagrams in the kernel, at its full sockets.
+        report["relay"].update(relay_figures(relay))
+        # Datagrams the kernel dropped at full socket buffers during the run, machine-wide (another
+        # program's drops count too; neither the relay's nor a node's counters see them), and split
+        # by socket: the relay's own, the nodes' (their bound addresses), the rest. The split comes
+        # from each socket's drops counter (every cause, in practice a full buffer).
+        machine = self.collected.get("udp_drops")
+        at_relay, at_nodes = relay.get("kernel_drops"), self.collected.get("node_socket_drops")
+        report["kernel_udp_rcvbuf_drops"] = machine
+        report["kernel_udp_drops_by_socket"] = {
+            "relay_sockets": at_relay, "node_sockets": at_nodes,
+            "elsewhere": None if machine is None or at_relay is None or at_nodes is None else max(0, machine - at_relay - at_nodes)}
+        report["valid"] = report["relay"]["valid"]
+        report["valid_rule"] = VALID_RULE
         report["goals"] = goals(report)
         (self.out / "report.json").write_text(json.dumps(report, indent=1))
         (self.out / "samples.json").write_text(json.dumps(self.samples))
@@ -500,6 +543,23 @@ class Lab:
         finally:
             self.stop()
         return self.report()
+
+
+def relay_figures(relay: dict[str, Any]) -> dict[str, Any]:
+    """How far to trust a run's network, from the relay's stats: the shares VALID_RULE names and `valid`.
+
+    Unknown kernel drops (no socket table) make a run not valid: nothing then says the relay kept up.
+    """
+    late = relay.get("late_ms") or {}
+    forwarded = sum(late.values())
+    over = sum(late.get(k, 0) for k in BUCKET_KEYS[LATE_BUCKETS_MS.index(VALID_LATE_MS) + 1:])  # VALID_LATE_MS and more
+    drops = relay.get("kernel_drops")
+    read = sum(entry[0] for entry in (relay.get("sent") or {}).values())
+    late_share = over / forwarded if forwarded else None
+    drop_share = None if drops is None else drops / max(1, read + drops)
+    valid = late_share is not None and drop_share is not None and late_share < VALID_LATE_SHARE and drop_share < VALID_DROP_SHARE
+    return {f"late_over_{VALID_LATE_MS}ms_share": None if late_share is None else round(late_share, 4),
+            "kernel_drop_share": None if drop_share is None else round(drop_share, 5), "valid": valid}
 
 
 def goals(report: dict[str, Any]) -> dict[str, bool | None]:

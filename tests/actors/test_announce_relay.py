@@ -190,7 +190,9 @@ def test_relay_goes_to_a_few_random_tried_peers_never_excluded_ones(tmp_path):
     now = [0.0]
     gm = make_gossip(tmp_path, now)
     addrs = make_tried(gm, range(6001, 6031))
+    now[0] = 30.0  # long after our keep-alive: an answer now is not one to it
     gm.on_gossip_reply(GossipReply("127.0.0.9", 9000, "heard-of"), ("127.0.0.9", 9000))  # new table only
+    assert ("127.0.0.9", 9000) in gm.new
     gm.sent.clear()
     message = Announce(make_chain(1, DIFFICULTY)[0])
     excluded = addrs[:5]

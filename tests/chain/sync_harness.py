@@ -30,6 +30,7 @@ class SimPeer:
     claim: tuple[int, str | None] | None = None
     serve: Serve | None = None  # overrides serving from `blocks`
     delay: float = 0.01
+    block_delay: float | None = None  # GET_BLOCK answers take this long instead (a loaded peer: STATS is cheaper)
     loss: float = 0.0
     answer_stats: bool = True
     reply_from: Address | None = None
@@ -174,7 +175,8 @@ class Harness:
                 peer.busy_until = max(self.now, peer.busy_until) + peer.delay
                 self.inject(peer.busy_until - self.now, "block", (source, block))
             else:
-                self.inject(peer.delay * (0.5 + self.rng.random()), "block", (source, block))
+                delay = peer.delay if peer.block_delay is None else peer.block_delay
+                self.inject(delay * (0.5 + self.rng.random()), "block", (source, block))
 
     # ---------------------------------------------------------- results
 

@@ -245,6 +245,22 @@ def test_silent_claimers_are_set_aside_fast(chain):
     assert all(len(p.get_blocks) <= 12 for p in silent)  # a handful each, then set aside
 
 
+@pytest.mark.parametrize("block_delay", [2.0, 3.0])
+def test_backers_slow_to_serve_blocks_are_waited_for_not_set_aside(chain, block_delay):
+    """Eight backers answer STATS in tens of ms but GET_BLOCK only after seconds (loaded
+    machines). The claimed top is asked of all of them at once; before, each re-send of it
+    struck every backer, all were set aside within a second as silent, and the chain was
+    never fetched. Now each is struck at most once per its own timeout: the first try syncs."""
+    peers = [SimPeer((f"127.0.1.{i + 1}", 9000), chain[:60], delay=0.03 + 0.02 * i, block_delay=block_delay)
+             for i in range(8)]
+    h = Harness(chain[:50], peers)
+    h.start("announce")
+    h.run(120, stop=lambda h: synced(h, chain[:60]))
+    assert synced(h, chain[:60])
+    assert h.results == [r for r in h.results if r.startswith("synced")]  # one attempt: nothing abandoned
+    assert h.engine.round is None or not h.engine.round.set_aside
+
+
 def test_a_slow_peer_is_paced_not_stormed(chain):
     slow = SimPeer(HONEST[0], chain, delay=0.3, serial=True)
     h = Harness(chain[:1400], [slow])
@@ -331,6 +347,33 @@ def test_a_longer_chain_seen_in_a_stats_reply_starts_a_round_soon(chain):
     # Not longer than ours: nothing.
     h.engine.on_stats(HONEST[1], 100, chain[99].hash, 3.0)
     assert h.engine.tick(4.0) == []
+
+
+def test_a_triggered_round_asks_its_announcer_and_a_sample_a_full_round_asks_everyone(chain):
+    """With 100 peers, a round started by an ANNOUNCE asks the announcer first and 16 others;
+    the timer's round asks the first 64 (STATS with every block to everyone was most of a node's traffic)."""
+    peers = [(f"127.0.{i // 200}.{i % 200 + 1}", 9000) for i in range(100)]
+    announcer = ("127.9.9.9", 9000)  # no peer of ours yet
+    ours = [b.hash for b in chain[:100]]
+
+    def asked(actions):
+        return [addr for action in actions for _, addr in action.messages]
+
+    h = Harness(chain[:100], [])
+    h.engine.on_announce(announcer, 150, 0.0)
+    started = h.engine.tick(0.5)
+    assert started == [StartRound(started[0].reason, (announcer,))]
+    first = asked(h.engine.start_round(started[0].reason, peers, ours, None, 0.5, extra=started[0].extra_peers))
+    assert first == [announcer, *peers[: h.engine.s.triggered_stats_peers]]
+
+    h = Harness(chain[:100], [])
+    full = asked(h.engine.start_round("timer", peers, ours, None, 0.0))
+    assert full == peers[: h.engine.s.max_stats_peers]
+    h = Harness(chain[:100], [])
+    h.engine.on_announce(announcer, 150, 0.0)
+    assert h.engine.on_consensus(0.1) == [StartRound("CONSENSUS", (announcer,))]  # folded in: a full round now
+    full = asked(h.engine.start_round("CONSENSUS", peers, ours, None, 0.1, extra=(announcer,)))
+    assert full == [announcer, *peers[: h.engine.s.max_stats_peers - 1]]
 
 
 def test_an_announce_above_our_tip_starts_a_round_soon(chain):

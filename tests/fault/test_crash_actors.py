@@ -25,6 +25,9 @@ from tests.ops.ops_helpers import http, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTORS = ["ChainKeeper", "NetworkIO", "GossipManager", "ConsensusRunner"]
+# What the supervisor logs when a stop runs into its deadline (an actor that did not end when asked).
+_STOP_DEADLINE_HIT = "did not stop within"
+_ABANDONED_AT_SHUTDOWN = "abandoned at shutdown"
 
 
 def entry(health, name):
@@ -99,8 +102,8 @@ def test_passing_the_core_restart_intensity_ends_run_node_with_exit_1(tmp_path, 
     import node as node_module
     from run_node import run_node
 
-    monkeypatch.setattr(node_module, "NODE_POLICY", SupervisorPolicy(max_restarts=3, period=60.0, backoff_base=0.02,
-                                                                     backoff_max=0.05, watch_interval=0.05))
+    policy = SupervisorPolicy(max_restarts=3, period=60.0, backoff_base=0.02, backoff_max=0.05, watch_interval=0.05)
+    monkeypatch.setattr(node_module, "NODE_POLICY", policy)
     http_port = free_tcp_port()
     config = node_config(tmp_path, http_port=http_port, enable_fault_injection=True)
     stop = threading.Event()
@@ -115,7 +118,6 @@ def test_passing_the_core_restart_intensity_ends_run_node_with_exit_1(tmp_path, 
 
     crasher = threading.Thread(target=crash_loop, daemon=True)
     crasher.start()
-    started = time.monotonic()
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         with caplog.at_level(logging.INFO):
@@ -126,9 +128,14 @@ def test_passing_the_core_restart_intensity_ends_run_node_with_exit_1(tmp_path, 
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
     assert code == 1
-    assert time.monotonic() - started < 20
+    messages = [r.getMessage() for r in caplog.records]
     critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
     assert len(critical) == 1 and "restart intensity exceeded" in critical[0] and "GossipManager" in critical[0], critical
+    # The restarts it counted were the crash loop's, each scheduled with this test's short backoff ...
+    delays = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages if m.startswith("GossipManager down (")]
+    assert len(delays) == policy.max_restarts and all(d <= policy.backoff_max * 1.25 for d in delays), delays
+    # ... and the shutdown that followed ran into no stop deadline: no actor was left to time out.
+    assert not [m for m in messages if _STOP_DEADLINE_HIT in m or _ABANDONED_AT_SHUTDOWN in m], messages
 
 
 def _marked_processes(mark: str) -> list[psutil.Process]:
@@ -158,16 +165,15 @@ def test_sigterm_right_after_a_crash_exits_0_and_leaves_no_process(tmp_path, act
         assert len(_marked_processes(mark)) >= 2  # the node and its worker
         assert http(http_port, f"/admin/crash/{actor}", method="POST").status == 202
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, err = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - started
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
-    assert elapsed < 15
-    wait_for(lambda: not _marked_processes(mark), timeout=3)
+    # A clean stop, not one that waited out a deadline: every actor, the restarted one too, ended when asked.
+    assert _STOP_DEADLINE_HIT not in err and _ABANDONED_AT_SHUTDOWN not in err, err[-2000:]
+    wait_for(lambda: not _marked_processes(mark), timeout=15)
 
 
 def test_sigterm_to_the_whole_process_group_is_a_clean_shutdown_not_a_miner_crash(tmp_path):

@@ -12,6 +12,7 @@ from sim.peer import ScriptedPeer
 from tests.helpers import UdpClient, chain_tip, introduce_and_run_consensus, metric, peer_ports, seed_chain, wait_for
 
 FAST = dict(gossip_interval=0.3, peer_timeout=5.0, consensus_interval=3600.0)
+DAY = 86400.0  # a timer this far off never fires during a test
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +109,17 @@ def test_stats_answered_while_syncing(make_node, main_chain):
         client = UdpClient()
         try:
             wait_for(lambda: 0 < slow.received["GetBlock"], timeout=10)
-            worst = 0.0
+            heights = []
             for _ in range(10):
-                start = time.monotonic()
-                reply = client.ask(node.config.port, {"type": "STATS"}, timeout=1.0)
-                worst = max(worst, time.monotonic() - start)
-                assert reply is not None and reply["type"] == "STATS_REPLY"
+                # Re-asked as a UDP client would; no bound on how long an answer may take.
+                reply = wait_for(lambda: client.ask(node.config.port, {"type": "STATS"}, timeout=0.5), timeout=60)
+                assert reply["type"] == "STATS_REPLY"
+                heights.append(reply["height"])
                 time.sleep(0.05)
+            # Each answer told a chain short of the peer's 300 blocks: it was given while the sync
+            # ran, not held back until the sync had ended.
+            assert all(h < 300 for h in heights), heights
             assert chain_tip(node)[0] < 300, "the sync should still be running"
-            assert worst < 0.5
         finally:
             client.close()
 
@@ -134,14 +137,14 @@ def test_nonsense_stats_replies_do_not_stop_the_round(make_node, main_chain):
         wait_for(lambda: chain_tip(node) == (300, main_chain[-1].hash), timeout=15)
 
 
-def test_silent_peer_is_dropped_on_time(make_node):
-    node = make_node(gossip_interval=30.0, peer_timeout=1.0)
+def test_silent_peer_is_dropped_by_the_expiry_timer_not_at_a_keep_alive(make_node):
+    """The keep-alive and the consensus rounds (which also drop silent peers) are a day apart:
+    a peer that goes at all went by the expiry check's own timer."""
+    node = make_node(gossip_interval=DAY, consensus_interval=DAY, peer_timeout=1.0)
     client = UdpClient()
     try:
         client.send(node.config.port, {"type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": client.address[1], "name": "quiet"})
         wait_for(lambda: peer_ports(node) == {client.address[1]})
-        started = time.monotonic()
-        wait_for(lambda: peer_ports(node) == set(), timeout=5)
-        assert time.monotonic() - started < 2.0  # well before the next 30 s keep-alive
+        wait_for(lambda: peer_ports(node) == set(), timeout=30)
     finally:
         client.close()

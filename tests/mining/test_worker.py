@@ -153,3 +153,24 @@ def test_mined_blocks_fit_a_1024_byte_datagram_as_a_get_block_reply():
     block = Block(10**9, name, chosen, "9" * MAX_NONCE_CHARS, 2**63 - 1, "0" * 64)
     assert len(encode(GetBlockReply(block))) <= 1024
     assert usable_words(["short"] * 10, "default", "node", 5) == ("short",) * 10  # plain words all fit
+
+
+def test_a_local_worker_runs_nicer_than_the_node_that_started_it():
+    """A hashing worker must not delay the node's own wake-ups (its ANNOUNCE of the block just found)."""
+    import os
+
+    import psutil
+
+    from mining.worker import WORKER_NICE
+    from mining.worker_backends import ProcessWorker
+
+    worker = ProcessWorker(0)
+    try:
+        assert worker.from_worker is not None and worker.from_worker.poll(30)  # its first report: it is running
+        assert worker.from_worker.recv()[0] == "kernel"
+        assert psutil.Process(worker.child_pid).nice() == min(19, os.nice(0) + WORKER_NICE)
+    finally:
+        worker.send(("stop",))
+        worker.process.join(10)
+        if worker.process.is_alive():
+            worker.process.kill()

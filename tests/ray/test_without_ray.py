@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -110,11 +110,19 @@ def test_ray_worker_runs_the_same_search_loop_over_queues():
 
 
 def test_queue_inbox_close_ends_the_loop():
+    """A closed inbox ends the loop the way a pipe's EOF does (a worker whose parent went away).
+    Run on a thread, as the Ray actor runs it."""
     inbox, outbox = QueueInbox(), QueueOutbox()
     inbox.close()
-    started = time.monotonic()
-    run_worker(inbox, outbox)  # returns on EOF like a worker whose parent went away
-    assert time.monotonic() - started < 5
+    loop = threading.Thread(target=run_worker, args=(inbox, outbox), daemon=True)
+    loop.start()
+    loop.join(timeout=60)
+    assert not loop.is_alive(), "run_worker is still waiting on a closed inbox"
+    assert not inbox.poll()  # it read the close marker: that EOF, nothing else, ended it
+    reports = []
+    while not outbox.queue.empty():
+        reports.append(outbox.queue.get_nowait())
+    assert [r[0] for r in reports] == ["kernel"]  # it started, then stopped without searching or reporting work
 
 
 def test_auto_pool_follows_the_ray_clusters_cpu_count(make_node):

@@ -152,6 +152,14 @@ def test_log_lines_become_chain_events():
     assert parse_line('{"message": 5, "time": "2026-01-01T00:00:01Z"}') is None
 
 
+def test_peer_join_lines_become_peer_count_events():
+    first = parse_line(_line("2026-01-01T00:00:01.000Z", "first peer 127.1.0.2:9 (n1) answered: no longer on our own"))
+    assert (first.kind, first.hi) == ("peers", 1)
+    joined = parse_line(_line("2026-01-01T00:00:02.000Z", "peer 127.1.0.3:9 (a (b)) joined: 12 peers"))
+    assert (joined.kind, joined.hi, joined.lo) == ("peers", 12, 0)
+    assert not joined.writes
+
+
 def test_events_come_out_in_time_order():
     lines = [_line("2026-01-01T00:00:02.000Z", "chain loaded: 0 blocks"),
              _line("2026-01-01T00:00:01.000Z", "mined block 0 0123456789abcdef")]
@@ -195,6 +203,7 @@ def test_stale_rate_is_mined_blocks_off_the_final_chain():
     b = NodeRecord("b", 1, [_ev(2.1, "mined", 1, 2, H[1][:16]), _ev(3, "mined", 2, 3, H[2][:16])])
     assert analysis.stale_rate([a, b], H) == (0.25, 4, 1)
     assert analysis.stale_rate([a, b], H, since=2.05) == (0.0, 2, 0)
+    assert analysis.stale_rate([a, b], H, exclude=[(1.5, 2.5)]) == (0.0, 2, 0)  # the fork at height 1 came during a cut
 
 
 def test_agreement_after_a_heal_is_when_the_last_node_reorgs_onto_the_final_chain():
@@ -224,8 +233,14 @@ def test_sample_figures_tip_agreement_and_peers():
                                     "c": {"height": 1, "hash": "y", "tried": 9}}}]
     assert analysis.tip_agreement(samples) == [(1.0, 2 / 3, 2)]
     assert analysis.peers_over_time(samples) == [(1.0, 3, 5, 9)]
-    assert analysis.time_to_peers(samples + [{"t": 4.0, "nodes": {"a": {"tried": 8}}}], {"a": [0.5], "b": [0.5]}, 8) == \
-        {"a@0.500": 3.5, "b@0.500": None}
+
+
+def test_time_to_peers_from_the_logs_is_per_life_and_exact():
+    a = NodeRecord("a", 0, [_ev(1.2, "peers", hi=1), _ev(3.0, "peers", hi=7), _ev(4.25, "peers", hi=8),
+                            _ev(21.0, "peers", hi=2), _ev(90.0, "peers", hi=8)], lives=[(1.0, 20.0), (20.5, None)])
+    b = NodeRecord("b", 0, [_ev(2.0, "peers", hi=7)], lives=[(1.0, None)])
+    assert analysis.time_to_peers([a, b], {"a": [1.0, 20.5], "b": [1.0]}, 8) == \
+        {"a@1.000": 3.25, "a@20.500": 69.5, "b@1.000": None}
 
 
 def test_percentiles_interpolate_between_ranks():
