@@ -71,7 +71,13 @@ def test_new_word_ends_up_in_a_block(make_node, client):
     check_chain(chain_of(node), 3)
 
 
-def test_worker_killed_with_sigkill_is_replaced(make_node):
+def test_worker_killed_with_sigkill_is_replaced(make_node, monkeypatch):
+    """A worker's death is noticed from the death itself (the pipe's EOF, its exit code), not from silence.
+
+    The silence judge is put an hour away, so it cannot be what notices here: the restart
+    happening at all, for an exit, is the proof, whatever the machine's speed.
+    """
+    monkeypatch.setattr("actors.miner.STALL_TIMEOUT", 3600.0)
     node = make_node(miners=1, difficulty=NO_BLOCKS)
     first = wait_for(lambda: (d := details(node)) and d["hashrate"] > 0 and d)
     assert set(first) >= {"pid", "hashrate", "cpu_percent", "rss_bytes", "hashes_total", "blocks_found"}
@@ -80,12 +86,11 @@ def test_worker_killed_with_sigkill_is_replaced(make_node):
     old_pid = first["pid"]
     assert psutil.Process(old_pid).ppid() == os.getpid()  # a worker process of ours, not a thread
 
-    killed_at = time.monotonic()
     os.kill(old_pid, signal.SIGKILL)
-    wait_for(lambda: miner_entry(node)["restarts"] == 1 and miner_entry(node)["alive"], timeout=5)
-    noticed = time.monotonic() - killed_at
-    assert noticed < 2.0, f"worker death noticed after {noticed:.2f}s"
-    assert "WorkerDied" in (miner_entry(node)["last_error"] or "")
+    wait_for(lambda: miner_entry(node)["restarts"] == 1 and miner_entry(node)["alive"], timeout=30)
+    reason = miner_entry(node)["last_error"] or ""
+    assert "WorkerDied" in reason and "exited" in reason, reason  # its death, not silence
+    assert "stalled" not in reason
 
     fresh = wait_for(lambda: (d := details(node)) and d["pid"] != old_pid and d["hashrate"] > 0 and d)
     assert psutil.pid_exists(fresh["pid"]) and psutil.Process(fresh["pid"]).status() != psutil.STATUS_ZOMBIE
