@@ -200,7 +200,7 @@ class GossipManager(NodeActor, GossipApi):
             self._well_known_probed[addr] = now
             self._send(gossip, addr)
         targets = self._random_tried(KEEPALIVE_SAMPLE, exclude=tuple(self.well_known))
-        targets += [a for a in self._random_new(KEEPALIVE_SAMPLE) if a not in self._well_known_probed]
+        targets += [a for a in self._random_new(KEEPALIVE_SAMPLE) if a not in self.well_known]
         for addr in targets:
             self._entry(addr).probed_at = now
             self._send(gossip, addr)

@@ -509,28 +509,19 @@ class Requests:
                     other.last_lack = now
             for extra in request.asked:
                 other = self.links.get(extra)
-                if extra != request.peer and other is not None and other.answered == 0 and extra not in struck \
-                        and now - other.last_event >= other.rto(self.min_rto, self.max_rto, self.initial_rto):
-                    # Asked alongside (a chain's top) and still nothing from it: a strike, at most one per
-                    # its own timeout period, as for the peer the request went to. The widened top is re-sent
+                if extra != request.peer and other is not None and other.answered == 0:
+                    # Asked alongside (a chain's top) and still nothing from it. The widened top is re-sent
                     # at each nearest peer's timeout; a strike per re-send set every backer aside within
                     # a second, before a loaded peer's first answer could come (busy is not silent).
-                    struck.add(extra)
-                    other.timeouts_in_row += 1
-                    other.backoff = min(other.backoff * 2, 16.0)
-                    other.last_event = now
+                    self._strike(extra, other, now, struck)
             link = self.links.get(request.peer)
             if link is None:
                 continue
             link.inflight -= 1
-            if request.peer not in struck and now - link.last_event >= link.rto(self.min_rto, self.max_rto, self.initial_rto):
-                # At most one strike per peer per timeout period: a burst of losses is one event.
-                struck.add(request.peer)
-                link.timeouts_in_row += 1
-                link.backoff = min(link.backoff * 2, 16.0)
+            if self._strike(request.peer, link, now, struck):
                 if link.answered == link.answered_at_event:
                     link.cwnd = max(1.0, link.cwnd / 2)  # silent since the last strike
-                link.last_event, link.answered_at_event = now, link.answered
+                link.answered_at_event = link.answered
         self.timeouts += len(expired)
         silent = [
             a for a in struck
@@ -539,6 +530,17 @@ class Requests:
         ]
         silent += [a for a in lacking if a not in silent and self.links[a].lack_strikes >= self.lack_timeouts]
         return expired, silent
+
+    def _strike(self, addr: Address, link: PeerLink, now: float, struck: set[Address]) -> bool:
+        """Count a timeout against `addr` (and back off), at most once per its own timeout period:
+        a burst of losses, or many requests it was asked alongside others, is one event."""
+        if addr in struck or now - link.last_event < link.rto(self.min_rto, self.max_rto, self.initial_rto):
+            return False
+        struck.add(addr)
+        link.timeouts_in_row += 1
+        link.backoff = min(link.backoff * 2, 16.0)
+        link.last_event = now
+        return True
 
     def _prune_answered(self, now: float) -> None:
         """Drop answered requests no longer answerable (oldest first: they were answered in order, mostly)."""

@@ -380,16 +380,15 @@ class SyncEngine:
         membership tables, `extra` the peers that showed a longer chain (asked first)."""
         if self.round is not None:
             return self._want_round(reason, (), now, 0.3)
-        extra = tuple(extra)
         if self._pending is not None:
             # This round is the one a debounced trigger was waiting for: ask its peers too
             # (the announcer of a longer chain may be no peer of ours), first.
-            extra = (*extra, *self._pending[2])
+            extra = [*extra, *self._pending[2]]
             self._pending = None
+        extra = tuple(dict.fromkeys(extra))
         self.our_len = len(our_hashes)
         self.staged = staged
         self._expire_memory(now)
-        extra = tuple(dict.fromkeys(extra))
         limit = self.s.max_stats_peers if reason in FULL_ROUNDS else len(extra) + self.s.triggered_stats_peers
         chosen = [p for p in dict.fromkeys([*extra, *peers]) if not self._is_banned(p, now)][: min(limit, self.s.max_stats_peers)]
         if not chosen:

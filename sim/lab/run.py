@@ -489,7 +489,7 @@ class Lab:
             "bytes_per_node_per_s": round(sum(relay_bytes) / len(self.nodes) / run_s) if self.nodes else None,
             "datagrams_per_block_per_node": round(sum(datagrams) / max(1, len(datagrams)) / blocks_for_rate, 1) if datagrams else None,
             "datagrams_per_node_per_s_by_type": _per_type(counts, run_s),
-            "datagrams_total_by_type": _per_type(counts, 1.0 / max(1, len([c for c in counts.values() if c]))),
+            "datagrams_total_by_type": _totals_by_type(counts),
             "node_rss_mb": {"median": _round(analysis.median(rss)), "max": _round(max(rss) if rss else None)},
             "node_cpu_percent": {"median": _round(analysis.median(cpu)), "max": _round(max(cpu) if cpu else None)},
             "exits": [n.exit for n in self.nodes if n.exit],
@@ -584,20 +584,26 @@ def goals(report: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
-def _per_type(counts: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:
-    """The nodes' own datagram counters, mean per node and per second of the run, by direction and type.
+def _totals_by_type(counts: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The nodes' own datagram counters summed over the nodes, by direction and type.
 
     Counters start at zero at each (re)start: churned nodes count less, so this is
     a slight underestimate.
     """
-    nodes = [c for c in counts.values() if c]
     out: dict[str, dict[str, float]] = {"sent": {}, "received": {}, "dropped": {}}
-    for direction in out:
-        for c in nodes:
-            for kind, value in c.get(direction, {}).items():
-                out[direction][kind] = out[direction].get(kind, 0.0) + value
-        out[direction] = {k: round(v / len(nodes) / seconds, 2) for k, v in sorted(out[direction].items())}
+    for direction, totals in out.items():
+        for c in counts.values():
+            for kind, value in (c or {}).get(direction, {}).items():
+                totals[kind] = totals.get(kind, 0.0) + value
+        out[direction] = dict(sorted(totals.items()))
     return out
+
+
+def _per_type(counts: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:
+    """The same counters as a mean per node and per second of the run."""
+    nodes = sum(1 for c in counts.values() if c)
+    return {direction: {k: round(v / nodes / seconds, 2) for k, v in totals.items()}
+            for direction, totals in _totals_by_type(counts).items()}
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
