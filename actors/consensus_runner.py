@@ -146,6 +146,8 @@ class ConsensusRunner(NodeActor, ConsensusApi, TipListener):
         self._run(self.engine.set_tip(event.height, self.clock()))
 
     def on_stats_reply(self, reply: StatsReply, addr: Address) -> None:
+        # GossipManager greets a new address with a STATS: this answer is what validates it there.
+        tell(self.ctx.registry.gossip(), lambda gossip: gossip.on_stats_answer.defer(addr))
         self._note_claim(addr, reply.height, reply.hash)
         self._run(self.engine.on_stats(addr, reply.height, reply.hash, self.clock()))
 

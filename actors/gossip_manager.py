@@ -81,8 +81,11 @@ RELAY_FANOUT = 8
 STALE_ANSWER_INTERVAL = 10.0
 # While no peer is tried, the well-known ones are greeted again after 2, 4, 8 ... s up to this,
 # not only at the keep-alive (one may have been unreachable when we started, e.g. behind a cut).
+# It costs nothing while they stay unreachable, and bounds how long after a cut heals an isolated
+# node stays alone (with 30 s, a node that joined through the far side of a cut got its peers up
+# to 30 s after the heal).
 WELL_KNOWN_RETRY_FIRST = 2.0
-WELL_KNOWN_RETRY_MAX = 30.0
+WELL_KNOWN_RETRY_MAX = 10.0
 
 
 @dataclass
@@ -90,7 +93,7 @@ class PeerInfo:
     name: str
     last_seen: float
     first_seen: float
-    probed_at: float | None = None  # when we last sent it a GOSSIP
+    probed_at: float | None = None  # when we last sent it a GOSSIP (keep-alive) or a greeting STATS
 
 
 def resolve_all(peers: Sequence[tuple[str, int]], timeout: float = RESOLVE_TIMEOUT) -> list[Address | None]:
@@ -310,6 +313,16 @@ class GossipManager(NodeActor, GossipApi):
         else:
             self._heard_of(addr, reply.name, now, probe=True)
 
+    def on_stats_answer(self, addr: Address) -> None:
+        """Told by ConsensusRunner: a STATS_REPLY came from `addr`. If it is an address we greeted (or
+        probed) within PROBE_WINDOW, the round trip proves it is real and alive: promote it. Any
+        other STATS_REPLY changes nothing here (tried peers are kept by their GOSSIP traffic)."""
+        now = self.clock()
+        info = self.new.get(addr)
+        if info is None or info.probed_at is None or now - info.probed_at > PROBE_WINDOW:
+            return
+        self._promote(addr, info.name, now)
+
     def broadcast(self, message: WireMessage) -> None:
         """Send `message` (an ANNOUNCE) to the well-known and the tried peers."""
         for addr in self._trusted_targets():
@@ -416,16 +429,19 @@ class GossipManager(NodeActor, GossipApi):
         self._update_gauge()
 
     def _greet(self, addr: Address, info: PeerInfo, now: float) -> None:
-        """An address seen for the first time: our current keep-alive GOSSIP and a STATS, so either side
-        that is behind catches up. The keep-alive's id, never a fresh one: a fresh id would be flooded
-        to the whole network for every greeting (N greetings each at a join: O(N^2) datagrams); a node
-        that has seen this id already is reached by our next keep-alive."""
+        """An address seen for the first time: a STATS. Its answer (on_stats_answer) proves the address
+        is real, which promotes it, and is its claim, so either side that is behind catches up.
+
+        Never our GOSSIP: a node that had not seen our keep-alive's id would forward it, a flood of its
+        own. At a join that is cheap, but when a partition heals every node greets the whole other side
+        at once, and each greeting flooded that side again: twice the network's datagrams for half a
+        minute, which on a busy host delayed the sync that ends the split. Our regular keep-alive
+        reaches the greeted node within one interval anyway, and its answer promotes it too."""
         if not self._greetings.allow(None, 1, now):
             self.ctx.metrics.dropped.labels(reason="greeting_limited").inc()
             return
-        if self._keepalive is not None:
-            info.probed_at = now
-            self._send(self._keepalive, addr)
+        info.probed_at = now
+        self._claims_asked.allow(addr, 1.0, now)  # its answer is the claim: the next refresh need not ask
         self._send(Stats(), addr)
 
     def _refresh_known(self, addr: Address, name: str, now: float) -> None:

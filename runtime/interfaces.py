@@ -194,6 +194,10 @@ class GossipApi(ActorInterface):
     def on_gossip_reply(self, reply: GossipReply, source: Address) -> None:
         raise NotImplementedError
 
+    def on_stats_answer(self, addr: Address) -> None:
+        """Told by ConsensusRunner for each STATS_REPLY: an answer to our greeting promotes the address."""
+        raise NotImplementedError
+
     def broadcast(self, message: WireMessage) -> None:
         raise NotImplementedError
 

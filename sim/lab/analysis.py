@@ -30,6 +30,11 @@ class NodeRecord:
     def alive_at(self, t: float) -> bool:
         return self.alive_over(t, t)
 
+    def life_s(self, spawned: float, until: float) -> float:
+        """How long the life begun at `spawned` lasted (up to `until` if it had not ended by then)."""
+        ended = next((e for s, e in self.lives if s == spawned), None)
+        return max(0.0, min(until, ended if ended is not None else until) - spawned)
+
     def spawned_at(self, t: float) -> float | None:
         """When the life that covers `t` began."""
         for s, e in self.lives:
@@ -250,6 +255,17 @@ def catchup_s(node: NodeRecord, spawned: float, others: Sequence[NodeRecord], cu
         if (event.writes or event.kind == "loaded") and event.hi >= target:
             return round(max(0.0, event.t - spawned), 3)
     return None
+
+
+def judged(outcomes: Sequence[tuple[float | None, float]], window: float) -> tuple[list[float], int, list[float]]:
+    """Split per-life outcomes (seconds to reach something, or None; the life's length) by whether they
+    can be judged against a goal of `window` seconds: (the times reached, how many lives never reached it
+    though they lasted the window, the lengths of the lives cut short first). A life killed after 0.1 s
+    that had not caught up is no evidence of a slow node, only of a short life; it is counted apart."""
+    reached = [t for t, _ in outcomes if t is not None]
+    missed = sum(1 for t, life in outcomes if t is None and life >= window)
+    cut_short = sorted(round(life, 1) for t, life in outcomes if t is None and life < window)
+    return reached, missed, cut_short
 
 
 # ------------------------------------------------------------------ samples (/health sweeps)

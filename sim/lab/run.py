@@ -36,6 +36,9 @@ SETTLE_S = 30.0  # at the end: how long to wait for the nodes to agree before th
 STOP_TIMEOUT_S = 20.0
 PEERS_WANTED = 8
 PEERS_WITHIN_S = 60.0
+# A restart or join not back at the network's height is a miss if its life lasted this long (the p50
+# goal); one killed again sooner, still catching up, is reported apart (it says nothing of the node).
+CATCHUP_JUDGED_S = 10.0
 # A run is valid when its relay added under VALID_LATE_MS to at least 1 - VALID_LATE_SHARE of the
 # datagrams it forwarded (counted from the kernel's arrival time at the relay's socket) and the
 # kernel dropped at most VALID_DROP_SHARE of the datagrams that reached the relay's sockets.
@@ -438,18 +441,24 @@ class Lab:
         troubled = [(c.start, c.end + (h if h is not None else end)) for c, h in zip(self.cuts, heals)]
         steady, _ = analysis.propagation_ms(records, chain, self.cuts, since=self.t0, exclude=troubled)
         by_name = {r.name: r for r in records}
-        churn = [analysis.catchup_s(by_name[name], spawned, records, self.cuts, end) for name, spawned in self.restarts]
-        joins = [analysis.catchup_s(by_name[name], spawned, records, self.cuts, end) for name, spawned in self.joined]
+        # Each restart or join: (seconds to the network's height or None, how long that life lasted).
+        churn = [(analysis.catchup_s(by_name[name], spawned, records, self.cuts, end), by_name[name].life_s(spawned, end))
+                 for name, spawned in self.restarts]
+        joins = [(analysis.catchup_s(by_name[name], spawned, records, self.cuts, end), by_name[name].life_s(spawned, end))
+                 for name, spawned in self.joined]
         final_nodes = self.collected.get("final", {"nodes": {}})["nodes"]
         settled = [r for r in records if r.name in final_nodes and r.lives and end - r.lives[-1][0] >= PEERS_WITHIN_S]
         tried = [final_nodes[r.name]["tried"] for r in settled if final_nodes[r.name].get("tried") is not None]
         wanted = min(PEERS_WANTED, cfg.nodes - 1)
-        spawns = {n.name: [life[0] for life in n.lives if life[0] is not None and end - life[0] >= PEERS_WITHIN_S]
-                  for n in self.nodes}
+        spawns = {n.name: [life[0] for life in n.lives if life[0] is not None] for n in self.nodes}
         # From each node's own "peer ... joined: N peers" lines: exact, and from its start (the /health
         # sweeps begin only once every node is up, minutes after the first ones started at 100 nodes).
         to_peers = analysis.time_to_peers(records, spawns, wanted)  # type: ignore[arg-type]
-        late = [k for k, v in to_peers.items() if v is None or v > PEERS_WITHIN_S]
+        peer_lives = [(to_peers[f"{name}@{spawned:.3f}"], by_name[name].life_s(spawned, end))  # (time_to_peers' keys)
+                      for name, lives in spawns.items() for spawned in lives if name in by_name]
+        # lives that had the whole 60 s (or got there sooner) are judged; shorter ones that did not are apart
+        peers_reached, peers_missed, peers_cut_short = analysis.judged(peer_lives, PEERS_WITHIN_S)
+        late = [v for v in peers_reached if v > PEERS_WITHIN_S]
         mined_at = analysis.mined_blocks(records)
         blocks_in_run = sum(1 for h, hx in enumerate(chain) if (m := mined_at.get((h, hx[:16]))) and m[0] >= self.t0)
         relay = self.collected.get("relay", {})
@@ -477,14 +486,15 @@ class Lab:
             "stale_outside_cuts": [stale_out_count, mined_out],
             "partition_heal_s": heals[0] if heals else None,
             "partition_heal_s_each": heals,
-            "churn_catchup_s": {**analysis.summary([c for c in churn if c is not None], (50, "max")),
-                                "restarts": len(churn), "not_caught_up": sum(1 for c in churn if c is None)},
-            "join_catchup_s": {**analysis.summary([c for c in joins if c is not None], (50, "max")),
-                               "joins": len(joins), "not_caught_up": sum(1 for c in joins if c is None)},
+            # not_caught_up: lives that lasted CATCHUP_JUDGED_S and never got there; killed_first: the
+            # lengths of the lives killed again (or ended by the run) sooner, before they got there
+            "churn_catchup_s": _catchup(churn, "restarts"),
+            "join_catchup_s": _catchup(joins, "joins"),
             "peers_known": {"min": min(tried) if tried else None, "median": analysis.median(tried),
                             "table": "tried (validated)", "nodes": len(tried)},
-            "peers_wanted_within_60s": {"wanted": wanted, "lives": len(to_peers), "late": len(late),
-                                        **analysis.summary([v for v in to_peers.values() if v is not None], (50, "max"))},
+            "peers_wanted_within_60s": {"wanted": wanted, "lives": len(to_peers) - len(peers_cut_short),
+                                        "late": len(late) + peers_missed, "never": peers_missed,
+                                        "killed_first": peers_cut_short, **analysis.summary(peers_reached, (50, "max"))},
             "bytes_per_block_per_node": round(sum(relay_bytes) / len(self.nodes) / blocks_for_rate) if self.nodes else None,
             "bytes_per_node_per_s": round(sum(relay_bytes) / len(self.nodes) / run_s) if self.nodes else None,
             "datagrams_per_block_per_node": round(sum(datagrams) / max(1, len(datagrams)) / blocks_for_rate, 1) if datagrams else None,
@@ -582,6 +592,14 @@ def goals(report: dict[str, Any]) -> dict[str, bool | None]:
         "no_exits": not report["exits"],
         "rss_median_under_60MB": below(report["node_rss_mb"]["median"], 60),
     }
+
+
+def _catchup(outcomes: list[tuple[float | None, float]], name: str) -> dict[str, Any]:
+    """Catch-up figures of restarts or joins: p50/max of those that got to the network's height, and
+    which did not: in a life of CATCHUP_JUDGED_S or more (a miss), or in a shorter one (not judged)."""
+    reached, missed, cut_short = analysis.judged(outcomes, CATCHUP_JUDGED_S)
+    return {**analysis.summary(reached, (50, "max")), name: len(outcomes), "not_caught_up": missed,
+            "killed_first": cut_short}
 
 
 def _totals_by_type(counts: dict[str, Any]) -> dict[str, dict[str, float]]:

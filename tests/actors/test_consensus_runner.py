@@ -118,6 +118,10 @@ class FakeGossip(pykka.ThreadingActor, GossipApi):
         super().__init__()
         self.ctx = ctx
         self.peers = peers
+        self.answered: list[Address] = []
+
+    def on_stats_answer(self, addr: Address) -> None:
+        self.answered.append(addr)
 
     def send_peer_addresses(self, request_id: int) -> None:
         peers = list(self.peers)
@@ -213,6 +217,8 @@ def test_a_round_completes_with_every_answer_a_message(world, chain):
     assert world.keeper.blocks == chain
     assert world.keeper.calls == ["send_round_inputs", "apply_segment_and_reply"]  # told only; nothing asked
     assert {type(m) for m, _ in world.network.sent} == {Stats, GetBlock}
+    # Each STATS_REPLY is told on to GossipManager (an answer to its greeting promotes the address there).
+    assert PEER in world.gossip_ref.proxy().answered.get(timeout=10)
     assert world.status()["running"] is False
     assert world.timers.pending_once() == []  # idle: no tick pending at all
 

@@ -1,8 +1,9 @@
 """Membership across a whole network of GossipManagers (injected clock and RNG, an in-memory lossy network).
 
-Each node's membership traffic must stay what the protocol's flood costs (a fresh id only per
-keep-alive, greetings reuse it, keep-alives go straight to a sample, not to every entry), and the
-network must still form and hold: every node learns every other one and none is dropped while alive.
+Each node's membership traffic must stay what the protocol's flood costs (a GOSSIP id only per
+keep-alive, greetings are a STATS, keep-alives go straight to a sample, not to every entry), and the
+network must still form and hold: every node learns every other one and none is dropped while alive,
+and two halves that forgot each other during a partition find each other again without a storm.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from actors.gossip_manager import KEEPALIVE_SAMPLE, GossipManager
 from config import NodeConfig
-from messages.wire import Gossip, GossipReply
+from messages.wire import Gossip, GossipReply, Stats, StatsReply
 from runtime.context import NodeContext
 
 KEEPALIVE = 30.0
@@ -59,6 +60,9 @@ class SimNetwork:
         self.sent: Counter[str] = Counter()
         self.ids: set[str] = set()  # every GOSSIP id sent
         self.keepalive_ids: set[str] = set()  # the ids of keep-alives (and well-known retries)
+        self.sides: dict[tuple[str, int], int] = {}  # while a partition lasts: each address's side
+        self.log: list[tuple[float, str]] = []  # (time, type) of every datagram sent
+        self.tried_log: dict[float, list[int]] = {}  # at every whole second: each node's tried count
 
     def add(self, index: int, tmp_path: Any, well_known: list[tuple[str, int]]) -> SimNode:
         host = f"127.0.{index // 200}.{index % 200 + 1}"
@@ -71,6 +75,7 @@ class SimNetwork:
 
     def send(self, source: tuple[str, int], message: Any, addr: tuple[str, int]) -> None:
         self.sent[type(message).__name__] += 1
+        self.log.append((self.now[0], type(message).__name__))
         if isinstance(message, Gossip):
             self.ids.add(message.id)
         self.queue.append((source, message, addr))
@@ -81,10 +86,20 @@ class SimNetwork:
             node = self.nodes.get(addr)
             if node is None or self.rng.random() < self.loss:
                 continue
+            if self.sides and self.sides.get(source) != self.sides.get(addr):
+                continue  # cut apart
             if isinstance(message, Gossip):
                 node.on_gossip(message, source)
             elif isinstance(message, GossipReply):
                 node.on_gossip_reply(message, source)
+            elif isinstance(message, Stats):  # what the node's ChainKeeper does
+                self.send(addr, StatsReply(0, None), source)
+            elif isinstance(message, StatsReply):  # ConsensusRunner tells GossipManager of each
+                node.on_stats_answer(source)
+
+    def count(self, kind: str, start: float, end: float) -> int:
+        """Datagrams of `kind` sent in [start, end) (virtual seconds)."""
+        return sum(1 for t, k in self.log if k == kind and start <= t < end)
 
     def run_timers(self) -> None:
         for node in self.nodes.values():
@@ -94,10 +109,12 @@ class SimNetwork:
                 method(*args)
 
 
-def run_network(tmp_path: Any, size: int, minutes: float, loss: float) -> tuple[SimNetwork, list[list[int]]]:
+def run_network(tmp_path: Any, size: int, minutes: float, loss: float,
+                cut: tuple[float, float] | None = None) -> tuple[SimNetwork, list[list[int]]]:
     """`size` nodes, each joining through node 0 at a random second of the first minute; keep-alives every
-    30 s (at a random phase), expiry every 5 s. Returns the network and, at every whole second, the tried
-    count of each node that joined 60 s or more before."""
+    30 s (at a random phase), expiry every 5 s; `cut` (start, end): the odd nodes cut off from the even
+    ones meanwhile. Returns the network and, at every whole second, the tried count of each node that
+    joined 60 s or more before."""
     rng = random.Random(11)
     net = SimNetwork(loss, rng)
     seed = net.add(0, tmp_path, [])
@@ -109,6 +126,8 @@ def run_network(tmp_path: Any, size: int, minutes: float, loss: float) -> tuple[
     for step in range(steps + 1):
         now = step * STEP
         net.now[0] = now
+        if cut is not None:
+            net.sides = {node.address: i % 2 for i, node in started.items()} if cut[0] <= now < cut[1] else {}
         for i, at in joins.items():
             if i not in started and at <= now:
                 started[i] = net.add(i, tmp_path, [seed.address])
@@ -121,6 +140,7 @@ def run_network(tmp_path: Any, size: int, minutes: float, loss: float) -> tuple[
         net.run_timers()
         net.deliver()
         if step % int(1.0 / STEP) == 0:
+            net.tried_log[now] = [len(node.tried) for node in started.values()]
             tried_after_60s.append([len(node.tried) for i, node in started.items() if now >= joins[i] + 60.0])
     return net, tried_after_60s
 
@@ -155,17 +175,43 @@ def test_a_keep_alive_goes_straight_to_a_sample_not_to_every_entry(tmp_path):
     assert ("127.9.0.1", 7000) in targets  # the well-known peer, always
 
 
-def test_greetings_reuse_the_keep_alive_id(tmp_path):
-    """Hearing of 30 new addresses greets each, all with the one id of our current keep-alive."""
+def test_a_greeting_is_a_stats_and_its_answer_promotes_only_from_that_address_within_the_window(tmp_path):
+    """Hearing of 30 new addresses greets each with a STATS, never with our GOSSIP (which would start a flood
+    wherever our keep-alive's id was not seen yet); the STATS_REPLY from the greeted address proves it."""
     net = SimNetwork(0.0, random.Random(1))
     node = net.add(0, tmp_path, [])
     node.keep_alive()
     net.queue.clear()
     for i in range(30):  # within the greeting burst
         node.on_gossip(Gossip(f"127.3.{i}.1", 7000, f"their-{i}", f"p{i}"), (f"127.3.{i}.1", 7000))
-    greetings = [(message, addr) for _, message, addr in net.queue if isinstance(message, Gossip) and message.host == "127.0.0.1"]
+    greetings = [(message, addr) for _, message, addr in net.queue if not isinstance(message, GossipReply)]
     assert {addr for _, addr in greetings} == {(f"127.3.{i}.1", 7000) for i in range(30)}
-    assert {message.id for message, _ in greetings} == {node._keepalive.id}
+    assert all(isinstance(message, Stats) for message, _ in greetings)
+    net.now[0] = 2.0
+    node.on_stats_answer(("127.3.0.1", 7000))
+    assert ("127.3.0.1", 7000) in node.tried
+    node.on_stats_answer(("127.3.1.1", 7001))  # another port: not the address we greeted
+    node.on_stats_answer(("127.8.0.1", 7000))  # never greeted
+    assert ("127.3.1.1", 7000) not in node.tried and ("127.8.0.1", 7000) not in node.peers
+    net.now[0] = 2.0 + 10.5
+    node.on_stats_answer(("127.3.2.1", 7000))  # too late to be an answer to the greeting
+    assert ("127.3.2.1", 7000) in node.new and ("127.3.2.1", 7000) not in node.tried
+
+
+def test_halves_that_forgot_each_other_in_a_partition_rejoin_at_the_flood_cost(tmp_path):
+    """60 nodes; the odd ones cut off from the even ones for 80 s (long enough to forget each other), then healed.
+
+    The heal must not cost more than the steady flood: a greeting with our GOSSIP flooded our keep-alive's id
+    over the other half again, one extra flood per node right when the halves meet (about 1.5x the GOSSIPs of
+    the same 30 s before the cut). And every node must know nearly all the others again within 60 s."""
+    size, cut = 60, (180.0, 260.0)
+    net, _ = run_network(tmp_path, size, minutes=(cut[1] + 60.0) / 60, loss=0.01, cut=cut)
+    assert min(net.tried_log[cut[0] - 1.0]) >= size - 3  # formed before the cut
+    assert max(net.tried_log[cut[1] - 1.0]) <= size // 2  # each half forgot the other
+    before, after = net.count("Gossip", cut[0] - 30.0, cut[0]), net.count("Gossip", cut[1], cut[1] + 30.0)
+    assert after <= 1.2 * before, (before, after)
+    rejoined = net.tried_log[cut[1] + 60.0]
+    assert min(rejoined) >= size - 3 and sorted(rejoined)[size // 2] == size - 1
 
 
 def test_an_answer_to_our_flooded_keep_alive_promotes_only_within_the_window(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import actors.network_io as network_io
 from messages.wire import DECODE_ERROR_KINDS
 from sim.chains import make_chain
-from tests.helpers import health, UdpClient, metric, real_blocks, wait_for, wire_block
+from tests.helpers import health, UdpClient, metric, peer_ports, real_blocks, wait_for, wire_block
 
 
 def stats(client, node):
@@ -75,10 +75,13 @@ def test_gossip_reply_goes_to_the_originator_in_the_message(make_node, client):
         client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": originator.address[1], "id": "g-1", "name": "orig"})
         reply = originator.recv(expect="GOSSIP_REPLY")
         assert reply == {"type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": node.config.port, "name": node.config.name}
-        # A peer seen for the first time is also greeted: our GOSSIP and a STATS (catch-up on first sight).
-        greeting = sorted(originator.recv()["type"] for _ in range(2))
-        assert greeting == ["GOSSIP", "STATS"]
+        # A peer seen for the first time is also greeted: a STATS (catch-up on first sight), never our
+        # GOSSIP; its answer, from the greeted address, makes it a tried peer.
+        assert originator.recv() == {"type": "STATS"}
         assert client.recv(timeout=0.3) is None  # not to the datagram's source
+        assert originator.address[1] not in peer_ports(node, "tried")
+        originator.send(node.config.port, {"type": "STATS_REPLY", "height": 0, "hash": None})
+        wait_for(lambda: originator.address[1] in peer_ports(node, "tried"))
         client.send(node.config.port, {"type": "GOSSIP", "host": "127.0.0.1", "port": originator.address[1], "id": "g-1", "name": "orig"})
         assert originator.recv(timeout=0.3, expect="GOSSIP_REPLY") is None  # a seen id is not answered again
     finally:

@@ -117,7 +117,7 @@ def test_status_shows_blocks_top_index_sync_percentage_and_total_hash_rate():
 def test_status_shows_version_uptime_sync_state_and_each_peers_claimed_height(make_node):
     alice = make_node(name="alice")
     bob = make_node(name="bob", http_port=free_tcp_port(), peers=(("127.0.0.1", alice.config.port),))
-    # bob greets alice (GOSSIP and STATS) at once: wait until he holds her claim.
+    # bob greets alice, his well-known peer, at once (a GOSSIP; his join round asks her STATS): wait until he holds her claim.
     def claim_known() -> bool:
         best = http_get(bob.config.http_port, "/api/overview").json()["sync"].get("best_claim") or {}
         return best.get("address") == f"127.0.0.1:{alice.config.port}"

@@ -228,6 +228,16 @@ def test_catchup_is_from_the_restart_to_the_height_reachable_then():
     assert analysis.catchup_s(stuck, 10, [other, stuck], [], until=60) is None
 
 
+def test_a_life_killed_before_it_could_be_judged_is_counted_apart_not_as_a_miss():
+    """A restart killed again 0.1 s later had no time to catch up: no evidence about the node. One that lived
+    the whole window and never got there is a miss; one that got there counts whatever its life."""
+    node = NodeRecord("n", 0, [], lives=[(10.0, 10.1), (20.0, 70.0), (80.0, None)])
+    assert node.life_s(10.0, until=100.0) == pytest.approx(0.1)
+    assert node.life_s(80.0, until=100.0) == 20.0  # still running when the run ended
+    outcomes = [(2.0, 50.0), (None, 0.1), (None, 45.0), (None, 9.0), (12.0, 12.5)]
+    assert analysis.judged(outcomes, 10.0) == ([2.0, 12.0], 1, [0.1, 9.0])
+
+
 def test_sample_figures_tip_agreement_and_peers():
     samples = [{"t": 1.0, "nodes": {"a": {"height": 2, "hash": "x", "tried": 3}, "b": {"height": 2, "hash": "x", "tried": 5},
                                     "c": {"height": 1, "hash": "y", "tried": 9}}}]
