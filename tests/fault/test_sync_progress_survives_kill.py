@@ -13,6 +13,7 @@ from sim.peer import ScriptedPeer
 from tests.helpers import UdpClient, free_udp_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+TOTAL = 2000
 
 
 def start(data_dir: Path, port: int, peer) -> subprocess.Popen:
@@ -40,7 +41,9 @@ def counts(db: Path) -> tuple[int, int]:
 
 
 def test_kill_minus_nine_mid_sync_keeps_the_staged_segments_and_the_old_chain(tmp_path):
-    chain = make_chain(3000, 2)
+    # Long enough that the kill lands after two staged chunks (512 blocks each) and well
+    # before the switch (another ~900 blocks to fetch), short enough to be quick.
+    chain = make_chain(TOTAL, 2)
     data_dir = tmp_path / "d"
     db = data_dir / "chain.sqlite3"
     port = free_udp_port()
@@ -54,18 +57,18 @@ def test_kill_minus_nine_mid_sync_keeps_the_staged_segments_and_the_old_chain(tm
             proc.wait(timeout=10)
             blocks, staged = counts(db)
             assert blocks == 0  # never a partial chain: the old version (empty) until the switch
-            assert 1024 <= staged < 3000
-            staged_low = 3000 - staged
+            assert 1024 <= staged < TOTAL
+            staged_low = TOTAL - staged
             # Let the peer work off the requests the killed node left queued at it.
             wait_for(lambda: quiet(peer), timeout=30, interval=0.01)
             asked_first = len(peer.get_block_heights)
             proc = start(data_dir, port, peer.address)
-            wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.5) or {}).get("height") == 3000, timeout=60)
+            wait_for(lambda: (client.ask(port, {"type": "STATS"}, timeout=0.5) or {}).get("height") == TOTAL, timeout=60)
             reply = client.ask(port, {"type": "STATS"})
-            assert reply == {"type": "STATS_REPLY", "height": 3000, "hash": chain[-1].hash}
+            assert reply == {"type": "STATS_REPLY", "height": TOTAL, "hash": chain[-1].hash}
             asked_second = peer.get_block_heights[asked_first:]
             assert asked_second and max(asked_second) < staged_low  # resumed below what was staged
-            assert counts(db) == (3000, 0)
+            assert counts(db) == (TOTAL, 0)
         finally:
             client.close()
             proc.kill()

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import socket
 
+import actors.consensus_runner
 from sim.reflect import CONSENSUS, PeerSwarm, consensus_flood
 from tests.helpers import metric, peer_ports, wait_for
 
+FLOOD_SECONDS = 3.0
+# The gap between CONSENSUS-released rounds (15 s in service). Shorter here so the waiting
+# round is not waited out for long, yet longer than the flood: the flood still meets one
+# round now and one waiting, and everything past those must coalesce, as in service.
+ROUND_GAP = FLOOD_SECONDS + 2.0
 
-def test_a_consensus_storm_sends_third_parties_less_than_the_attacker_sends(make_node):
+
+def test_a_consensus_storm_sends_third_parties_less_than_the_attacker_sends(make_node, monkeypatch):
+    monkeypatch.setattr(actors.consensus_runner, "CONSENSUS_ROUND_GAP", ROUND_GAP)  # read when the runner starts
     node = make_node(probe_interval=0)
     runner = node.ctx.registry.proxy("ConsensusRunner")
     target = ("127.0.0.1", node.config.port)
@@ -31,7 +39,7 @@ def test_a_consensus_storm_sends_third_parties_less_than_the_attacker_sends(make
         rounds_before = runner.status().get(timeout=5)["rounds"]
         before, kinds_before = swarm.counts()
         # 100 CONSENSUS a second for 3 s, from four forged sources (past the per-IP limit).
-        sent = consensus_flood(target, 100.0, 3.0, sources=[f"127.0.0.{200 + i}" for i in range(4)])
+        sent = consensus_flood(target, 100.0, FLOOD_SECONDS, sources=[f"127.0.0.{200 + i}" for i in range(4)])
         # Whatever the flood left waiting runs too (a gap after the first): counted in.
         wait_for(lambda: runner.status().get(timeout=5)["rounds"] >= rounds_before + 2, timeout=30)
         wait_for(lambda: not runner.status().get(timeout=5)["running"], timeout=20)

@@ -14,7 +14,7 @@ import time
 
 from tests.helpers import peer_ports, wait_for
 
-PEER_TIMEOUT = 2.0
+PEER_TIMEOUT = 1.5
 
 
 def test_a_peer_reusing_one_gossip_id_is_kept_past_several_peer_timeouts(make_node):
@@ -27,9 +27,9 @@ def test_a_peer_reusing_one_gossip_id_is_kept_past_several_peer_timeouts(make_no
         keepalive = json.dumps({"type": "GOSSIP", "host": host, "port": port, "id": "one-id-forever", "name": "reuser"}).encode()
         peer.sendto(keepalive, target)
         peer.settimeout(5)
-        while json.loads(peer.recvfrom(65536)[0])["type"] != "GOSSIP":
-            pass  # the node greets the new address with its GOSSIP: answered once, so the peer is tried
-        peer.sendto(json.dumps({"type": "GOSSIP_REPLY", "host": host, "port": port, "name": "reuser"}).encode(), target)
+        while json.loads(peer.recvfrom(65536)[0])["type"] != "STATS":
+            pass  # the node greets the new address with a STATS: answered once, so the peer is tried
+        peer.sendto(json.dumps({"type": "STATS_REPLY", "height": 0, "hash": None}).encode(), target)
         wait_for(lambda: port in peer_ports(node, "tried"), timeout=10)
         # From now on it only sends its keep-alive, always with the same id, and answers nothing.
         end = time.monotonic() + 3 * PEER_TIMEOUT

@@ -154,7 +154,7 @@ field_names = st.sampled_from(["type", "height", "hash", "host", "port", "id", "
 type_names = st.sampled_from(["GOSSIP", "GOSSIP_REPLY", "GET_BLOCK", "GET_BLOCK_REPLY", "ANNOUNCE", "STATS", "STATS_REPLY", "CONSENSUS", "NEW_WORD", "OTHER"])
 
 
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 @given(type_names, st.dictionaries(field_names, json_values, max_size=8))
 def test_random_valid_looking_json_never_escapes(kind, fields):
     obj = {**fields, "type": kind}

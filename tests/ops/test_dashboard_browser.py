@@ -6,6 +6,7 @@ Chromium so CI runs it.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -96,20 +97,22 @@ def test_dashboard_renders_updates_in_place_and_explorer_links_work(node, client
     assert requested and all(url.startswith(base + "/") for url in requested), requested
 
 
+# The README's screenshot is rewritten only when asked (UPDATE_SCREENSHOT=1): a test run must not
+# leave a tracked file changed. Otherwise the page is still captured, into the test's own directory.
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 FRESHNESS_TIMEOUT_MS = 60_000
 DIFFICULTY = 5  # a block every fraction of a second to a few seconds, whatever the kernel
 HOUR = 3600.0  # longer than the test runs: a periodic round this far apart never happens within it
 
 
-def test_a_mining_peers_new_blocks_show_on_the_other_nodes_page_through_her_announces(make_node):
+def test_a_mining_peers_new_blocks_show_on_the_other_nodes_page_through_her_announces(make_node, tmp_path):
     """Two nodes: alice mines, bob joined through her. Each block alice finds reaches bob's page
     as her claim (her ANNOUNCE refreshes it), not with a periodic round: sync rounds and keep-alive
     GOSSIP (whose answer also asks her claim) are an hour apart here, so none falls within the test
     after the join, and her claim showing at all is the proof.
     The sync card never says "in sync" or "no peers" while she claims more. The time from alice
     storing a block to bob's page showing it is measured and printed (the issue asks for under
-    5 s), never asserted. Regenerates docs/dashboard.png from bob's page."""
+    5 s), never asserted. Captures alice's page (into docs/dashboard.png with UPDATE_SCREENSHOT=1)."""
     hourly = {"consensus_interval": HOUR, "gossip_interval": HOUR, "peer_timeout": 2 * HOUR}
     alice = make_node(name="alice", difficulty=DIFFICULTY, miners=1, http_port=free_tcp_port(), **hourly)
     bob = make_node(name="bob", difficulty=DIFFICULTY, peers=(("127.0.0.1", alice.config.port),),
@@ -148,7 +151,9 @@ def test_a_mining_peers_new_blocks_show_on_the_other_nodes_page_through_her_anno
         page.goto(f"http://127.0.0.1:{alice.config.http_port}/")
         page.wait_for_function("""document.querySelectorAll('#chart-hashrate .line').length > 0
             && document.querySelectorAll('#peers tbody tr').length > 0""")
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert problems == []
 
 

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.ray.ray_scenario import RAY_BIN, ROOT, all_mining, free_port, get_json, init_then_main, wait_for  # noqa: E402
 
+PROBE_RETRIES = 5
+
 
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="raya", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
@@ -47,11 +49,15 @@ def main() -> None:
         assert "Token authentication is disabled" not in head.stdout + head.stderr, head.stderr[-2000:]
         assert (home / "ray" / "ray_current_cluster").exists(), "the head wrote no address file"
         http_port = free_port()
+        # The node's probe (a client without the token) is refused only once Ray's client
+        # gives up on the GCS: RAY_NUM_REDIS_GET_RETRIES tries about a second apart (20 by
+        # default). Fewer for the node: the cluster refuses it the same, the verdict comes sooner.
+        node_env = dict(env, RAY_NUM_REDIS_GET_RETRIES=str(PROBE_RETRIES))
         node = subprocess.Popen(
             [sys.executable, str(ROOT / "run_node.py"), "--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
              "--name", "ray-auto", "--difficulty", "30", "--miners", "auto", "--ray-address", "auto",
              "--data-dir", str(home / "data"), "--http-port", str(http_port)],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=node_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
         found = wait_for("2 miners hashing on the auto-found cluster", lambda: all_mining(http_port, 2), 90)
         log.flush()
