@@ -226,7 +226,7 @@ def test_real_peer_syncing_from_us_runs_at_full_speed(make_node):
 
 
 def test_a_peer_that_introduced_itself_fetches_300_blocks_in_full_on_its_validated_budget(make_node):
-    """GOSSIP in, answer the node's probe, then 300 GET_BLOCKs (unpadded): every one is answered.
+    """GOSSIP in, answer the node's greeting (a STATS), then 300 GET_BLOCKs (unpadded): every one is answered.
 
     The replies are well over 3x the requests, so the 3x rule alone would refuse them; and the
     unvalidated allowance stays untouched, so it is the validation that lets them through.
@@ -239,13 +239,13 @@ def test_a_peer_that_introduced_itself_fetches_300_blocks_in_full_on_its_validat
     try:
         host, port = peer.getsockname()
         intro = json.dumps({"type": "GOSSIP", "host": host, "port": port, "id": "intro", "name": "p"}).encode()
-        answer = json.dumps({"type": "GOSSIP_REPLY", "host": host, "port": port, "name": "p"}).encode()
+        answer = json.dumps({"type": "STATS_REPLY", "height": 0, "hash": None}).encode()
         sent = len(intro) + len(answer)  # every byte this IP sent: what the 3x rule would credit it
         peer.sendto(intro, ("127.0.0.1", node.config.port))
         peer.settimeout(5)
-        while True:  # the node probes the new address with its own GOSSIP; a node answers it
+        while True:  # the node greets the new address with a STATS; a node answers it
             message = json.loads(peer.recvfrom(65536)[0])
-            if message["type"] == "GOSSIP":
+            if message["type"] == "STATS":
                 peer.sendto(answer, ("127.0.0.1", node.config.port))
                 break
         wait_for(lambda: network.validated_addresses().get(timeout=2) >= 1, timeout=5)

@@ -98,17 +98,17 @@ CELL = re.compile(r"(\d+)\s+([0-9a-f]{8})\s+(demo-\d)")
 AUTO_LINE = re.compile(r"difficulty (\d+) \(auto: kernel ([\w-]+) at ([\d.]+) MH/s per core, a block about every ([\d.]+) s\)")
 
 
+@pytest.mark.timeout(600)  # a hang's safety net, not a speed claim: beside busy cores the miners get little CPU
 def test_demo_picks_a_difficulty_this_machine_mines_at_a_demo_pace_and_the_nodes_agree(demo_factory):
     """Regression: a fixed difficulty 5 gave a block every few ms per node with the SHA-NI kernel; the nodes
-    forked faster than they could agree (heights 341/339/335, never one tip). Auto must pick a pace they can follow."""
+    forked faster than they could agree (heights 341/339/335, never one tip). Auto must pick a pace they can follow:
+    the expected interval it prints is a demo pace, and the nodes end on one tip of height 3 or more."""
     demo = demo_factory("--miners-per-node", "1", "--interval", "0.5")
     difficulty, kernel, per_core, expected = demo.next_matching(AUTO_LINE).groups()
     assert 0.5 <= float(expected) <= 8.0, f"expected block interval {expected}s is no demo pace"
     assert int(difficulty) >= 4 and kernel in {"sha-ni", "portable", "hashlib"}
     seen: list[list[tuple[str, ...]]] = []
-    deadline = time.monotonic() + 90  # 3 blocks at ~2-6 s each, with room for a CPU-busy CI machine
-    while True:
-        assert time.monotonic() < deadline, f"no common tip of height >= 3 on all nodes: {seen[-3:]}"
+    while True:  # until one common tip of height 3 or more (forking faster than they agree never gets there)
         cells = CELL.findall(demo.next_matching(PROGRESS).string)
         seen.append(cells)
         if len(cells) == 3 and min(int(h) for h, _, _ in cells) >= 3 and len({top for _, top, _ in cells}) == 1:
