@@ -2,14 +2,14 @@
 
 Two bounded tables (membership: see docs/protocol.md):
 
-* **tried**: peers that answered a GOSSIP we sent them (a GOSSIP_REPLY from that
-  host within PROBE_WINDOW of our GOSSIP to that address): a node really is there.
+* **tried**: peers that answered something we sent them within PROBE_WINDOW (a
+  GOSSIP_REPLY from the host it names to our GOSSIP, or a STATS_REPLY from the very
+  address we greeted with a STATS): a node really is there.
   Only tried peers (and the well-known ones) are forwarded gossip, sent ANNOUNCEs
   and asked for STATS by consensus.
 * **new**: addresses only heard of (a GOSSIP's claimed originator, an unsolicited
-  GOSSIP_REPLY, the last snapshot). Each is greeted with our current keep-alive
-  GOSSIP (its id, not a fresh one) and a STATS (rate-limited); answering moves it
-  to tried.
+  GOSSIP_REPLY, the last snapshot). Each is greeted with a STATS (rate-limited);
+  answering moves it to tried.
 
 What membership costs a node must not grow with the network beyond what the
 protocol's flood itself costs (each new id: one reply to its originator, three
@@ -17,7 +17,7 @@ forwards). So only a keep-alive carries a fresh id (it is flooded; every node it
 reaches answers us, and an answer from the host it names within PROBE_WINDOW of it
 promotes that address); the keep-alive is sent straight to the well-known peers and
 to a random sample of each table, not to every entry (the flood reaches the rest);
-a greeting reuses the keep-alive's id, so it is never flooded again.
+a greeting carries no GOSSIP at all, so it never starts a flood (see `_greet`).
 
 A flood of forged originators only churns the new table: it can never evict a
 tried or a well-known peer. The new table evicts its longest-silent entry when
@@ -65,7 +65,7 @@ FORWARD_BURST = 600.0
 # flood of forged gossip names new "peers"; the rest wait for the keep-alive.
 GREET_RATE = 20.0
 GREET_BURST = 40.0
-PROBE_WINDOW = 10.0  # a GOSSIP_REPLY this soon after our GOSSIP to that address promotes it
+PROBE_WINDOW = 10.0  # an answer this soon after our GOSSIP (or greeting STATS) to that address promotes it
 # A tried peer that shows it is alive is asked its chain (STATS) at most this often: once per
 # keep-alive interval, since every peer is asked at that rate (N/30 STATS a second at N peers).
 CLAIM_REFRESH = 30.0
@@ -148,7 +148,7 @@ class GossipManager(NodeActor, GossipApi):
         self._tried_pos: dict[Address, int] = {}
         self._forwards = TokenBuckets(FORWARD_RATE, FORWARD_BURST, max_keys=1)
         self._greetings = TokenBuckets(GREET_RATE, GREET_BURST, max_keys=1)
-        self._keepalive: Gossip | None = None  # our current GOSSIP (probes reuse it: no new id to spread)
+        self._keepalive: Gossip | None = None  # our current GOSSIP (a well-known peer resolved late gets it: no new id)
         self._keepalive_sent_at: float | None = None
         self.seen_ids: OrderedDict[str, float] = OrderedDict()
         self.well_known: list[Address] = []

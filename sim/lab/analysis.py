@@ -30,9 +30,13 @@ class NodeRecord:
     def alive_at(self, t: float) -> bool:
         return self.alive_over(t, t)
 
+    def life_end(self, spawned: float) -> float | None:
+        """When the life begun at `spawned` ended (None: it had not, or there is no such life)."""
+        return next((e for s, e in self.lives if s == spawned), None)
+
     def life_s(self, spawned: float, until: float) -> float:
         """How long the life begun at `spawned` lasted (up to `until` if it had not ended by then)."""
-        ended = next((e for s, e in self.lives if s == spawned), None)
+        ended = self.life_end(spawned)
         return max(0.0, min(until, ended if ended is not None else until) - spawned)
 
     def spawned_at(self, t: float) -> float | None:
@@ -248,7 +252,7 @@ def catchup_s(node: NodeRecord, spawned: float, others: Sequence[NodeRecord], cu
         if any(c.start <= spawned < c.end and c.separates(node.region, other.region) for c in cuts):
             continue
         target = max(target, height_at(other.events, spawned))
-    life_end = next((e for s, e in node.lives if s == spawned), None) or until
+    life_end = node.life_end(spawned) or until
     for event in node.events:
         if event.t < spawned or event.t > life_end:
             continue
@@ -295,6 +299,11 @@ def peers_over_time(samples: Sequence[dict[str, Any]]) -> list[tuple[float, floa
     return out
 
 
+def life_key(name: str, spawned: float) -> str:
+    """How `time_to_peers` names one life of a node."""
+    return f"{name}@{spawned:.3f}"
+
+
 def time_to_peers(nodes: Sequence[NodeRecord], spawn_times: dict[str, list[float]], wanted: int) -> dict[str, float | None]:
     """Per node life: seconds from its spawn to the log line where its count of validated peers
     reached `wanted` (None: never in that life). From the node's own lines, to the millisecond,
@@ -304,11 +313,11 @@ def time_to_peers(nodes: Sequence[NodeRecord], spawn_times: dict[str, list[float
     for name, spawns in spawn_times.items():
         record = by_name.get(name)
         for spawned in spawns:
-            key = f"{name}@{spawned:.3f}"
+            key = life_key(name, spawned)
             out[key] = None
             if record is None:
                 continue
-            life_end = next((e for s, e in record.lives if s == spawned), None)
+            life_end = record.life_end(spawned)
             for event in record.events:
                 if event.kind != "peers" or event.t < spawned or (life_end is not None and event.t > life_end):
                     continue

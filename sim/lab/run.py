@@ -454,8 +454,8 @@ class Lab:
         # From each node's own "peer ... joined: N peers" lines: exact, and from its start (the /health
         # sweeps begin only once every node is up, minutes after the first ones started at 100 nodes).
         to_peers = analysis.time_to_peers(records, spawns, wanted)  # type: ignore[arg-type]
-        peer_lives = [(to_peers[f"{name}@{spawned:.3f}"], by_name[name].life_s(spawned, end))  # (time_to_peers' keys)
-                      for name, lives in spawns.items() for spawned in lives if name in by_name]
+        peer_lives = [(to_peers[analysis.life_key(name, spawned)], by_name[name].life_s(spawned, end))
+                      for name, lives in spawns.items() for spawned in lives]
         # lives that had the whole 60 s (or got there sooner) are judged; shorter ones that did not are apart
         peers_reached, peers_missed, peers_cut_short = analysis.judged(peer_lives, PEERS_WITHIN_S)
         late = [v for v in peers_reached if v > PEERS_WITHIN_S]
